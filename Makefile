@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` (main job end to end) and `make test`. Each sets itself up.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup stack demo test bench clean-stack
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+stack: setup
+	$(BIN)/capq stack up
+
+demo: stack
+	$(BIN)/capq demo
+
+test: stack
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: stack
+	$(BIN)/python -m bench
+
+clean-stack:
+	-$(BIN)/capq stack down
+	rm -rf .capq/stack

@@ -1,0 +1,25 @@
+"""names: every Redis key, queue name and tier in one place, all under the capq prefix."""
+
+# Highest service first: this order is the order a worker drains its queues in.
+TIERS = ("premium", "plus", "free")
+
+PREFIX = "capq"
+EVAL_QUEUE = f"{PREFIX}.eval"
+DLQ_KEY = f"{PREFIX}:dlq"
+RATE_KEY = f"{PREFIX}:rate:"  # + api key hash + ":" + hour window
+WORKER_HEARTBEAT_KEY = f"{PREFIX}:worker:"  # + worker id
+
+
+def caption_queue(model: str, tier: str) -> str:
+    """The queue that holds `tier` work for workers pinned to `model`."""
+    return f"{PREFIX}.{model}.{tier}"
+
+
+def caption_queues(model: str) -> list[str]:
+    """A model's queues in drain order, premium first."""
+    return [caption_queue(model, t) for t in TIERS]
+
+
+def tier_of_queue(queue: str) -> str | None:
+    tier = queue.rsplit(".", 1)[-1]
+    return tier if tier in TIERS else None

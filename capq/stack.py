@@ -1,0 +1,227 @@
+"""stack: start, stop and inspect the local Redis, MongoDB wire server and S3 server on loopback."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+from capq.settings import Settings
+
+
+class StackError(RuntimeError):
+    """A local service could not be started or did not become ready."""
+
+
+def _bin(name: str) -> str:
+    """Prefer the executable installed beside this Python (the project's venv)."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise StackError(f"{name} not found; install the dev requirements (make test does) or put it on PATH")
+    return found
+
+
+def _port(url: str, default: int) -> int:
+    return urlsplit(url).port or default
+
+
+def redis_ready(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5).ping())
+    except Exception:
+        return False
+
+
+def mongo_ready(url: str) -> bool:
+    from pymongo import MongoClient
+
+    client = MongoClient(url, serverSelectionTimeoutMS=500, connectTimeoutMS=500)
+    try:
+        client.admin.command("ping")
+        return True
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+def s3_ready(endpoint: str) -> bool:
+    try:
+        with urllib.request.urlopen(endpoint.rstrip("/") + "/healthz", timeout=0.5) as resp:
+            return resp.status == 200
+    except Exception:
+        return False
+
+
+@dataclass
+class Service:
+    """One server process with its data, log and pid file under `root/name`."""
+
+    name: str
+    url: str
+    root: Path
+    argv: Callable[[Path], list[str]]
+    ready: Callable[[], bool]
+    start_timeout_s: float = 60.0
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dir(self) -> Path:
+        return self.root / self.name
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.dir / "log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def status(self) -> str:
+        if self.ready():
+            return "running" if self.pid() else "running (not started by capq)"
+        return "starting" if self.pid() else "stopped"
+
+    def start(self) -> str:
+        """Start unless already answering; wait until ready. Returns what was done."""
+        if self.ready():
+            return "already running" if self.pid() else "reused (already answering)"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "data").mkdir(exist_ok=True)
+        log = open(self.logfile, "ab")
+        proc = subprocess.Popen(
+            self.argv(self.dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=self.dir, start_new_session=True, env={**os.environ, **self.env},
+        )
+        self.pidfile.write_text(str(proc.pid))
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise StackError(f"{self.name} exited with code {proc.returncode}; see {self.logfile}:\n{_tail(self.logfile)}")
+            if self.ready():
+                return f"started (pid {proc.pid})"
+            time.sleep(0.2)
+        raise StackError(f"{self.name} did not answer at {self.url} within {self.start_timeout_s:.0f}s; see {self.logfile}:\n{_tail(self.logfile)}")
+
+    def stop(self, timeout_s: float = 15.0) -> str:
+        pid = self.pid()
+        if pid is None:
+            return "not running (or not started by capq)"
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            _reap(pid)
+            time.sleep(0.1)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+        self.pidfile.unlink(missing_ok=True)
+        return f"stopped (pid {pid})"
+
+    def kill(self) -> None:
+        """SIGKILL at once: for fault tests that want a crash, not a shutdown."""
+        pid = self.pid()
+        if pid is not None:
+            os.killpg(pid, signal.SIGKILL)
+            _reap(pid)
+            self.pidfile.unlink(missing_ok=True)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def redis_service(url: str, root: Path) -> Service:
+    port = _port(url, 6379)
+    return Service(
+        "redis", url, root,
+        lambda d: [_bin("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "yes", "--dir", str(d / "data")],
+        lambda: redis_ready(url),
+    )
+
+
+def mongo_service(url: str, root: Path) -> Service:
+    port = _port(url, 27017)
+    return Service(
+        "mongodb", url, root,
+        lambda d: [_bin("secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
+                   "--storage-path", str(d / "data"), "--log-level", "WARNING"],
+        lambda: mongo_ready(url),
+        # Unbuffered so a crash leaves its traceback in the log.
+        env={"PYTHONUNBUFFERED": "1"},
+    )
+
+
+def s3_service(settings: Settings, root: Path) -> Service:
+    port = _port(settings.s3_endpoint, 8333)
+
+    def argv(d: Path) -> list[str]:
+        creds = {"identities": [{"name": "capq", "credentials": [
+            {"accessKey": settings.s3_access_key, "secretKey": settings.s3_secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+        (d / "s3.json").write_text(json.dumps(creds))
+        return [_bin("weed"), "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                "-master.telemetry=false", "-webdav=false", "-admin.ui=false", f"-s3.port={port}",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={d / 's3.json'}"]
+
+    return Service("s3", settings.s3_endpoint, root, argv, lambda: s3_ready(settings.s3_endpoint))
+
+
+def services(settings: Settings) -> list[Service]:
+    root = settings.stack_dir.resolve()
+    return [redis_service(settings.redis_url, root), mongo_service(settings.mongo_url, root), s3_service(settings, root)]
+
+
+def up(settings: Settings, report: Callable[[str, str, str], None] = lambda *a: None) -> None:
+    """Start every service that is not answering, wait for each, then create bucket and indexes."""
+    for svc in services(settings):
+        report(svc.name, svc.start(), svc.url)
+    from storage.blobs import ImageStore
+    from storage.db import Mongo
+
+    ImageStore(settings).ensure_bucket()
+    Mongo(settings).ensure_indexes()
+
+
+def down(settings: Settings, report: Callable[[str, str, str], None] = lambda *a: None) -> None:
+    for svc in reversed(services(settings)):
+        report(svc.name, svc.stop(), svc.url)
+
+
+def status(settings: Settings) -> list[tuple[str, str, str, str]]:
+    return [(s.name, s.status(), s.url, str(s.logfile)) for s in services(settings)]

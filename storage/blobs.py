@@ -1,0 +1,129 @@
+"""blobs: image bytes in S3, content-addressed by sha256 so the same bytes are stored once."""
+from __future__ import annotations
+
+import functools
+import hashlib
+from typing import Callable, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
+from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+
+from capq.settings import Settings
+from storage.errors import NotFound, ObjectStoreUnreachable, StorageError
+
+T = TypeVar("T")
+_UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, BotoConnectionError)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def object_key(sha256: str) -> str:
+    # Two-level fan-out keeps listings and any filesystem-backed store fast at millions of objects.
+    return f"images/sha256/{sha256[:2]}/{sha256}"
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class ImageStore:
+    """Put, get, test and delete images by sha256 in one bucket."""
+
+    def __init__(self, settings: Settings):
+        self.endpoint = settings.s3_endpoint
+        self.bucket = settings.s3_bucket
+        timeout = settings.connect_timeout_s
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint,
+            aws_access_key_id=settings.s3_access_key,
+            aws_secret_access_key=settings.s3_secret_key,
+            region_name=settings.s3_region,
+            config=Config(
+                connect_timeout=timeout,
+                read_timeout=max(timeout, 10.0),
+                # One quick retry; callers (tasks) own the longer backoff.
+                retries={"max_attempts": 2, "mode": "standard"},
+                s3={"addressing_style": "path"},
+                max_pool_connections=32,
+            ),
+        )
+
+    def _call(self, fn: Callable[[], T], sha256: str | None = None) -> T:
+        try:
+            return fn()
+        except _UNREACHABLE as exc:
+            raise ObjectStoreUnreachable(self.endpoint, type(exc).__name__) from exc
+        except ClientError as exc:
+            code = _code(exc)
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(f"image {sha256} is not in bucket {self.bucket}") from exc
+            if code in ("NoSuchBucket",):
+                raise NotFound(f"bucket {self.bucket} does not exist; run `capq stack up` or create it") from exc
+            raise StorageError(f"object store error {code} for {sha256 or self.bucket}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"object store error at {self.endpoint}: {exc}") from exc
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it is missing (idempotent)."""
+
+        def go():
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                    raise
+                try:
+                    self.client.create_bucket(Bucket=self.bucket)
+                except ClientError as again:
+                    if _code(again) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+
+        self._call(go)
+
+    def put(self, data: bytes, content_type: str = "application/octet-stream") -> tuple[str, bool]:
+        """Store bytes once; returns (sha256, created). Same bytes twice -> one object, one upload."""
+        sha = sha256_hex(data)
+
+        def go() -> bool:
+            try:
+                # If-None-Match: * makes the put conditional: a second writer of the same bytes gets 412.
+                self.client.put_object(
+                    Bucket=self.bucket, Key=object_key(sha), Body=data,
+                    ContentType=content_type, IfNoneMatch="*",
+                )
+                return True
+            except ClientError as exc:
+                if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                    return False
+                raise
+
+        return sha, self._call(go, sha)
+
+    def get(self, sha256: str) -> bytes:
+        return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=object_key(sha256))["Body"].read(), sha256)
+
+    def exists(self, sha256: str) -> bool:
+        try:
+            self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=object_key(sha256)), sha256)
+            return True
+        except NotFound:
+            return False
+
+    def presigned_url(self, sha256: str, expires_s: int = 3600) -> str:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": object_key(sha256)}, ExpiresIn=expires_s
+        )
+
+    def delete(self, sha256: str) -> None:
+        self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=object_key(sha256)), sha256)
+
+
+@functools.cache
+def image_store(settings: Settings) -> ImageStore:
+    """One client per process and settings (boto3 clients are thread-safe)."""
+    return ImageStore(settings)

@@ -1,0 +1,109 @@
+"""db: the MongoDB connection, its collections and their indexes, and error translation."""
+from __future__ import annotations
+
+import functools
+from typing import Callable, TypeVar
+
+from pymongo import ASCENDING as ASC, DESCENDING as DESC, IndexModel, MongoClient
+from pymongo.database import Database
+from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
+
+from capq.settings import Settings
+from storage.errors import DatabaseUnreachable
+
+T = TypeVar("T")
+UNREACHABLE = (ServerSelectionTimeoutError, ConnectionFailure, AutoReconnect, NetworkTimeout)
+
+# Every field a query filters or sorts on has an index here; creating them is idempotent.
+INDEXES: dict[str, list[IndexModel]] = {
+    "images": [
+        IndexModel([("sha256", ASC)], unique=True),
+        IndexModel([("first_seen", DESC)]),
+    ],
+    "jobs": [
+        IndexModel([("owner", ASC), ("created_at", DESC)]),
+        IndexModel([("owner", ASC), ("idempotency_key", ASC)], unique=True,
+                   partialFilterExpression={"idempotency_key": {"$type": "string"}}),
+        IndexModel([("state", ASC), ("created_at", DESC)]),
+    ],
+    # One row per (job, image, model, preset): the unit of work and the truth behind job counters.
+    "job_items": [
+        IndexModel([("job_id", ASC), ("sha256", ASC), ("model", ASC), ("preset", ASC)], unique=True),
+        IndexModel([("job_id", ASC), ("state", ASC)]),
+        IndexModel([("owner", ASC), ("updated_at", DESC)]),
+        IndexModel([("owner", ASC), ("sha256", ASC), ("updated_at", DESC)]),
+        IndexModel([("owner", ASC), ("model", ASC), ("updated_at", DESC)]),
+    ],
+    # One caption per image x model x checkpoint x generation config: a redelivered task cannot duplicate it.
+    "captions": [
+        IndexModel([("sha256", ASC), ("model", ASC), ("checkpoint", ASC), ("config_hash", ASC)], unique=True),
+        IndexModel([("model", ASC), ("created_at", DESC)]),
+        IndexModel([("model", ASC), ("preset", ASC), ("created_at", DESC)]),
+        IndexModel([("job_id", ASC), ("created_at", DESC)]),
+        IndexModel([("created_at", DESC)]),
+    ],
+    "references": [
+        IndexModel([("sha256", ASC)], unique=True),
+        IndexModel([("file_name", ASC)]),
+    ],
+    "evaluations": [
+        IndexModel([("model", ASC), ("preset", ASC), ("created_at", DESC)]),
+        IndexModel([("created_at", DESC)]),
+    ],
+    "api_keys": [
+        IndexModel([("key_hash", ASC)], unique=True),
+        IndexModel([("owner", ASC)]),
+    ],
+}
+
+
+class Mongo:
+    """A database handle that turns 'cannot reach the server' into DatabaseUnreachable."""
+
+    def __init__(self, settings: Settings):
+        self.url = settings.mongo_url
+        ms = int(settings.connect_timeout_s * 1000)
+        self.client: MongoClient = MongoClient(
+            settings.mongo_url,
+            serverSelectionTimeoutMS=ms,
+            connectTimeoutMS=ms,
+            socketTimeoutMS=max(ms, 30_000),
+            tz_aware=True,
+            appname="capq",
+        )
+        self.db: Database = self.client[settings.mongo_db]
+
+    def __getitem__(self, name: str):
+        return self.db[name]
+
+    def call(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except UNREACHABLE as exc:
+            raise DatabaseUnreachable(self.url, type(exc).__name__) from exc
+
+    def ping(self) -> None:
+        self.call(lambda: self.client.admin.command("ping"))
+
+    def ensure_indexes(self) -> None:
+        def go():
+            for name, models in INDEXES.items():
+                self.db[name].create_indexes(models)
+
+        self.call(go)
+
+
+@functools.cache
+def mongo(settings: Settings) -> Mongo:
+    """One client per process and settings; pymongo pools connections inside it."""
+    return Mongo(settings)
+
+
+def translated(fn: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a store method so pymongo's network errors surface as DatabaseUnreachable."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        return self.mongo.call(lambda: fn(self, *args, **kwargs))
+
+    return wrapper

@@ -1,0 +1,31 @@
+"""errors: the storage error hierarchy; unreachable services are distinct from missing things."""
+
+
+class StorageError(Exception):
+    """Base of every storage error."""
+
+
+class ServiceUnreachable(StorageError):
+    """A backing service did not answer within the configured timeout: a passing fault, worth a retry."""
+
+    service = "service"
+
+    def __init__(self, url: str, detail: str = ""):
+        self.url = url
+        super().__init__(
+            f"{self.service} unreachable at {url}"
+            + (f" ({detail})" if detail else "")
+            + "; check that it runs (capq stack status) and the CAPQ_* URL is right"
+        )
+
+
+class ObjectStoreUnreachable(ServiceUnreachable):
+    service = "object store"
+
+
+class DatabaseUnreachable(ServiceUnreachable):
+    service = "database"
+
+
+class NotFound(StorageError):
+    """The thing asked for does not exist: permanent, never retried."""
