@@ -23,3 +23,6 @@ def caption_queues(model: str) -> list[str]:
 def tier_of_queue(queue: str) -> str | None:
     tier = queue.rsplit(".", 1)[-1]
     return tier if tier in TIERS else None
+
+CAPTION_TASK = "capq.caption_shard"
+EVAL_TASK = "capq.evaluate"

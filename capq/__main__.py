@@ -1,0 +1,4 @@
+"""Allow `python -m capq`."""
+from capq.cli import main
+
+main()

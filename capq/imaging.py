@@ -1,0 +1,74 @@
+"""imaging: checking image bytes (producer) and decoding them for a model (worker), with reasons on failure."""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
+                 "BMP": "image/bmp", "TIFF": "image/tiff"}
+
+
+class InvalidImage(ValueError):
+    """The bytes are not an image capq can caption; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str
+    width: int
+    height: int
+    size: int
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.format]
+
+
+def inspect_image(data: bytes, max_bytes: int, max_pixels: int) -> ImageInfo:
+    """Check real content (not the file name): size cap, known format, pixel cap, then a full decode."""
+    if not data:
+        raise InvalidImage("file is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise InvalidImage(f"file is {len(data):,} bytes, over the {max_bytes:,}-byte cap (CAPQ_MAX_IMAGE_BYTES)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, (width, height) = img.format, img.size
+    except UnidentifiedImageError:
+        raise InvalidImage("not an image: content matches no supported format "
+                           f"({', '.join(SUPPORTED_FORMATS)})") from None
+    except Exception as exc:  # PIL raises many types on damaged headers
+        raise InvalidImage(f"cannot read image header: {exc}") from None
+    if fmt not in SUPPORTED_FORMATS:
+        raise InvalidImage(f"format {fmt} is not supported; use one of {', '.join(SUPPORTED_FORMATS)}")
+    # Checked before decoding, so a decompression bomb is refused without allocating it.
+    if width * height > max_pixels:
+        raise InvalidImage(f"{width}x{height} is {width * height:,} pixels, over the {max_pixels:,}-pixel cap "
+                           "(CAPQ_MAX_IMAGE_PIXELS); resize it")
+    decode_rgb(data, max_pixels)
+    return ImageInfo(fmt, width, height, len(data))
+
+
+def decode_rgb(data: bytes, max_pixels: int | None = None) -> Image.Image:
+    """Fully decode to an upright RGB image (EXIF orientation applied); InvalidImage on any damage."""
+    if not data:
+        raise InvalidImage("file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise InvalidImage(f"{img.width}x{img.height} is over the {max_pixels:,}-pixel cap")
+            # load() forces the whole decode: a truncated JPEG fails here, not later inside the model.
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return img.convert("RGB")
+    except InvalidImage:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidImage(f"cannot decode image: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImage(f"cannot decode image (damaged or truncated?): {exc}") from None

@@ -1,0 +1,1 @@
+"""producer: how work gets into capq (validate, store, record, enqueue) and answers get out."""

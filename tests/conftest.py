@@ -1,0 +1,78 @@
+"""Shared fixtures: real services from the local stack, with a private database and bucket per test session."""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+from capq.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+SEED_DIR = Path(os.environ.get("CAPQ_SEED_DIR", REPO.parent / "shared" / "seed"))
+SEED_IMAGES = sorted((SEED_DIR / "test_images" / "images").glob("*.jpg"))
+
+
+def pytest_collection_modifyitems(items):
+    # Mark by folder (as LitServe's conftest does) so `-m unit` runs without services.
+    for item in items:
+        for kind in ("unit", "integration", "e2e"):
+            if f"/tests/{kind}/" in str(item.fspath):
+                item.add_marker(getattr(pytest.mark, kind))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The CAPQ_* variables that reproduce `settings` in a subprocess."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if isinstance(value, dict):
+            value = ",".join(f"{k}={v}" for k, v in value.items())
+        env["CAPQ_" + name.upper()] = str(value)
+    return env
+
+
+def _require_services(settings: Settings) -> None:
+    """A missing service fails the run: tests never skip because the stack is down."""
+    from capq.stack import mongo_ready, redis_ready, s3_ready
+
+    down = [name for name, ok in (("Redis", redis_ready(settings.redis_url)), ("MongoDB", mongo_ready(settings.mongo_url)),
+                                  ("S3", s3_ready(settings.s3_endpoint))) if not ok]
+    if down:
+        pytest.fail(f"services not answering: {', '.join(down)}; run `capq stack up` (make test does)", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def settings(base_settings, tmp_path_factory) -> Settings:
+    """Settings pointing at a database, bucket and home of this session's own."""
+    tag = uuid.uuid4().hex[:10]
+    env = {**settings_env(base_settings), "CAPQ_MONGO_DB": f"capq_test_{tag}", "CAPQ_S3_BUCKET": f"capq-test-{tag}",
+           "CAPQ_HOME": str(tmp_path_factory.mktemp("home"))}
+    s = load_settings(env)
+    _require_services(s)
+    from storage.blobs import ImageStore
+    from storage.db import Mongo
+
+    ImageStore(s).ensure_bucket()
+    Mongo(s).ensure_indexes()
+    yield s
+    Mongo(s).client.drop_database(s.mongo_db)
+
+
+@pytest.fixture
+def db(settings):
+    from storage.db import mongo
+
+    return mongo(settings)

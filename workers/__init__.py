@@ -1,0 +1,1 @@
+"""workers: caption workers, one pinned model each, fed by Celery over Redis."""

@@ -1,0 +1,1 @@
+"""adapters: one Captioner subclass per model architecture, all behind workers.adapters.base.Captioner."""

@@ -1,0 +1,192 @@
+"""base: the Captioner contract every model adapter follows, and guarded checkpoint loading."""
+from __future__ import annotations
+
+import os
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from PIL import Image
+
+from workers.presets import apply_postprocess
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+_GENERATION_KEYS = ("prompt", "generate", "postprocess")
+
+
+class CheckpointError(Exception):
+    """A checkpoint (hub id or local folder) is missing or unreadable: permanent, never retried."""
+
+    def __init__(self, model: str, checkpoint: str, reason: str, hint: str):
+        self.model = model
+        self.checkpoint = checkpoint
+        super().__init__(f"cannot load {model} checkpoint {checkpoint!r}: {reason}; {hint}")
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _looks_like_path(checkpoint: str) -> bool:
+    # A hub id is "name" or "org/name"; anything else that names a place on disk is a folder.
+    return (
+        os.path.isabs(checkpoint)
+        or checkpoint.startswith((".", "~"))
+        or checkpoint.count("/") > 1
+        or "\\" in checkpoint
+    )
+
+
+def load_pretrained(model: str, checkpoint: str, loader: Callable[..., Any], **kwargs: Any) -> Any:
+    """Call `loader(checkpoint, **kwargs)` (a `from_pretrained`) for a hub id or a local folder.
+
+    A local folder is always read with `local_files_only=True`, so it never touches the network.
+    A hub id goes through the Hugging Face cache, and the network unless HF_HUB_OFFLINE is set.
+    Every failure is raised as `CheckpointError`, whose message names the model and checkpoint.
+    """
+    path = Path(checkpoint).expanduser()
+    local = path.exists() or _looks_like_path(checkpoint)
+    if local:
+        if not path.is_dir():
+            what = "is not a folder" if path.exists() else "no such folder"
+            raise CheckpointError(model, checkpoint, what, _local_hint())
+        source, kwargs = str(path), {**kwargs, "local_files_only": True}
+    else:
+        source = checkpoint
+    try:
+        return loader(source, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - transformers raises OSError, ValueError, KeyError... alike
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        hint = _local_hint() if local else _hub_hint(checkpoint)
+        raise CheckpointError(model, checkpoint, reason, hint) from exc
+
+
+def _local_hint() -> str:
+    return (
+        "point --checkpoint at a folder written by save_pretrained (config.json, weights, tokenizer "
+        "and preprocessor files), or build tiny test models with workers.tiny.make_tiny"
+    )
+
+
+def _hub_hint(checkpoint: str) -> str:
+    if _hub_offline():
+        return (
+            "HF_HUB_OFFLINE is set and the id is not in the Hugging Face cache: download it where there "
+            f"is network (`hf download {checkpoint}`), or pass a local folder"
+        )
+    return "check the hub id and the network, or pass a local folder that holds the checkpoint"
+
+
+def check_model_type(model: str, checkpoint: str, config: Any, expected: Sequence[str]) -> None:
+    """Refuse a checkpoint of another architecture, which from_pretrained would load with random weights."""
+    kind = getattr(config, "model_type", None)
+    if kind not in expected:
+        raise CheckpointError(
+            model, checkpoint, f"it holds a {kind!r} model, not {' or '.join(map(repr, expected))}",
+            "pick the model that matches the checkpoint (capq models list)",
+        )
+
+
+class Captioner(ABC):
+    """One captioning model, loaded once per worker process.
+
+    Lifecycle: `__init__` only checks arguments; `load()` reads the model and processor; then
+    `preprocess(image)` per image and `generate(batch, generation)` per batch.
+
+    :param checkpoint: hub id ("Salesforce/blip-image-captioning-large") or local folder.
+    :param device: "cpu", "cuda" or "cuda:N".
+    :param dtype: "fp32", "fp16" or "bf16"; weights and pixel values are cast to it.
+    :param max_batch_size: `generate` runs the model on at most this many inputs at a time.
+    """
+
+    name: ClassVar[str] = "captioner"
+    # False where the architecture has no text prefix to condition on (ViT-GPT2's decoder).
+    supports_prompt: ClassVar[bool] = True
+
+    def __init__(self, checkpoint: str, device: str = "cpu", dtype: str = "fp32", max_batch_size: int = 8):
+        if not isinstance(checkpoint, (str, os.PathLike)) or not str(checkpoint).strip():
+            raise ValueError(f"checkpoint must be a hub id or a folder, got {checkpoint!r}")
+        if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or max_batch_size <= 0:
+            raise ValueError(f"max_batch_size must be an integer greater than 0, got {max_batch_size!r}")
+        self.checkpoint = str(checkpoint)
+        self.device = device
+        self.dtype = dtype
+        self.torch_dtype = DTYPES[dtype]
+        self.max_batch_size = max_batch_size
+        self.model: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
+    def load(self) -> "Captioner":
+        """Load weights and processors onto `device`; call once per process. Returns self."""
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} asked for, but torch sees no CUDA GPU; use device='cpu'")
+        self._load()
+        self.model.to(self.device).eval()
+        return self
+
+    def load_pretrained(self, loader: Callable[..., Any], **kwargs: Any) -> Any:
+        return load_pretrained(self.name, self.checkpoint, loader, **kwargs)
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Set `self.model` and whatever processors `preprocess` and `_generate` need."""
+
+    @abstractmethod
+    def preprocess(self, image: Image.Image) -> Any:
+        """Turn one RGB image into one model input (a pixel tensor without batch dimension)."""
+
+    @abstractmethod
+    def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
+        """Caption up to max_batch_size preprocessed inputs; one raw caption each, prompt removed."""
+
+    def generate(self, batch: list[Any], generation: dict | None = None) -> list[str]:
+        """One caption per input, in input order: stripped, post-processed strings.
+
+        :param batch: outputs of `preprocess`, any length (run in chunks of max_batch_size).
+        :param generation: a preset {"prompt": str|None, "generate": {...}, "postprocess": name|None};
+            see workers.presets.get_preset. None means the model's built-in generation config.
+        """
+        if not self.loaded:
+            raise RuntimeError(f"{type(self).__name__}.generate called before load()")
+        prompt, kwargs, postprocess = _split_generation(generation)
+        if prompt and not self.supports_prompt:
+            raise ValueError(f"{self.name} takes no prompt; drop 'prompt' from the preset")
+        captions: list[str] = []
+        for start in range(0, len(batch), self.max_batch_size):
+            chunk = list(batch[start:start + self.max_batch_size])
+            # Seeding per call keeps sampling presets reproducible whatever else ran before.
+            torch.manual_seed(0)
+            with torch.inference_mode():
+                outputs = self._generate(chunk, prompt or None, dict(kwargs))
+            if len(outputs) != len(chunk):
+                raise RuntimeError(
+                    f"{type(self).__name__}._generate returned {len(outputs)} outputs, but expected {len(chunk)}"
+                )
+            captions.extend(apply_postprocess(postprocess, str(text).strip()).strip() for text in outputs)
+        return captions
+
+    def pixels(self, batch: list[Any]) -> torch.Tensor:
+        """Stack preprocessed inputs into one tensor on the model's device and dtype."""
+        return torch.stack(batch).to(self.device, self.torch_dtype)
+
+
+def _split_generation(generation: dict | None) -> tuple[str | None, dict[str, Any], str | None]:
+    if generation is None:
+        return None, {}, None
+    unknown = sorted(set(generation) - set(_GENERATION_KEYS))
+    if unknown:
+        raise ValueError(
+            f"unknown generation key(s) {unknown}; a preset has {list(_GENERATION_KEYS)} "
+            "(generate() keyword arguments go under 'generate')"
+        )
+    return generation.get("prompt"), dict(generation.get("generate") or {}), generation.get("postprocess")

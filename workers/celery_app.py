@@ -1,0 +1,43 @@
+"""celery_app: the one Celery app; producer, workers, beat and Flower all build it from settings."""
+from __future__ import annotations
+
+from celery import Celery
+
+from capq.names import EVAL_QUEUE, EVAL_TASK
+from capq.settings import Settings, get_settings
+
+
+def create_app(settings: Settings) -> Celery:
+    app = Celery("capq", broker=settings.redis_url, include=["workers.tasks", "evaluation.tasks"])
+    app.conf.update(
+        # Results live in MongoDB; a result backend would only duplicate them.
+        task_ignore_result=True,
+        # Ack after the work is written: a worker lost mid-shard leaves the message to be redelivered.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # One message in hand at a time, so the tier order decides every pick.
+        worker_prefetch_multiplier=1,
+        broker_transport_options={
+            "queue_order_strategy": "workers.tiers:TierCycle",
+            # No per-message priorities: tiers are queues. One step keeps each queue a single Redis list.
+            "priority_steps": [0],
+            # Must exceed the longest shard, or Redis redelivers work that is still running.
+            "visibility_timeout": settings.visibility_timeout_s,
+        },
+        broker_connection_retry_on_startup=True,
+        task_default_queue=EVAL_QUEUE,
+        task_routes={EVAL_TASK: {"queue": EVAL_QUEUE}},
+        # Events feed Flower.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+    )
+    # The schedule module must not import this one (it is read while `app` is being built).
+    from evaluation.schedule import beat_schedule
+
+    app.conf.beat_schedule = beat_schedule(settings)
+    return app
+
+
+app = create_app(get_settings())

@@ -1,0 +1,137 @@
+"""pipeline: caption one shard of image ids (fetch, decode, batch, generate, upsert); no Celery here."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from capq.imaging import InvalidImage, decode_rgb
+from storage.blobs import ImageStore
+from storage.captions import CaptionStore
+from storage.errors import NotFound
+from storage.jobs import JobStore
+from workers.presets import config_hash, get_preset
+
+
+@dataclass
+class Worker:
+    """What one worker process holds for its whole life: its pinned model and its store clients."""
+
+    model: str
+    checkpoint: str
+    captioner: Any  # workers.adapters.base.Captioner, loaded
+    images: ImageStore
+    captions: CaptionStore
+    jobs: JobStore
+    worker_id: str
+    batch_size: int
+    fetch_threads: int = 8
+    on_batch: Callable[[int, float], None] = lambda size, model_s: None
+    on_failure: Callable[[str], None] = lambda reason: None
+    _pool: ThreadPoolExecutor = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._pool = ThreadPoolExecutor(self.fetch_threads, thread_name_prefix="fetch")
+
+
+@dataclass
+class ShardResult:
+    done: int = 0
+    reused: int = 0
+    failed: int = 0
+    skipped: int = 0
+    model_s: float = 0.0
+    wall_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def _fetch_one(w: Worker, sha: str) -> tuple[str, Any, str | None, float]:
+    """-> (sha, preprocessed input or None, failure reason or None, fetch seconds). Passing faults raise."""
+    t0 = time.perf_counter()
+    try:
+        data = w.images.get(sha)
+        image = decode_rgb(data)
+        return sha, w.captioner.preprocess(image), None, time.perf_counter() - t0
+    except NotFound:
+        return sha, None, "missing: image object not found in the object store", time.perf_counter() - t0
+    except InvalidImage as exc:
+        return sha, None, f"undecodable: {exc}", time.perf_counter() - t0
+
+
+def _fetch_batch(w: Worker, shas: list[str]):
+    return list(w._pool.map(lambda s: _fetch_one(w, s), shas))
+
+
+def _prefetched(w: Worker, batches: list[list[str]]) -> Iterator[list]:
+    """Yield fetched batches while the next one is already being fetched (overlaps I/O with the model)."""
+    if not batches:
+        return
+    ahead = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+    try:
+        future = ahead.submit(_fetch_batch, w, batches[0])
+        for nxt in batches[1:] + [None]:
+            fetched = future.result()
+            if nxt is not None:
+                future = ahead.submit(_fetch_batch, w, nxt)
+            yield fetched
+    finally:
+        ahead.shutdown(wait=True, cancel_futures=True)
+
+
+def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> ShardResult:
+    """Caption the still-open items of one shard. Idempotent: a redelivered shard redoes only what is open."""
+    t_start = time.perf_counter()
+    result = ShardResult()
+    job = w.jobs.get(job_id)
+    if job.get("state") == "cancelled":
+        w.jobs.cancel(job_id)
+        result.skipped = len(shas)
+        return result
+    open_items = w.jobs.open_items(job_id, w.model, preset_name, shas)
+    result.skipped = len(shas) - len(open_items)
+    preset = get_preset(w.model, preset_name)
+    chash = config_hash(w.model, preset)
+    todo = [it["sha256"] for it in open_items]
+
+    # A caption already made for the same image x model x config is reused, not recomputed.
+    cached = w.captions.existing(todo, w.model, w.checkpoint, chash)
+    if cached:
+        w.jobs.finish_items(job_id, w.model, preset_name, [
+            {"sha256": sha, "state": "done", "caption": doc["caption"], "config_hash": chash,
+             "checkpoint": w.checkpoint, "reused": True, "worker_id": w.worker_id}
+            for sha, doc in cached.items()
+        ])
+        result.reused = len(cached)
+    todo = [sha for sha in todo if sha not in cached]
+
+    batches = [todo[i:i + w.batch_size] for i in range(0, len(todo), w.batch_size)]
+    for fetched in _prefetched(w, batches):
+        good = [(sha, x, fetch_s) for sha, x, reason, fetch_s in fetched if reason is None]
+        bad = [(sha, reason) for sha, x, reason, _ in fetched if reason is not None]
+        outcomes = [{"sha256": sha, "state": "failed", "error": reason, "worker_id": w.worker_id} for sha, reason in bad]
+        for _, reason in bad:
+            w.on_failure(reason.split(":", 1)[0])
+        if good:
+            t0 = time.perf_counter()
+            texts = w.captioner.generate([x for _, x, _ in good], preset)
+            model_s = time.perf_counter() - t0
+            result.model_s += model_s
+            w.on_batch(len(good), model_s)
+            docs = [{
+                "sha256": sha, "model": w.model, "checkpoint": w.checkpoint, "preset": preset_name,
+                "config_hash": chash, "caption": text, "job_id": job_id, "worker_id": w.worker_id,
+                "timings": {"fetch_s": round(fetch_s, 4), "model_s": round(model_s / len(good), 4),
+                            "batch_size": len(good)},
+            } for (sha, _, fetch_s), text in zip(good, texts)]
+            w.captions.upsert_many(docs)
+            outcomes += [{"sha256": d["sha256"], "state": "done", "caption": d["caption"], "config_hash": chash,
+                          "checkpoint": w.checkpoint, "reused": False, "worker_id": w.worker_id} for d in docs]
+        w.jobs.finish_items(job_id, w.model, preset_name, outcomes)
+        result.done += len(good)
+        result.failed += len(bad)
+    w.jobs.refresh_counts(job_id)
+    result.wall_s = time.perf_counter() - t_start
+    return result

@@ -1,0 +1,61 @@
+"""tasks: thin Celery tasks; all the work is in workers.pipeline."""
+from __future__ import annotations
+
+import logging
+import time
+
+from capq.logs import job_id_var
+from capq.names import CAPTION_TASK
+from capq.settings import get_settings
+from storage.errors import NotFound, ServiceUnreachable
+from workers import metrics, pipeline, runtime
+from workers.celery_app import app
+from workers.deadletters import DeadLetters
+
+log = logging.getLogger("capq.worker")
+
+
+def _dead_letter(task, args: list, error: str) -> None:
+    queue = (task.request.delivery_info or {}).get("routing_key") or ""
+    entry = DeadLetters(get_settings()).add(CAPTION_TASK, args, queue, error, task.request.retries)
+    log.error("shard dead-lettered as %s: %s", entry, error)
+
+
+@app.task(bind=True, name=CAPTION_TASK)
+def caption_shard(self, job_id: str, model: str, preset: str, shas: list[str], enqueued_at: float | None = None) -> dict:
+    settings = get_settings()
+    w = runtime.current()
+    args = [job_id, model, preset, shas, enqueued_at]
+    job_id_var.set(job_id)
+    if model != w.model:
+        _dead_letter(self, args, f"misrouted: shard for {model} reached a {w.model} worker")
+        return {"dead": True}
+    if enqueued_at and not self.request.retries:
+        tier = (self.request.delivery_info or {}).get("routing_key", "").rsplit(".", 1)[-1]
+        metrics.QUEUE_WAIT.labels(model, tier).observe(max(0.0, time.time() - enqueued_at))
+    try:
+        result = pipeline.caption_shard(w, job_id, preset, shas)
+    except ServiceUnreachable as exc:
+        # Passing fault: back off and retry; the shard is idempotent, so retrying redoes only open items.
+        if self.request.retries >= settings.task_max_retries:
+            metrics.SHARDS.labels(model, "dead").inc()
+            _dead_letter(self, args, f"gave up after {self.request.retries} retries: {exc}")
+            return {"dead": True}
+        countdown = min(2 ** self.request.retries, settings.retry_backoff_max_s)
+        log.warning("retrying shard in %ss: %s", countdown, exc)
+        metrics.SHARDS.labels(model, "retried").inc()
+        raise self.retry(exc=exc, countdown=countdown, max_retries=settings.task_max_retries)
+    except (NotFound, ValueError) as exc:
+        # Permanent: the job or preset does not exist. Retrying cannot help.
+        metrics.SHARDS.labels(model, "dead").inc()
+        _dead_letter(self, args, f"{type(exc).__name__}: {exc}")
+        return {"dead": True}
+    except Exception as exc:
+        metrics.SHARDS.labels(model, "dead").inc()
+        _dead_letter(self, args, f"{type(exc).__name__}: {exc}")
+        raise
+    metrics.SHARDS.labels(model, "ok").inc()
+    metrics.IMAGES_CAPTIONED.labels(model, "model").inc(result.done)
+    metrics.IMAGES_CAPTIONED.labels(model, "reused").inc(result.reused)
+    log.info("shard done: %s", result.as_dict())
+    return result.as_dict()
