@@ -26,3 +26,6 @@ def tier_of_queue(queue: str) -> str | None:
 
 CAPTION_TASK = "capq.caption_shard"
 EVAL_TASK = "capq.evaluate"
+
+# The captioning architectures capq ships adapters for (workers.models holds their details).
+MODEL_NAMES = ("blip", "blip2", "git", "vit-gpt2")

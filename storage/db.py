@@ -42,13 +42,18 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("job_id", ASC), ("created_at", DESC)]),
         IndexModel([("created_at", DESC)]),
     ],
+    # Pending references (image not submitted yet) use "pending:<file name>" as their sha256 key.
     "references": [
         IndexModel([("sha256", ASC)], unique=True),
         IndexModel([("file_name", ASC)]),
+        IndexModel([("imported_at", DESC)]),
+        IndexModel([("pending", ASC)]),
     ],
     "evaluations": [
         IndexModel([("model", ASC), ("preset", ASC), ("created_at", DESC)]),
         IndexModel([("created_at", DESC)]),
+        # The scheduler's "newest evaluation of this group" lookup.
+        IndexModel([("model", ASC), ("checkpoint", ASC), ("config_hash", ASC), ("created_at", DESC)]),
     ],
     "api_keys": [
         IndexModel([("key_hash", ASC)], unique=True),

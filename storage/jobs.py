@@ -168,3 +168,12 @@ class JobStore:
     def list(self, owner: str | None = None, limit: int = 50) -> list[dict]:
         query = {"owner": owner} if owner else {}
         return list(self.jobs.find(query).sort("created_at", -1).limit(limit))
+
+    @translated
+    def set_item_meta(self, job_id: str, metas: dict[str, dict]) -> None:
+        """Attach submitter metadata (from a manifest) to every item of each image: {sha256: meta}."""
+        if metas:
+            from pymongo import UpdateMany
+
+            self.items.bulk_write([UpdateMany({"job_id": job_id, "sha256": sha}, {"$set": {"meta": meta}})
+                                   for sha, meta in metas.items()], ordered=False)

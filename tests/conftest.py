@@ -5,6 +5,7 @@ import os
 import socket
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -49,6 +50,12 @@ def _require_services(settings: Settings) -> None:
         pytest.fail(f"services not answering: {', '.join(down)}; run `capq stack up` (make test does)", pytrace=False)
 
 
+def flush_redis(settings: Settings) -> None:
+    import redis
+
+    redis.Redis.from_url(settings.redis_url).flushdb()
+
+
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
     return load_settings()
@@ -58,7 +65,9 @@ def base_settings() -> Settings:
 def settings(base_settings, tmp_path_factory) -> Settings:
     """Settings pointing at a database, bucket and home of this session's own."""
     tag = uuid.uuid4().hex[:10]
-    env = {**settings_env(base_settings), "CAPQ_MONGO_DB": f"capq_test_{tag}", "CAPQ_S3_BUCKET": f"capq-test-{tag}",
+    # Queues, dead letters and rate counters are global in a Redis database: tests take one of their own.
+    redis_url = urlunsplit(urlsplit(base_settings.redis_url)._replace(path="/" + os.environ.get("CAPQ_TEST_REDIS_DB", "13")))
+    env = {**settings_env(base_settings), "CAPQ_REDIS_URL": redis_url, "CAPQ_MONGO_DB": f"capq_test_{tag}", "CAPQ_S3_BUCKET": f"capq-test-{tag}",
            "CAPQ_HOME": str(tmp_path_factory.mktemp("home"))}
     s = load_settings(env)
     _require_services(s)
@@ -67,6 +76,7 @@ def settings(base_settings, tmp_path_factory) -> Settings:
 
     ImageStore(s).ensure_bucket()
     Mongo(s).ensure_indexes()
+    flush_redis(s)
     yield s
     Mongo(s).client.drop_database(s.mongo_db)
 

@@ -29,13 +29,14 @@ def worker(
     loglevel: str = typer.Option("INFO", help="Log level."),
 ) -> None:
     """Run a Celery worker pinned to one model, draining its premium, plus and free queues."""
+    from workers.adapters.base import CheckpointError
     from workers.runtime import run_worker
 
     settings = get_settings()
     try:
         run_worker(settings, model, checkpoint, device, dtype, batch_size or settings.batch_size, concurrency,
                    settings.metrics_port if metrics_port is None else metrics_port, loglevel)
-    except ValueError as exc:  # unknown model, bad device/dtype, broken checkpoint
+    except (ValueError, CheckpointError) as exc:  # unknown model, bad device/dtype, broken checkpoint
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2)
 
@@ -57,7 +58,8 @@ def flower(address: str = typer.Option("127.0.0.1"), port: int = typer.Option(55
         raise typer.Exit(2)
     from workers.celery_app import app
 
-    app.start(["flower", f"--address={address}", f"--port={port}", f"--basic-auth={auth}"])
+    # Flower reads FLOWER_BASIC_AUTH itself; passing it as a flag would show the password in `ps`.
+    app.start(["flower", f"--address={address}", f"--port={port}"])
 
 
 def health(service: str = typer.Option("api", help="api, worker or beat: what this process is.")) -> None:

@@ -108,6 +108,9 @@ def config_hash(model: str, preset: dict[str, Any], checkpoint: str | None = Non
     """
     if not isinstance(preset, dict):
         raise TypeError(f"preset must be a dict like get_preset() returns, got {type(preset).__name__}")
-    body = {"model": model, "checkpoint": checkpoint, "preset": preset}
+    # Normalised so that a missing key and its default (None, {}) hash the same.
+    content = {"prompt": preset.get("prompt") or None, "generate": preset.get("generate") or {},
+               "postprocess": preset.get("postprocess")}
+    body = {"model": model, "checkpoint": checkpoint, "preset": content}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]

@@ -74,18 +74,25 @@ def _heartbeat(settings: Settings, worker_id: str) -> None:
 
 def run_worker(settings: Settings, model: str, checkpoint: str | None, device: str, dtype: str,
                batch_size: int, concurrency: int, metrics_port: int, loglevel: str = "INFO") -> None:
-    global _current
     setup_logging(settings.log_json)
+    serve(settings, build_worker(settings, model, checkpoint, device, dtype, batch_size), concurrency,
+          metrics_port, loglevel)
+
+
+def serve(settings: Settings, worker: Worker, concurrency: int = 1, metrics_port: int = 0, loglevel: str = "INFO") -> None:
+    """Consume the worker's model queues in this process until shut down."""
+    global _current
+    _current = worker
     tiers.WEIGHTS = dict(settings.tier_weights)
-    _current = build_worker(settings, model, checkpoint, device, dtype, batch_size)
     if metrics_port:
         start_http_server(metrics_port, addr="0.0.0.0")
-    threading.Thread(target=_heartbeat, args=(settings, _current.worker_id), daemon=True).start()
+    threading.Thread(target=_heartbeat, args=(settings, worker.worker_id), daemon=True).start()
     from workers.celery_app import app
 
     # solo: the model lives in this very process; threads share it when more than one shard may run at once.
     pool = ["--pool", "solo"] if concurrency == 1 else ["--pool", "threads", "--concurrency", str(concurrency)]
     app.worker_main([
-        "worker", "--queues", ",".join(caption_queues(model)), *pool, "--events",
-        "--hostname", f"{model}@%h-{os.getpid()}", "--loglevel", loglevel, "--without-gossip", "--without-mingle",
+        "worker", "--queues", ",".join(caption_queues(worker.model)), *pool, "--events",
+        "--hostname", f"{worker.model}@%h-{os.getpid()}", "--loglevel", loglevel, "--without-gossip",
+        "--without-mingle",
     ])

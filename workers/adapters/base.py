@@ -10,7 +10,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from PIL import Image
 
-from workers.presets import apply_postprocess
+from workers.presets import POSTPROCESSORS, apply_postprocess
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
@@ -189,4 +189,10 @@ def _split_generation(generation: dict | None) -> tuple[str | None, dict[str, An
             f"unknown generation key(s) {unknown}; a preset has {list(_GENERATION_KEYS)} "
             "(generate() keyword arguments go under 'generate')"
         )
-    return generation.get("prompt"), dict(generation.get("generate") or {}), generation.get("postprocess")
+    kwargs, postprocess = generation.get("generate") or {}, generation.get("postprocess")
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"'generate' must be a dict of generate() keyword arguments, got {kwargs!r}")
+    # Checked before the model runs, not after minutes of beam search.
+    if postprocess is not None and postprocess not in POSTPROCESSORS:
+        raise ValueError(f"unknown postprocess {postprocess!r}; known: {sorted(POSTPROCESSORS)}")
+    return generation.get("prompt"), dict(kwargs), postprocess

@@ -1,0 +1,116 @@
+"""apiauth: API keys -> (owner, tier) with a per-key rate limit, and the API's JSON error bodies."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from fastapi import FastAPI, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from capq.settings import Settings
+from producer.errors import BadInput, CaptionTimeout
+from producer.ratelimit import LimiterUnavailable, RateLimiter
+from storage.apikeys import ApiKeys
+from storage.errors import NotFound, StorageError
+
+log = logging.getLogger("capq.api")
+HOW_TO_KEY = ("send it as header 'X-API-Key: KEY' or 'Authorization: Bearer KEY'; an operator creates one with "
+              "`capq keys create --owner NAME --tier TIER`")
+
+
+class ApiError(Exception):
+    """An HTTP error with a message that says what to fix."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+@dataclass(frozen=True)
+class Caller:
+    owner: str
+    tier: str
+    key_prefix: str
+
+
+def authenticator(settings: Settings) -> Callable[..., Caller]:
+    """A FastAPI dependency: resolve the presented key, count the request against its tier's hourly budget."""
+    keys, limiter = ApiKeys(settings), RateLimiter(settings)
+    header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
+    bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
+
+    def caller(api_key: str | None = Security(header),
+               token: HTTPAuthorizationCredentials | None = Security(bearer)) -> Caller:
+        key = api_key or (token.credentials if token else None)
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if not key:
+            raise ApiError(401, f"missing API key: {HOW_TO_KEY}", challenge)
+        record = keys.lookup(key)
+        if record is None:
+            raise ApiError(401, f"API key not recognised (wrong or revoked): {HOW_TO_KEY}", challenge)
+        decision = limiter.hit(record["key_hash"], record["tier"])
+        if not decision.allowed:
+            raise ApiError(429, f"rate limit reached: tier {record['tier']} allows {decision.limit} requests per "
+                                f"hour per key; retry in {decision.retry_after_s}s or ask for a higher tier",
+                           {"Retry-After": str(decision.retry_after_s), "X-RateLimit-Limit": str(decision.limit),
+                            "X-RateLimit-Remaining": "0"})
+        return Caller(record["owner"], record["tier"], record["prefix"])
+
+    return caller
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header"))
+        msg = "is required" if err.get("type") == "missing" else err.get("msg", "is not valid")
+        parts.append(f"{where or 'request'} {msg}")
+    return "invalid request: " + "; ".join(parts) + " (see /docs for the expected fields)"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as {"error": "..."} with its status; FastAPI's default 422 body is replaced too."""
+
+    @app.exception_handler(ApiError)
+    async def _api(request: Request, exc: ApiError):
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(BadInput)
+    async def _bad(request: Request, exc: BadInput):
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(NotFound)
+    async def _missing(request: Request, exc: NotFound):
+        return _error(404, str(exc))
+
+    @app.exception_handler(CaptionTimeout)
+    async def _timeout(request: Request, exc: CaptionTimeout):
+        return _error(504, str(exc))
+
+    @app.exception_handler(LimiterUnavailable)
+    async def _limiter(request: Request, exc: LimiterUnavailable):
+        return _error(503, str(exc), {"Retry-After": "5"})
+
+    @app.exception_handler(StorageError)
+    async def _storage(request: Request, exc: StorageError):
+        log.error("storage error on %s %s: %s", request.method, request.url.path, exc)
+        return _error(503, f"a backing service failed: {exc}; retry shortly", {"Retry-After": "5"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return _error(422, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route {request.method} {request.url.path}; see /docs for the API"
+        return _error(exc.status_code, message, getattr(exc, "headers", None))

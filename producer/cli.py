@@ -1,0 +1,273 @@
+"""cli: `capq submit|status|results|jobs|history|cancel|keys|api|demo`, thin over producer's plain functions."""
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import sys
+from typing import Optional
+
+import typer
+
+from capq.settings import get_settings
+from producer.errors import BadInput
+from producer.render import err, out
+
+keys_app = typer.Typer(help="API keys: each maps to an owner and a tier; stored hashed.", no_args_is_help=True)
+
+
+def default_owner() -> str:
+    return os.environ.get("USER") or "local"
+
+
+def _exits(fn):
+    """2 for input the caller must fix (message says what), 1 when a service is down."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from kombu.exceptions import OperationalError
+
+        from storage.errors import NotFound, StorageError
+
+        try:
+            return fn(*args, **kwargs)
+        except (BadInput, NotFound) as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2)
+        except StorageError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1)
+        except OperationalError as exc:
+            err.print(f"[red]error:[/red] message broker unreachable ({exc}); check Redis (capq stack status) "
+                      "and CAPQ_REDIS_URL; submitting again with the same --job-id resumes")
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+def _watch(settings, job_id: str, as_json: bool) -> dict:
+    from producer.queries import wait_job
+    from producer.render import finished, progress_bar
+
+    with progress_bar(f"job {job_id[:12]}") as bar:
+        def update(job: dict) -> None:
+            bar.update(completed=finished(job), total=job["counts"].get("total", 0),
+                       description=f"job {job_id[:12]} {job['state']}")
+            if as_json:
+                print(json.dumps({"event": "progress", "job_id": job_id, "state": job["state"],
+                                  "counts": job["counts"]}), flush=True)
+
+        return wait_job(settings, job_id, on_update=update)
+
+
+@_exits
+def submit_cmd(
+    paths: list[str] = typer.Argument(..., help="Image files, folders (recursive), .jsonl/.csv manifests, s3:// URIs."),
+    model: str = typer.Option(..., "--model", "-m", help="Model(s), comma-separated: blip, blip2, git, vit-gpt2."),
+    tier: Optional[str] = typer.Option(None, help="free, plus or premium (default CAPQ_DEFAULT_TIER)."),
+    preset: Optional[str] = typer.Option(None, help="Generation preset (default CAPQ_DEFAULT_PRESET)."),
+    owner: Optional[str] = typer.Option(None, help="Owner of the job (default $USER or 'local')."),
+    job_id: Optional[str] = typer.Option(None, "--job-id", help="Name the job; the same id again resumes it."),
+    idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key", help="Same key again resumes the job."),
+    wait: bool = typer.Option(False, "--wait", help="Wait until every image is captioned."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines; the last holds job_id, counts and rejections."),
+) -> None:
+    """Validate, upload and queue images for captioning; prints the job id."""
+    from producer.queries import job_status
+    from producer.render import progress_bar, rejections_table
+    from producer.submit import submit
+
+    settings = get_settings()
+    with progress_bar("validating + uploading") as bar:
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage == "validating":
+                bar.update(completed=done, total=total)
+            else:
+                bar.update(description=f"{stage} {done} item(s)")
+
+        result = submit(settings, paths, model, tier, preset, owner or default_owner(), job_id, idempotency_key,
+                        progress)
+    if as_json:
+        for r in result.rejected:
+            print(json.dumps({"event": "rejected", **r}), flush=True)
+    else:
+        if result.rejected:
+            err.print(rejections_table(result.rejected))
+        err.print(f"job {result.job_id}: {result.accepted} image(s) accepted, {len(result.rejected)} rejected, "
+                  f"{result.enqueued} item(s) queued" + ("" if result.created else " (resumed)"))
+        print(result.job_id, flush=True)
+    final = _watch(settings, result.job_id, as_json) if wait else job_status(settings, result.job_id)
+    if as_json:
+        print(json.dumps({"event": "finished" if wait else "submitted"} | result.as_dict()
+                         | {"state": final["state"], "counts": final["counts"], "rejected": final["rejected"]}))
+    elif wait:
+        err.print(f"job {result.job_id} {final['state']}: {final['counts']}")
+
+
+@_exits
+def status_cmd(job: str = typer.Argument(..., help="Job id."),
+               watch: bool = typer.Option(False, "--watch", help="Follow until the job finishes."),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Exact counts of a job and the files it rejected."""
+    from producer.queries import job_status
+    from producer.render import job_table, rejections_table
+
+    settings = get_settings()
+    status = _watch(settings, job, as_json) if watch else job_status(settings, job)
+    if as_json:
+        print(json.dumps(status))
+        return
+    out.print(job_table(status))
+    if status["rejected"]:
+        out.print(rejections_table(status["rejected"]))
+
+
+@_exits
+def results_cmd(job: str = typer.Argument(..., help="Job id."),
+                fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv.")) -> None:
+    """One record per image x model: sha256, file_name, model, preset, caption, status, error."""
+    from producer.queries import RESULT_FIELDS, results
+
+    if fmt not in ("jsonl", "csv"):
+        raise BadInput(f"--format must be jsonl or csv, not {fmt!r}")
+    rows = results(get_settings(), job)
+    if fmt == "jsonl":
+        for row in rows:
+            print(json.dumps(row))
+        return
+    writer = csv.DictWriter(sys.stdout, fieldnames=RESULT_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+@_exits
+def jobs_cmd(mine: bool = typer.Option(False, "--mine", help="Only jobs of --owner ($USER or 'local')."),
+             owner: Optional[str] = typer.Option(None, help="Only this owner's jobs."),
+             limit: int = typer.Option(50, min=1, max=1000), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Recent jobs, newest first."""
+    from producer.queries import list_jobs
+    from producer.render import jobs_table
+
+    jobs = list_jobs(get_settings(), owner or (default_owner() if mine else None), limit)
+    if as_json:
+        for job in jobs:
+            print(json.dumps(job))
+    else:
+        out.print(jobs_table(jobs) if jobs else "no jobs")
+
+
+@_exits
+def history_cmd(image: Optional[str] = typer.Option(None, help="An image file (hashed) or its sha256."),
+                model: Optional[str] = typer.Option(None), job: Optional[str] = typer.Option(None),
+                since: Optional[str] = typer.Option(None, help="ISO time, epoch seconds, or an age: 30m, 2h, 7d."),
+                limit: int = typer.Option(50), page: Optional[int] = typer.Option(None, help="1-based page."),
+                cursor: Optional[str] = typer.Option(None, help="next_cursor of the previous page."),
+                owner: Optional[str] = typer.Option(None, help="Whose history (default $USER or 'local')."),
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """Caption history, newest first."""
+    from producer.queries import history
+    from producer.render import history_table
+
+    page_ = history(get_settings(), owner or default_owner(), image=image, model=model, job=job, since=since,
+                    limit=limit, page=page, cursor=cursor, allow_files=True)
+    if as_json:
+        print(json.dumps(page_))
+        return
+    out.print(history_table(page_["items"]) if page_["items"] else "no captions")
+    if page_["next_cursor"]:
+        err.print(f"more: --cursor {page_['next_cursor']}")
+
+
+@_exits
+def cancel_cmd(job: str = typer.Argument(..., help="Job id.")) -> None:
+    """Cancel what is still queued; finished captions are kept."""
+    from producer.queries import owned_job
+    from storage.jobs import JobStore
+
+    jobs = JobStore(get_settings())
+    owned_job(jobs, job, None)
+    out.print(f"job {job} cancelled: {jobs.cancel(job)} queued item(s) will not be captioned")
+
+
+@keys_app.command("create")
+@_exits
+def keys_create(owner: str = typer.Option(..., help="Owner the key acts for."),
+                tier: str = typer.Option(..., help="free, plus or premium."),
+                note: Optional[str] = typer.Option(None, help="A reminder of what the key is for.")) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from producer.choices import check_owner, check_tier
+    from storage.apikeys import ApiKeys
+
+    key, record = ApiKeys(get_settings()).create(check_owner(owner), check_tier(tier), note)
+    err.print(f"key {record['prefix']}... for owner {owner}, tier {tier}; store it now, it is not shown again")
+    print(key)
+
+
+@keys_app.command("list")
+@_exits
+def keys_list(owner: Optional[str] = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Keys by prefix (the keys themselves are not stored)."""
+    from rich.table import Table
+
+    from storage.apikeys import ApiKeys
+
+    keys = ApiKeys(get_settings()).list(owner)
+    if as_json:
+        for k in keys:
+            print(json.dumps(k, default=str))
+        return
+    table = Table("prefix", "owner", "tier", "created", "revoked", "note")
+    for k in keys:
+        table.add_row(k["prefix"], k["owner"], k["tier"], str(k["created_at"])[:19],
+                      str(k.get("revoked_at") or "")[:19], k.get("note") or "")
+    out.print(table if keys else "no keys")
+
+
+@keys_app.command("revoke")
+@_exits
+def keys_revoke(prefix: str = typer.Argument(..., help="The prefix `capq keys list` shows.")) -> None:
+    """Revoke a key: requests with it get 401 from now on."""
+    from storage.apikeys import ApiKeys
+
+    revoked = ApiKeys(get_settings()).revoke(prefix)
+    if not revoked:
+        raise BadInput(f"no live key with prefix {prefix!r}; `capq keys list` shows them")
+    out.print(f"revoked {len(revoked)} key(s): {', '.join(k['prefix'] + ' (' + k['owner'] + ')' for k in revoked)}")
+
+
+def api_cmd(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000, min=1, max=65535)) -> None:
+    """Serve the HTTP API (docs at /docs, OpenAPI at /openapi.json)."""
+    import uvicorn
+
+    from capq.logs import setup_logging
+    from producer.api import create_app
+
+    settings = get_settings()
+    setup_logging(settings.log_json)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+
+
+@_exits
+def demo_cmd(models: str = typer.Option("blip,blip2,git,vit-gpt2", help="Models to run, comma-separated."),
+             checkpoint: Optional[list[str]] = typer.Option(None, help="MODEL=HUB_ID_OR_DIR (repeatable); default: "
+                                                            "tiny offline models"),
+             device: str = typer.Option("cpu", help="cpu or cuda:N for the workers."),
+             no_api: bool = typer.Option(False, "--no-api", help="Submit directly instead of over HTTP."),
+             timeout_s: float = typer.Option(600, help="Give up waiting for captions after this long.")) -> None:
+    """The main job end to end: stack, models, workers, API, submit the seed images, print captions."""
+    from producer.demo import run_demo
+
+    raise typer.Exit(run_demo(get_settings(), models, checkpoint or [], device, not no_api, timeout_s))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("submit")(submit_cmd)
+    app.command("status")(status_cmd)
+    app.command("results")(results_cmd)
+    app.command("jobs")(jobs_cmd)
+    app.command("history")(history_cmd)
+    app.command("cancel")(cancel_cmd)
+    app.add_typer(keys_app, name="keys")
+    app.command("api")(api_cmd)
+    app.command("demo")(demo_cmd)

@@ -1,0 +1,27 @@
+"""errors: the producer's error hierarchy; BadInput is the caller's to fix (exit 2, HTTP 4xx)."""
+
+
+class ProducerError(Exception):
+    """Base of every producer error."""
+
+
+class BadInput(ProducerError):
+    """The request itself is wrong (unknown model, tier, preset, filter, path...); the message says what to fix."""
+
+    status = 400
+
+
+class TooLarge(BadInput):
+    """A single image or a request is over a size cap."""
+
+    status = 413
+
+
+class NotYours(BadInput):
+    """A job the caller does not own; reported exactly like a missing one so that existence never leaks."""
+
+    status = 404
+
+
+class CaptionTimeout(ProducerError):
+    """A caption was not ready within the wait; the work stays queued and finishes later."""

@@ -1,0 +1,95 @@
+"""render: rich tables and progress bars for the producer's CLI (stderr for progress, stdout for answers)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+
+
+class Bar:
+    """One task's bar on stderr (stdout stays clean for job ids and JSON lines), shown from its first update,
+    so that a request refused up front prints only its error."""
+
+    def __init__(self, description: str):
+        self.description = description
+        self.progress: Progress | None = None
+        self.task = 0
+
+    def update(self, **fields) -> None:
+        if self.progress is None:
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), console=err)
+            self.progress.start()
+            self.task = self.progress.add_task(self.description, total=None)
+        self.progress.update(self.task, **fields)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Bar]:
+    bar = Bar(description)
+    try:
+        yield bar
+    finally:
+        bar.stop()
+
+
+def finished(job: dict) -> int:
+    c = job.get("counts", {})
+    return c.get("done", 0) + c.get("failed", 0) + c.get("cancelled", 0)
+
+
+def job_table(job: dict) -> Table:
+    c = job.get("counts", {})
+    table = Table("job", "owner", "state", "models", "tier", "preset", "done", "failed", "queued", "total",
+                  title=None)
+    table.add_row(job["job_id"], job["owner"], job["state"], ",".join(job["models"]), job["tier"], job["preset"],
+                  *(str(c.get(k, 0)) for k in ("done", "failed", "queued", "total")))
+    return table
+
+
+def jobs_table(jobs: list[dict]) -> Table:
+    table = Table("job", "owner", "state", "models", "tier", "done/total", "created")
+    for job in jobs:
+        c = job.get("counts", {})
+        table.add_row(job["job_id"], job["owner"], job["state"], ",".join(job["models"]), job["tier"],
+                      f"{finished(job)}/{c.get('total', 0)}", str(job.get("created_at") or "")[:19])
+    return table
+
+
+def rejections_table(rejected: list[dict]) -> Table:
+    table = Table("rejected file", "reason", title=f"{len(rejected)} file(s) rejected")
+    for r in rejected:
+        table.add_row(str(r.get("file")), str(r.get("reason")))
+    return table
+
+
+def history_table(items: list[dict]) -> Table:
+    table = Table("when", "image", "model", "caption", "job")
+    for it in items:
+        table.add_row(str(it.get("updated_at") or "")[:19], it.get("file_name") or it["sha256"][:12], it["model"],
+                      it.get("caption") or "", it["job_id"][:12])
+    return table
+
+
+def captions_grid(rows: list[dict], models: list[str]) -> Table:
+    """Rows: image file; columns: models; cells: captions (or the error)."""
+    by_image: dict[str, dict[str, str]] = {}
+    for r in rows:
+        name = Path(r.get("file_name") or r["sha256"]).name
+        cell = r.get("caption") if r.get("status") == "done" else f"[red]{r.get('status')}: {r.get('error') or ''}[/red]"
+        by_image.setdefault(name, {})[r["model"]] = cell or ""
+    table = Table("image", *models, show_lines=True)
+    for name in sorted(by_image):
+        table.add_row(name, *(by_image[name].get(m, "") for m in models))
+    return table

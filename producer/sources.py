@@ -1,0 +1,238 @@
+"""sources: turn what a submitter names (files, folders, manifests, s3:// keys, uploads, known images) into candidates.
+
+Which s3:// keys may be read (one rule for the CLI and the API):
+  * only objects in the configured bucket (settings.s3_bucket): capq's credentials may reach other buckets,
+    and a submitter must not borrow them;
+  * in it, either a key under the owner's own staging prefix `owners/<owner>/...`, or the content address
+    `images/sha256/<aa>/<sha256>` of an image that owner already submitted (checked against its job items);
+  * keys with empty, '.' or '..' segments, backslashes or control characters are refused outright, so no
+    normalising server can be led outside the prefix.
+The API reads only uploads and such keys, never a server-local path (`from_api_items` refuses them).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from capq.settings import Settings
+from producer.errors import BadInput
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CONTENT_KEY = re.compile(r"^images/sha256/([0-9a-f]{2})/([0-9a-f]{64})$")
+MANIFEST_SUFFIXES = (".jsonl", ".csv")
+MAX_META_BYTES = 4096
+
+
+def owner_prefix(owner: str) -> str:
+    return f"owners/{owner}/"
+
+
+class Refused(ValueError):
+    """One named source may not be read; the message says why and what is allowed instead."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One thing that may become an image of the job."""
+
+    name: str                                # as the submitter named it; recorded as the item's file_name
+    read: Callable[[], bytes] | None = None  # fetches the bytes (None for an already-submitted image)
+    size: Callable[[], int] | None = None    # cheap size, checked before reading
+    sha256: str | None = None                # set for an image the owner already submitted: no bytes needed
+    meta: dict | None = None
+
+
+@dataclass
+class Expanded:
+    candidates: list[Candidate] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+
+    def reject(self, file: str, reason: str) -> None:
+        self.rejected.append({"file": file, "reason": reason})
+
+
+def check_meta(meta) -> dict | None:
+    """Metadata is a small JSON object whose keys are safe MongoDB field names."""
+    if meta is None:
+        return None
+    if not isinstance(meta, dict):
+        raise Refused("meta must be a JSON object")
+    bad = [k for k in meta if not isinstance(k, str) or not k or k.startswith("$") or "." in k]
+    if bad:
+        raise Refused(f"meta keys must be non-empty and contain no '$' prefix or '.': {bad}")
+    if len(json.dumps(meta, default=str)) > MAX_META_BYTES:
+        raise Refused(f"meta is over {MAX_META_BYTES} bytes of JSON")
+    return meta
+
+
+def s3_candidate(uri, settings: Settings, owner: str, meta: dict | None = None) -> Candidate:
+    """A candidate for an s3:// URI that the rule above allows; Refused otherwise."""
+    allowed = (f"s3://{settings.s3_bucket}/{owner_prefix(owner)}NAME or the sha256 of an image you submitted")
+    if not isinstance(uri, str) or not uri.startswith("s3://"):
+        raise Refused(f"{uri!r} is not an s3:// URI; allowed: {allowed}")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if bucket != settings.s3_bucket:
+        raise Refused(f"bucket {bucket!r} is not readable through capq; allowed: {allowed}")
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts) or "\\" in key or any(ord(c) < 32 for c in key):
+        raise Refused(f"key {key!r} has empty, '.' or '..' segments or odd characters; allowed: {allowed}")
+    content = _CONTENT_KEY.match(key)
+    if content and content.group(2).startswith(content.group(1)):
+        return Candidate(uri, sha256=content.group(2), meta=meta)
+    if key.startswith(owner_prefix(owner)):
+        from storage.staged import StagedObjects
+
+        staged = StagedObjects(settings)
+        return Candidate(uri, read=lambda: staged.get(key), size=lambda: staged.size(key), meta=meta)
+    raise Refused(f"key {key!r} is outside your prefix {owner_prefix(owner)!r}; allowed: {allowed}")
+
+
+def _file(path: Path, name: str, meta: dict | None = None) -> Candidate:
+    return Candidate(name, read=path.read_bytes, size=lambda: path.stat().st_size, meta=meta)
+
+
+def _walk(folder: Path) -> Iterable[Path]:
+    """Every non-hidden file under `folder`, in sorted order, not entering hidden folders."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(root) / name
+
+
+def _entry(out: Expanded, where: str, value: dict, base: Path, settings: Settings, owner: str) -> None:
+    """One manifest entry {path|s3|sha256, meta?}; anything wrong becomes a rejection naming `where`."""
+    named = [k for k in ("path", "s3", "sha256") if value.get(k) not in (None, "")]
+    label = str(value.get(named[0])) if named else where
+    try:
+        meta = check_meta(value.get("meta"))
+        if len(named) != 1:
+            raise Refused("give exactly one of 'path', 's3' or 'sha256'")
+        ref = value[named[0]]
+        if not isinstance(ref, str):
+            raise Refused(f"{named[0]} must be a string")
+        if named[0] == "sha256":
+            if not SHA256.match(ref):
+                raise Refused("sha256 must be 64 lowercase hex characters")
+            out.candidates.append(Candidate(f"sha256:{ref}", sha256=ref, meta=meta))
+        elif named[0] == "s3" or ref.startswith("s3://"):
+            out.candidates.append(s3_candidate(ref, settings, owner, meta))
+        else:
+            path = Path(ref) if os.path.isabs(ref) else base / ref
+            if not path.is_file():
+                raise Refused(f"no such file: {path}")
+            out.candidates.append(_file(path, ref, meta))
+    except Refused as exc:
+        out.reject(label, f"{where}: {exc}")
+
+
+def _jsonl(out: Expanded, manifest: Path, settings: Settings, owner: str) -> None:
+    with manifest.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            where = f"manifest {manifest} line {lineno}"
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                out.reject(where, f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            if not isinstance(value, dict):
+                out.reject(where, f"{where}: expected an object like {{\"path\": \"a.jpg\"}}")
+                continue
+            _entry(out, where, value, manifest.parent, settings, owner)
+
+
+def _csv(out: Expanded, manifest: Path, settings: Settings, owner: str) -> None:
+    with manifest.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        if "path" not in header:
+            raise BadInput(f"manifest {manifest} needs a 'path' column in its header row; found {header}")
+        for row in reader:
+            where = f"manifest {manifest} line {reader.line_num}"
+            meta = {k: v for k, v in row.items() if k and k != "path" and v not in (None, "")}
+            path = (row.get("path") or "").strip()
+            value = {"s3": path} if path.startswith("s3://") else {"path": path}
+            _entry(out, where, {**value, "meta": meta or None}, manifest.parent, settings, owner)
+
+
+def from_paths(paths: Iterable[str | os.PathLike], settings: Settings, owner: str) -> Expanded:
+    """Expand CLI arguments: image files, folders (recursive), .jsonl/.csv manifests and s3:// URIs.
+
+    A named argument that does not exist is BadInput (a typo to fix); problems inside folders and manifests
+    are rejections and the job goes on.
+    """
+    out = Expanded()
+    for raw in paths:
+        text = os.fspath(raw)
+        if text.startswith("s3://"):
+            try:
+                out.candidates.append(s3_candidate(text, settings, owner))
+            except Refused as exc:
+                out.reject(text, str(exc))
+            continue
+        path = Path(text)
+        if path.is_dir():
+            out.candidates.extend(_file(p, str(p)) for p in _walk(path))
+        elif path.is_file() and path.suffix.lower() == ".jsonl":
+            _jsonl(out, path, settings, owner)
+        elif path.is_file() and path.suffix.lower() == ".csv":
+            _csv(out, path, settings, owner)
+        elif path.is_file():
+            out.candidates.append(_file(path, text))
+        else:
+            raise BadInput(f"{text}: no such file or folder; name image files, folders, .jsonl/.csv manifests "
+                           "or s3:// URIs")
+    return out
+
+
+def upload_name(filename: str | None, index: int) -> str:
+    """The recorded name of an upload: its base name only (a client's name is a label, never a path we open)."""
+    base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    base = "".join(c for c in base if ord(c) >= 32)[:255]
+    return base if base not in ("", ".", "..") else f"upload-{index}"
+
+
+def from_uploads(uploads: Iterable[tuple[str | None, bytes]]) -> list[Candidate]:
+    """Candidates for uploaded (filename, bytes) pairs."""
+    out = []
+    for i, (filename, data) in enumerate(uploads):
+        out.append(Candidate(upload_name(filename, i), read=lambda d=data: d, size=lambda d=data: len(d)))
+    return out
+
+
+def from_api_items(items, settings: Settings, owner: str) -> list[Candidate]:
+    """Candidates for an API manifest's items: only {"s3": ...} and {"sha256": ...}; anything else is BadInput."""
+    allowed = (f"items may only be {{\"s3\": \"s3://{settings.s3_bucket}/{owner_prefix(owner)}NAME\"}} or "
+               "{\"sha256\": \"<sha256 of an image you submitted>\"}, each with an optional \"meta\" object; "
+               "to send a file from your machine, upload it as multipart field 'files'")
+    if not isinstance(items, list) or not items:
+        raise BadInput(f"'items' must be a non-empty list; {allowed}")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise BadInput(f"items[{i}] is not an object; {allowed}")
+        if "path" in item:
+            raise BadInput(f"items[{i}]: the API never reads files on the server (got path {item['path']!r}); "
+                           f"{allowed}")
+        extra = sorted(set(item) - {"s3", "sha256", "meta"})
+        if extra or ("s3" in item) == ("sha256" in item):
+            raise BadInput(f"items[{i}] must have exactly one of 's3' or 'sha256' (unexpected keys: {extra}); "
+                           f"{allowed}")
+        try:
+            meta = check_meta(item.get("meta"))
+            if "s3" in item:
+                out.append(s3_candidate(item["s3"], settings, owner, meta))
+            elif not isinstance(item["sha256"], str) or not SHA256.match(item["sha256"]):
+                raise Refused("sha256 must be 64 lowercase hex characters")
+            else:
+                out.append(Candidate(f"sha256:{item['sha256']}", sha256=item["sha256"], meta=meta))
+        except Refused as exc:
+            raise BadInput(f"items[{i}]: {exc}") from None
+    return out

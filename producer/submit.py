@@ -1,0 +1,213 @@
+"""submit: validate every file, store each distinct image once, record the job's items, then enqueue them."""
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, Sequence
+
+from capq.imaging import ImageInfo, InvalidImage, inspect_image
+from capq.settings import Settings
+from producer import choices
+from producer.errors import BadInput
+from producer.sources import Candidate, Expanded, from_paths
+from storage.blobs import image_store, sha256_hex
+from storage.errors import NotFound
+from storage.jobs import JobStore
+
+# (stage, done, total): stage is "validating" (once per file), then "recorded" and "enqueued" (once each).
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class SubmitResult:
+    """What one submit() call did. A resumed submission reports only what this call added or sent."""
+
+    job_id: str
+    created: bool
+    state: str
+    models: list[str]
+    tier: str
+    preset: str
+    accepted: int = 0      # distinct images that passed validation
+    duplicates: int = 0    # files whose bytes repeat an earlier file of this submission
+    uploaded: int = 0      # objects written to S3 (the rest were stored already)
+    new_items: int = 0     # image x model items added to the job by this call
+    enqueued: int = 0      # image x model items sent to queues by this call (a resume sends what was left)
+    rejected: list[dict] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@functools.cache
+def celery_app(settings: Settings):
+    """The workers' Celery app configured for these settings (same broker options, so queues match)."""
+    from workers.celery_app import create_app
+
+    return create_app(settings)
+
+
+def _check_resume(job: dict, owner: str, tier: str, models: list[str], preset: str) -> None:
+    if job["owner"] != owner:
+        raise BadInput(f"job id {job['_id']!r} is already taken; choose another --job-id")
+    if job["state"] == "cancelled":
+        raise BadInput(f"job {job['_id']!r} was cancelled; submit again with a new job id")
+    if (job["tier"], list(job["models"]), job["preset"]) != (tier, models, preset):
+        raise BadInput(f"job {job['_id']!r} was submitted with models={','.join(job['models'])} tier={job['tier']} "
+                       f"preset={job['preset']}; resubmit with the same options to resume it, or use a new job id")
+
+
+@dataclass
+class _Checked:
+    accepted: dict[str, dict] = field(default_factory=dict)   # sha256 -> image record (first file name wins)
+    meta: dict[str, dict] = field(default_factory=dict)
+    rejected: list[dict] = field(default_factory=list)
+    duplicates: int = 0
+    uploaded: int = 0
+
+
+def _check_one(settings: Settings, c: Candidate, seen: set[str], lock: threading.Lock):
+    """Read, inspect, hash and (first time this sha is seen) store one file. -> (sha, info, first, created)."""
+    size = c.size() if c.size else None
+    if size is not None and size > settings.max_image_bytes:
+        raise InvalidImage(f"file is {size:,} bytes, over the {settings.max_image_bytes:,}-byte cap "
+                           "(CAPQ_MAX_IMAGE_BYTES)")
+    data = c.read()
+    info = inspect_image(data, settings.max_image_bytes, settings.max_image_pixels)
+    sha = sha256_hex(data)
+    with lock:
+        first = sha not in seen
+        seen.add(sha)
+    created = image_store(settings).put(data, info.content_type)[1] if first else False
+    return sha, info, first, created
+
+
+def _validate_and_store(settings: Settings, candidates: list[Candidate], progress: Progress) -> _Checked:
+    out = _Checked()
+    seen: set[str] = set()
+    lock = threading.Lock()
+    results: list = [None] * len(candidates)
+    pool = ThreadPoolExecutor(settings.upload_concurrency, thread_name_prefix="submit")
+    try:
+        futures = {pool.submit(_check_one, settings, c, seen, lock): i for i, c in enumerate(candidates)}
+        for done, future in enumerate(as_completed(futures), 1):
+            i = futures[future]
+            try:
+                results[i] = future.result()
+            except InvalidImage as exc:
+                results[i] = str(exc)
+            except NotFound:
+                results[i] = "no such object in the bucket"
+            except OSError as exc:  # unreadable local file; service faults are not OSError and propagate
+                results[i] = f"cannot read file: {exc.strerror or exc}"
+            progress("validating", done, len(candidates))
+    finally:
+        # A failure (or an interrupting callback) must not wait for thousands of queued files.
+        pool.shutdown(wait=True, cancel_futures=True)
+    for c, res in zip(candidates, results):
+        if isinstance(res, str):
+            out.rejected.append({"file": c.name, "reason": res})
+            continue
+        sha, info, first, created = res
+        out.uploaded += created
+        if not first or sha in out.accepted:
+            out.duplicates += 1
+            continue
+        out.accepted[sha] = _record(sha, info, c.name)
+        if c.meta:
+            out.meta[sha] = c.meta
+    return out
+
+
+def _record(sha: str, info: ImageInfo, name: str) -> dict:
+    return {"sha256": sha, "size": info.size, "format": info.format, "width": info.width,
+            "height": info.height, "file_name": name}
+
+
+def _known(settings: Settings, owner: str, candidates: list[Candidate], out: _Checked) -> None:
+    """Images named by sha256: accepted only if this owner submitted them before (no bytes are read)."""
+    from storage.history import CaptionHistory
+    from storage.images import ImageRecords
+
+    owned = CaptionHistory(settings).owned_shas(owner, [c.sha256 for c in candidates])
+    records = ImageRecords(settings)
+    for c in candidates:
+        if c.sha256 not in owned:
+            out.rejected.append({"file": c.name, "reason": "not among your images: submit the file itself first"})
+        elif c.sha256 in out.accepted:
+            out.duplicates += 1
+        else:
+            known = records.get(c.sha256) or {}
+            out.accepted[c.sha256] = {"sha256": c.sha256, "file_name": (known.get("file_names") or [c.name])[0]}
+            if c.meta:
+                out.meta[c.sha256] = c.meta
+
+
+def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Candidate] | Expanded,
+           models: str | Iterable[str], tier: str | None = None, preset: str | None = None, owner: str = "local",
+           job_id: str | None = None, idempotency_key: str | None = None, progress: Progress | None = None,
+           allow_local: bool = True) -> SubmitResult:
+    """Submit images for captioning by `models`; safe to repeat: the same job id or idempotency key resumes.
+
+    :param paths_or_uploads: local paths/folders/manifests/s3:// URIs (CLI), or Candidates (API uploads/items).
+    :param allow_local: False for callers that must never read server-local paths (the API).
+    Every file is validated before anything is queued; bad files are listed in `rejected` and the job goes
+    on with the rest. An image is queued at most once per model x preset within a job, however often the
+    submission is repeated. A job with no accepted image finishes at once (state done).
+    Raises BadInput for unknown models/tier/preset and bad names; storage errors when a service is down
+    (the job stays resumable).
+    """
+    progress = progress or (lambda stage, done, total: None)
+    models = choices.parse_models(list(models) if not isinstance(models, str) else models)
+    tier = choices.check_tier(tier or settings.default_tier)
+    preset = choices.check_preset(models, preset or settings.default_preset)
+    owner = choices.check_owner(owner)
+    if job_id is not None:
+        choices.check_job_id(job_id)
+    if idempotency_key is not None:
+        choices.check_key(idempotency_key)
+
+    if isinstance(paths_or_uploads, Expanded):
+        expanded = paths_or_uploads
+    else:
+        local = [p for p in paths_or_uploads if not isinstance(p, Candidate)]
+        if local and not allow_local:
+            raise BadInput("this entry point reads only uploads and s3:// keys, never server paths")
+        expanded = from_paths(local, settings, owner)
+        expanded.candidates += [p for p in paths_or_uploads if isinstance(p, Candidate)]
+
+    jobs = JobStore(settings)
+    job, created = jobs.create(owner, tier, models, preset, job_id=job_id, idempotency_key=idempotency_key)
+    if not created:
+        _check_resume(job, owner, tier, models, preset)
+    job_id = job["_id"]
+
+    checked = _validate_and_store(settings, [c for c in expanded.candidates if c.sha256 is None], progress)
+    _known(settings, owner, [c for c in expanded.candidates if c.sha256 is not None], checked)
+    rejected = expanded.rejected + checked.rejected
+
+    from storage.images import ImageRecords
+
+    jobs.record_rejections(job_id, rejected)
+    ImageRecords(settings).record_many([r for r in checked.accepted.values() if "format" in r])
+    items = [{"sha256": sha, "model": m, "preset": preset, "file_name": r["file_name"]}
+             for sha, r in checked.accepted.items() for m in models]
+    new_items = jobs.add_items(job_id, owner, items)
+    if checked.meta:
+        jobs.set_item_meta(job_id, checked.meta)
+    progress("recorded", len(new_items), len(items))
+
+    from producer.enqueue import enqueue_pending
+
+    sent = enqueue_pending(celery_app(settings), jobs, job_id, tier, settings.batch_size * settings.shard_batches)
+    progress("enqueued", sent, sent)
+    if sent or job["state"] == "submitting":
+        jobs.set_state(job_id, "queued")
+    job = jobs.refresh_counts(job_id)
+    return SubmitResult(job_id=job_id, created=created, state=job["state"], models=models, tier=tier, preset=preset,
+                        accepted=len(checked.accepted), duplicates=checked.duplicates, uploaded=checked.uploaded,
+                        new_items=len(new_items), enqueued=sent, rejected=rejected, counts=job["counts"])

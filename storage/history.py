@@ -1,0 +1,53 @@
+"""history: an owner's captions over time, read from job_items, and which images an owner has submitted."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from bson import ObjectId
+
+from capq.settings import Settings
+from storage.db import mongo, translated
+
+FIELDS = {"_id": 1, "job_id": 1, "sha256": 1, "file_name": 1, "model": 1, "preset": 1, "caption": 1,
+          "state": 1, "error": 1, "checkpoint": 1, "updated_at": 1, "meta": 1}
+
+
+class CaptionHistory:
+    """Queries over job_items keyed by owner; every filter here is served by a job_items index in storage.db."""
+
+    def __init__(self, settings: Settings):
+        self.mongo = mongo(settings)
+        self.items = self.mongo["job_items"]
+
+    @translated
+    def owned_shas(self, owner: str, shas: list[str]) -> set[str]:
+        """The subset of `shas` that `owner` has submitted in any job (index owner, sha256, updated_at)."""
+        if not shas:
+            return set()
+        cur = self.items.find({"owner": owner, "sha256": {"$in": list(shas)}}, {"_id": 0, "sha256": 1})
+        return {doc["sha256"] for doc in cur}
+
+    @translated
+    def find(self, owner: str, *, sha256: str | None = None, model: str | None = None, job_id: str | None = None,
+             since: datetime | None = None, before: tuple[datetime, str] | None = None, skip: int = 0,
+             limit: int = 50) -> list[dict]:
+        """Finished captions of `owner`, newest first; `before` is a keyset cursor (updated_at, item id).
+
+        Values arrive already checked as plain strings/datetimes (producer.queries does that), so none can
+        carry a query operator.
+        """
+        query: dict = {"owner": owner, "state": "done"}
+        if sha256 is not None:
+            query["sha256"] = sha256
+        if model is not None:
+            query["model"] = model
+        if job_id is not None:
+            query["job_id"] = job_id
+        if since is not None:
+            query["updated_at"] = {"$gte": since}
+        if before is not None:
+            at, item_id = before
+            # Ties on updated_at are broken by _id, so a page boundary never skips or repeats an item.
+            query["$or"] = [{"updated_at": {"$lt": at}}, {"updated_at": at, "_id": {"$lt": ObjectId(item_id)}}]
+        cur = self.items.find(query, FIELDS).sort([("updated_at", -1), ("_id", -1)]).skip(skip).limit(limit)
+        return list(cur)

@@ -1,0 +1,40 @@
+"""vit_gpt2: ViT encoder + GPT-2 decoder (VisionEncoderDecoderModel), unconditional captioning."""
+from __future__ import annotations
+
+from typing import Any
+
+from PIL import Image
+
+from workers.adapters.base import Captioner, check_model_type
+
+
+class VitGpt2Captioner(Captioner):
+    """ViT-GPT2 captioner, `nlpconnect/vit-gpt2-image-captioning` or a folder like it."""
+
+    name = "vit-gpt2"
+    supports_prompt = False
+
+    def _load(self) -> None:
+        from transformers import AutoConfig, AutoTokenizer, ViTImageProcessorPil, VisionEncoderDecoderModel
+
+        config = self.load_pretrained(AutoConfig.from_pretrained)
+        check_model_type(self.name, self.checkpoint, config, ("vision-encoder-decoder",))
+        # AutoProcessor yields only the tokenizer for this checkpoint: load both halves on their own.
+        self.image_processor = self.load_pretrained(ViTImageProcessorPil.from_pretrained)
+        self.tokenizer = self.load_pretrained(AutoTokenizer.from_pretrained)
+        if self.tokenizer.pad_token is None:
+            # GPT-2 has no pad token; the model card and the seed pad with eos.
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = self.load_pretrained(
+            VisionEncoderDecoderModel.from_pretrained, config=config, dtype=self.torch_dtype
+        )
+
+    def preprocess(self, image: Image.Image) -> Any:
+        return self.image_processor(images=image, return_tensors="pt").pixel_values[0]
+
+    def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
+        kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        kwargs.setdefault("eos_token_id", self.tokenizer.eos_token_id)
+        out = self.model.generate(pixel_values=self.pixels(batch), **kwargs)
+        # The first token is the decoder start token, never part of the caption.
+        return self.tokenizer.batch_decode(out[:, 1:], skip_special_tokens=True)
