@@ -11,18 +11,26 @@ from rich.console import Console
 from rich.table import Table
 
 from capq.settings import get_settings
-from evaluation.java import JavaError
-from evaluation.metrics import SCORE_NAMES, MetricError
-from evaluation.references import ReferenceFormatError
-from evaluation.seed import SeedFormatError
 
 refs_app = typer.Typer(help="Reference captions that evaluation scores against.", no_args_is_help=True)
 eval_app = typer.Typer(help="Caption quality: BLEU-1..4, ROUGE-L, CIDEr (and METEOR) with 95% intervals.",
                        no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
-# Errors in the user's input or environment: a message and exit 2 (storage outages exit 1 in capq.cli).
-_USER_ERRORS = (ReferenceFormatError, SeedFormatError, MetricError, JavaError)
+# The same names as evaluation.metrics.SCORE_NAMES; this module imports no metric code at load time, because
+# `capq` starts in the slim API image, which has no pycocoevalcap (tests/unit/test_deploy.py checks it).
+SCORE_NAMES = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider", "meteor")
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors in the user's input or environment: a message and exit 2 (storage outages exit 1 in capq.cli)."""
+    from evaluation.java import JavaError
+    from evaluation.metrics import MetricError
+    from evaluation.references import ReferenceFormatError
+    from evaluation.run import CompareError
+    from evaluation.seed import SeedFormatError
+
+    return ReferenceFormatError, SeedFormatError, MetricError, JavaError, CompareError
 
 
 def _fail(exc: Exception) -> None:
@@ -67,7 +75,7 @@ def refs_import(file: Path = typer.Argument(..., help="COCO captions JSON or the
 
     try:
         report = import_file(get_settings(), file)
-    except _USER_ERRORS as exc:
+    except _user_errors() as exc:
         _fail(exc)
     if as_json:
         _print_json(vars(report))
@@ -92,7 +100,7 @@ def eval_run(model: Optional[str] = typer.Option(None, help="Only this model (bl
         raise typer.BadParameter(f"{since!r} is not ISO 8601, e.g. 2025-07-09T06:00:00Z", param_hint="--since") from None
     try:
         report = evaluate_groups(get_settings(), model=model, preset=preset, job_id=job, since=when, meteor=meteor)
-    except _USER_ERRORS as exc:
+    except _user_errors() as exc:
         _fail(exc)
     if as_json:
         _print_json({"evaluations": report.evaluations, "skipped": report.skipped})
@@ -100,7 +108,8 @@ def eval_run(model: Optional[str] = typer.Option(None, help="Only this model (bl
     if report.evaluations:
         out.print(_runs_table(report.evaluations, "stored evaluations"))
     for s in report.skipped:
-        err.print(f"not evaluated: {s['model']} {s['checkpoint']} {s['config_hash']}: {s['reason']}", highlight=False, soft_wrap=True)
+        err.print(f"not evaluated: {s['model']} {s['checkpoint']} {s['config_hash']}: {s['reason']}",
+                  highlight=False, soft_wrap=True)
     if not report.evaluations and not report.skipped:
         err.print("no finished captions match these filters; nothing to evaluate", highlight=False, soft_wrap=True)
 
@@ -126,11 +135,11 @@ def eval_compare(a: str = typer.Argument(..., help="Model A"), b: str = typer.Ar
                  preset: Optional[str] = typer.Option(None, help="Only captions made with this preset."),
                  as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON.")) -> None:
     """A minus B on the images both captioned: difference, 95% interval and p-value (paired bootstrap)."""
-    from evaluation.run import CompareError, compare_models
+    from evaluation.run import compare_models
 
     try:
         result = compare_models(get_settings(), a, b, preset=preset)
-    except (CompareError, *_USER_ERRORS) as exc:
+    except _user_errors() as exc:
         _fail(exc)
     if as_json:
         _print_json(result)
@@ -148,11 +157,11 @@ def eval_seed(seed_dir: Path = typer.Argument(..., help="The seed folder (holds 
               meteor: bool = typer.Option(False, "--meteor", help="Also compute METEOR (Java; ~10 s to start)."),
               as_json: bool = typer.Option(False, "--json", help="Print {model: {score: value}} as JSON.")) -> None:
     """Score the seed project's eval JSON files as its notebook did (reproduces its results table)."""
-    from evaluation.seed import score_seed_dir
+    from evaluation.seed import differences_from_published, score_seed_dir
 
     try:
         scores = score_seed_dir(seed_dir, meteor=meteor)
-    except _USER_ERRORS as exc:
+    except _user_errors() as exc:
         _fail(exc)
     if as_json:
         _print_json({m: {name: s.get(name) for name in SCORE_NAMES} for m, s in scores.items()})
@@ -160,6 +169,18 @@ def eval_seed(seed_dir: Path = typer.Argument(..., help="The seed folder (holds 
     table = Table("score", *scores, title=f"seed eval files in {seed_dir}")
     _score_rows(table, [(s, None) for s in scores.values()])
     out.print(table)
+    differ = differences_from_published(scores)
+    out.print("; ".join(differ) if differ else "every score above equals the seed's published table to 4 decimals",
+              highlight=False, soft_wrap=True)
+
+
+@eval_app.command("worker")
+def eval_worker(concurrency: int = typer.Option(1, min=1, help="Evaluations at once (each uses a CPU and a JVM)."),
+                loglevel: str = typer.Option("INFO", help="Log level.")) -> None:
+    """Run the evaluation worker: a Celery worker on the capq.eval queue, fed by celery beat and `eval` tasks."""
+    from evaluation.tasks import serve
+
+    serve(get_settings(), concurrency, loglevel)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,10 +9,6 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from pycocoevalcap.tokenizer import ptbtokenizer
-
-PTB_JAR = Path(ptbtokenizer.__file__).with_name(ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR)
-PUNCTUATIONS = frozenset(ptbtokenizer.PUNCTUATIONS)
 # The tokenizer runs with -preserveLines: any character Java treats as a line break would shift every later
 # caption onto the wrong image, so all of them become spaces (pycocoevalcap replaces only '\n').
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
@@ -31,6 +27,14 @@ def _require_java(tool: str) -> None:
         raise JavaError(f"{tool} needs Java on PATH; install it (apt-get install -y openjdk-17-jre-headless)")
 
 
+def _ptb() -> tuple[Path, frozenset]:
+    # Imported here, not at module level: the slim API image has no pycocoevalcap, yet loads this package.
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    return (Path(ptbtokenizer.__file__).with_name(ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR),
+            frozenset(ptbtokenizer.PUNCTUATIONS))
+
+
 def ptb_tokenize(sentences: Sequence[str], timeout_s: float = 600.0) -> list[str]:
     """PTB-tokenize, lower-case and drop punctuation exactly as pycocoevalcap's PTBTokenizer does.
 
@@ -43,11 +47,12 @@ def ptb_tokenize(sentences: Sequence[str], timeout_s: float = 600.0) -> list[str
     if not todo:
         return out
     _require_java("the PTB tokenizer")
+    jar, punctuations = _ptb()
     # A temporary folder rather than pycocoevalcap's own (site-packages may be read-only in an image).
     with tempfile.TemporaryDirectory(prefix="capq-ptb-") as tmp:
         path = Path(tmp) / "sentences.txt"
         path.write_text("\n".join(clean[i] for i in todo), encoding="utf-8")
-        cmd = ["java", "-cp", str(PTB_JAR), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines",
+        cmd = ["java", "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines",
                "-lowerCase", str(path)]
         try:
             proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
@@ -59,7 +64,7 @@ def ptb_tokenize(sentences: Sequence[str], timeout_s: float = 600.0) -> list[str
     if len(lines) < len(todo) or any(line.strip() for line in lines[len(todo):]):
         raise JavaError(f"the PTB tokenizer returned {len(lines)} lines for {len(todo)} sentences")
     for i, line in zip(todo, lines):
-        out[i] = " ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS)
+        out[i] = " ".join(w for w in line.rstrip().split(" ") if w not in punctuations)
     return out
 
 

@@ -1,16 +1,15 @@
-"""metrics: BLEU-1..4, ROUGE-L, CIDEr-D and METEOR as pycocoevalcap computes them, with bootstrap intervals.
-
-Inputs are {image_id: [candidate]} (exactly one candidate per image, as COCO evaluation requires) and
-{image_id: [reference, ...]}. Text is PTB-tokenized once for every scorer. Corpus scores are kept as
-per-image statistics (`CorpusStats`), so a bootstrap resample is a weighted sum, never a new Java run.
-
-CIDEr and the bootstrap: CIDEr's IDF comes from the references of the scored image set (as in
-pycocoevalcap and the seed), so a score depends on which images were scored; compare runs only with the
-same `image_set_hash`. During resampling the IDF stays fixed at the full set's: a resample averages the
-per-image CIDEr of the drawn images. Recomputing IDF per resample would mostly measure IDF noise from
-duplicated images (a drawn-twice image halves its own n-grams' IDF), and would cost a full rescoring.
-METEOR's corpus score aggregates matcher statistics inside the jar, so it gets no interval here.
-"""
+"""metrics: BLEU-1..4, ROUGE-L, CIDEr-D and METEOR as pycocoevalcap computes them, with bootstrap intervals."""
+# Inputs are {image_id: [candidate]} (exactly one per image, as COCO evaluation requires) and
+# {image_id: [reference, ...]}. Text is PTB-tokenized once for all scorers. Scores are kept as per-image
+# statistics (CorpusStats) so that a bootstrap resample is a weighted sum, never another Java run.
+#
+# CIDEr and the bootstrap: CIDEr's IDF comes from the references of the scored image set (as in
+# pycocoevalcap and the seed), so a score depends on which images were scored; compare runs only with the
+# same image_set_hash. While resampling, the IDF stays fixed at the full set's and a resample averages the
+# per-image CIDEr of the drawn images. Recomputing IDF per resample would count an image drawn k times as k
+# documents, deflating its own n-grams' weights (noise from the resampling, not from the model), and would
+# cost a full rescoring per resample. METEOR's corpus score aggregates matcher statistics inside the jar,
+# so it gets no interval.
 from __future__ import annotations
 
 from dataclasses import dataclass, field

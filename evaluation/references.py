@@ -1,13 +1,12 @@
-"""references: parse and validate reference-caption files, and import them keyed by image content hash.
-
-Two formats: COCO captions annotations ({"images": [{id, file_name}], "annotations": [{image_id, caption}]})
-and the seed's captions_ground_truth.json ({"images": {coco_id: {filename, captions}}}). The whole file is
-checked before anything is written. References attach to images through the file names the images were
-submitted under (images.file_names), matched exactly. A file name no submitted image carries yet is kept
-as a pending reference and attached when an evaluation meets an image with that name; a file name
-carried by two different images is ambiguous and is not imported. Importing the same file again changes
-nothing; a changed caption list for an image replaces the stored one.
-"""
+"""references: parse and validate reference-caption files, and import them keyed by image content hash."""
+# Two formats: COCO captions annotations ({"images": [{id, file_name}], "annotations": [{image_id, caption}]})
+# and the seed's captions_ground_truth.json ({"images": {coco_id: {filename, captions}}}). The whole file is
+# checked before anything is written. References attach to images through the file names the images were
+# submitted under (images.file_names), matched exactly. A file name that no submitted image carries yet is
+# kept as a pending reference and attached when an evaluation meets an image with that name, so references
+# and images can arrive in either order; a name carried by two different images is ambiguous and is not
+# imported (guessing would score captions against another picture's references). Importing the same file
+# again changes nothing; a changed caption list for an image replaces the stored one.
 from __future__ import annotations
 
 import json
@@ -68,8 +67,8 @@ def _parse_coco(path: Path, data: dict) -> dict[str, list[str]]:
                      "(an image-info file without 'annotations' has no captions to import)"])
     problems, names, seen = [], {}, {}
     for n, img in enumerate(images):
-        if not isinstance(img, dict) or "id" not in img or _name_problem(img.get("file_name")):
-            problems.append(f"images[{n}] needs an 'id' and a non-empty 'file_name'")
+        if not isinstance(img, dict) or not isinstance(img.get("id"), (int, str)) or _name_problem(img.get("file_name")):
+            problems.append(f"images[{n}] needs an 'id' (number or string) and a non-empty 'file_name'")
             continue
         name = img["file_name"].strip()
         if names.get(img["id"], name) != name:
@@ -79,7 +78,7 @@ def _parse_coco(path: Path, data: dict) -> dict[str, list[str]]:
         names[img["id"]] = name
     by_name: dict[str, list[str]] = {}
     for n, ann in enumerate(annotations):
-        if not isinstance(ann, dict) or "image_id" not in ann:
+        if not isinstance(ann, dict) or not isinstance(ann.get("image_id"), (int, str)):
             problems.append(f"annotations[{n}] needs an 'image_id' and a 'caption'")
         elif ann["image_id"] not in names:
             problems.append(f"annotations[{n}]: image_id {ann['image_id']!r} is not in 'images'")

@@ -1,9 +1,7 @@
-"""run: score stored captions against their references, one evaluation document per (model, checkpoint, config).
-
-Only captions with status "done" count. A caption whose image has no references is left out and counted
-(counts.no_reference). An empty caption is kept as an empty candidate and scores 0 on every metric
-(counts.empty): leaving it out would reward a model for producing nothing.
-"""
+"""run: score stored captions against their references, one evaluation document per (model, checkpoint, config)."""
+# Only captions with status "done" count. A caption whose image has no references is left out and counted
+# (counts.no_reference). An empty caption stays in as an empty candidate and scores 0 on every metric
+# (counts.empty): leaving it out would reward a model for producing nothing.
 from __future__ import annotations
 
 import hashlib

@@ -10,6 +10,14 @@ from evaluation.metrics import corpus_stats, tokenize
 
 # The notebook silently dropped predictions whose text mentions a failure.
 _FAILED = re.compile(r"failed|error", re.IGNORECASE)
+# The seed's published table (SEED_RESULTS.md, from its screenshots/results.png), keyed by models_tested name.
+_NAMES = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
+PUBLISHED = {model: dict(zip(_NAMES, row, strict=True)) for model, row in {
+    "blip2": (0.5000, 0.3177, 0.1290, 0.0000, 0.1454, 0.3642, 0.3771),
+    "blip": (0.5339, 0.3733, 0.2493, 0.1613, 0.2827, 0.4012, 0.1519),
+    "git": (0.6250, 0.4633, 0.3208, 0.2062, 0.2972, 0.4749, 0.5401),
+    "vit_gpt2": (0.3541, 0.1606, 0.0689, 0.0346, 0.1884, 0.3127, 0.1211),
+}.items()}
 
 
 class SeedFormatError(ValueError):
@@ -94,6 +102,13 @@ def load_seed_dir(seed_dir: Path) -> tuple[dict[str, dict[str, str]], dict[str, 
         for name, caps in truth.items():
             refs.setdefault(name, caps)
     return by_model, refs
+
+
+def differences_from_published(scores: dict[str, dict[str, float]]) -> list[str]:
+    """'model score: got X, published Y' for every computed score that differs at 4 decimals."""
+    return [f"{m} {name}: got {value:.4f}, published {PUBLISHED[m][name]:.4f}"
+            for m, got in scores.items() if m in PUBLISHED
+            for name, value in got.items() if round(value, 4) != PUBLISHED[m][name]]
 
 
 def score_seed_dir(seed_dir: Path, meteor: bool = False) -> dict[str, dict[str, float]]:

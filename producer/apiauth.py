@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from kombu.exceptions import OperationalError as KombuOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from capq.settings import Settings
@@ -103,6 +104,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _storage(request: Request, exc: StorageError):
         log.error("storage error on %s %s: %s", request.method, request.url.path, exc)
         return _error(503, f"a backing service failed: {exc}; retry shortly", {"Retry-After": "5"})
+
+    @app.exception_handler(KombuOperationalError)
+    async def _broker(request: Request, exc: KombuOperationalError):
+        log.error("broker error on %s %s: %s", request.method, request.url.path, exc)
+        return _error(503, "the message broker (Redis) is unreachable; retry shortly (with the same "
+                           "idempotency_key a retried submission resumes the same job)", {"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal error; it is logged on the server")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):

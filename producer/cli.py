@@ -12,7 +12,7 @@ import typer
 
 from capq.settings import get_settings
 from producer.errors import BadInput
-from producer.render import err, out
+from producer.render import err, fail, out
 
 keys_app = typer.Typer(help="API keys: each maps to an owner and a tier; stored hashed.", no_args_is_help=True)
 
@@ -33,14 +33,14 @@ def _exits(fn):
         try:
             return fn(*args, **kwargs)
         except (BadInput, NotFound) as exc:
-            err.print(f"[red]error:[/red] {exc}")
+            fail(exc)
             raise typer.Exit(2)
         except StorageError as exc:
-            err.print(f"[red]error:[/red] {exc}")
+            fail(exc)
             raise typer.Exit(1)
         except OperationalError as exc:
-            err.print(f"[red]error:[/red] message broker unreachable ({exc}); check Redis (capq stack status) "
-                      "and CAPQ_REDIS_URL; submitting again with the same --job-id resumes")
+            fail(f"message broker unreachable ({exc}); check Redis (capq stack status) and CAPQ_REDIS_URL; "
+                 "submitting again with the same --job-id resumes")
             raise typer.Exit(1)
 
     return wrapper
@@ -51,10 +51,13 @@ def _watch(settings, job_id: str, as_json: bool) -> dict:
     from producer.render import finished, progress_bar
 
     with progress_bar(f"job {job_id[:12]}") as bar:
+        last: list = []
+
         def update(job: dict) -> None:
             bar.update(completed=finished(job), total=job["counts"].get("total", 0),
                        description=f"job {job_id[:12]} {job['state']}")
-            if as_json:
+            if as_json and last != [job["state"], job["counts"]]:  # a line per change, not per poll
+                last[:] = [job["state"], job["counts"]]
                 print(json.dumps({"event": "progress", "job_id": job_id, "state": job["state"],
                                   "counts": job["counts"]}), flush=True)
 
@@ -256,9 +259,16 @@ def demo_cmd(models: str = typer.Option("blip,blip2,git,vit-gpt2", help="Models 
              no_api: bool = typer.Option(False, "--no-api", help="Submit directly instead of over HTTP."),
              timeout_s: float = typer.Option(600, help="Give up waiting for captions after this long.")) -> None:
     """The main job end to end: stack, models, workers, API, submit the seed images, print captions."""
-    from producer.demo import run_demo
+    import httpx
 
-    raise typer.Exit(run_demo(get_settings(), models, checkpoint or [], device, not no_api, timeout_s))
+    from producer.demo import DemoError, run_demo
+
+    try:
+        code = run_demo(get_settings(), models, checkpoint or [], device, not no_api, timeout_s)
+    except (DemoError, httpx.HTTPError) as exc:
+        fail(exc)
+        code = 1
+    raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

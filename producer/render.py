@@ -6,11 +6,17 @@ from pathlib import Path
 from typing import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 out = Console()
 err = Console(stderr=True)
+
+
+def fail(message) -> None:
+    """An error line on stderr, unwrapped (log-friendly) and never parsed as markup."""
+    err.print(f"[red]error:[/red] {escape(str(message))}", soft_wrap=True)
 
 
 class Bar:
@@ -89,7 +95,10 @@ def captions_grid(rows: list[dict], models: list[str]) -> Table:
         name = Path(r.get("file_name") or r["sha256"]).name
         cell = r.get("caption") if r.get("status") == "done" else f"[red]{r.get('status')}: {r.get('error') or ''}[/red]"
         by_image.setdefault(name, {})[r["model"]] = cell or ""
-    table = Table("image", *models, show_lines=True)
+    table = Table(show_lines=True)
+    table.add_column("image", no_wrap=True)  # file names are the row keys: never cut them
+    for m in models:
+        table.add_column(m)
     for name in sorted(by_image):
         table.add_row(name, *(by_image[name].get(m, "") for m in models))
     return table

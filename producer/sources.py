@@ -234,5 +234,6 @@ def from_api_items(items, settings: Settings, owner: str) -> list[Candidate]:
             else:
                 out.append(Candidate(f"sha256:{item['sha256']}", sha256=item["sha256"], meta=meta))
         except Refused as exc:
-            raise BadInput(f"items[{i}]: {exc}") from None
+            raise BadInput(f"items[{i}]: {exc}; to send a file from your machine, upload it as multipart field "
+                           "'files'") from None
     return out

@@ -61,16 +61,70 @@ def _check_resume(job: dict, owner: str, tier: str, models: list[str], preset: s
                        f"preset={job['preset']}; resubmit with the same options to resume it, or use a new job id")
 
 
+RECORD_CHUNK = 250  # images per MongoDB write while uploads go on
+
+
+class _Recorder:
+    """Records accepted images and their job items in chunks on one writer thread, so MongoDB writes overlap
+    the uploads instead of following them. Each image is recorded once (the caller dedupes by sha256)."""
+
+    def __init__(self, settings: Settings, jobs: JobStore, job_id: str, owner: str, models: list[str], preset: str):
+        from storage.images import ImageRecords
+
+        self.images, self.jobs = ImageRecords(settings), jobs
+        self.job_id, self.owner, self.models, self.preset = job_id, owner, models, preset
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="record")
+        self.pending: list[tuple[dict, dict | None]] = []
+        self.futures: list = []
+        self.accepted = 0
+
+    def add(self, record: dict, meta: dict | None) -> None:
+        self.accepted += 1
+        self.pending.append((record, meta))
+        if len(self.pending) >= RECORD_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        chunk, self.pending = self.pending, []
+        if chunk:
+            self.futures.append(self.pool.submit(self._write, chunk))
+
+    def _write(self, chunk: list[tuple[dict, dict | None]]) -> tuple[int, int]:
+        self.images.record_many([r for r, _ in chunk if "format" in r])  # known images have their record already
+        items = [{"sha256": r["sha256"], "model": m, "preset": self.preset, "file_name": r["file_name"]}
+                 for r, _ in chunk for m in self.models]
+        new = self.jobs.add_items(self.job_id, self.owner, items)
+        metas = {r["sha256"]: meta for r, meta in chunk if meta}
+        if metas:
+            self.jobs.set_item_meta(self.job_id, metas)
+        return len(new), len(items)
+
+    def finish(self) -> tuple[int, int]:
+        """Wait for every write; -> (items new to the job, items named). Re-raises a failed write."""
+        self.flush()
+        done = [f.result() for f in self.futures]
+        return sum(n for n, _ in done), sum(t for _, t in done)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 @dataclass
 class _Checked:
-    accepted: dict[str, dict] = field(default_factory=dict)   # sha256 -> image record (first file name wins)
-    meta: dict[str, dict] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
     rejected: list[dict] = field(default_factory=list)
     duplicates: int = 0
     uploaded: int = 0
 
+    def first(self, sha: str) -> bool:
+        with self.lock:
+            new = sha not in self.seen
+            self.seen.add(sha)
+            return new
 
-def _check_one(settings: Settings, c: Candidate, seen: set[str], lock: threading.Lock):
+
+def _check_one(settings: Settings, c: Candidate, checked: _Checked):
     """Read, inspect, hash and (first time this sha is seen) store one file. -> (sha, info, first, created)."""
     size = c.size() if c.size else None
     if size is not None and size > settings.max_image_bytes:
@@ -79,48 +133,39 @@ def _check_one(settings: Settings, c: Candidate, seen: set[str], lock: threading
     data = c.read()
     info = inspect_image(data, settings.max_image_bytes, settings.max_image_pixels)
     sha = sha256_hex(data)
-    with lock:
-        first = sha not in seen
-        seen.add(sha)
+    first = checked.first(sha)
     created = image_store(settings).put(data, info.content_type)[1] if first else False
     return sha, info, first, created
 
 
-def _validate_and_store(settings: Settings, candidates: list[Candidate], progress: Progress) -> _Checked:
-    out = _Checked()
-    seen: set[str] = set()
-    lock = threading.Lock()
-    results: list = [None] * len(candidates)
+def _validate_and_store(settings: Settings, candidates: list[Candidate], checked: _Checked, recorder: _Recorder,
+                        progress: Progress) -> None:
+    failures: dict[int, str] = {}
     pool = ThreadPoolExecutor(settings.upload_concurrency, thread_name_prefix="submit")
     try:
-        futures = {pool.submit(_check_one, settings, c, seen, lock): i for i, c in enumerate(candidates)}
+        futures = {pool.submit(_check_one, settings, c, checked): i for i, c in enumerate(candidates)}
         for done, future in enumerate(as_completed(futures), 1):
             i = futures[future]
             try:
-                results[i] = future.result()
+                sha, info, first, created = future.result()
             except InvalidImage as exc:
-                results[i] = str(exc)
+                failures[i] = str(exc)
             except NotFound:
-                results[i] = "no such object in the bucket"
+                failures[i] = "no such object in the bucket"
             except OSError as exc:  # unreadable local file; service faults are not OSError and propagate
-                results[i] = f"cannot read file: {exc.strerror or exc}"
+                failures[i] = f"cannot read file: {exc.strerror or exc}"
+            else:
+                checked.uploaded += created
+                if first:
+                    recorder.add(_record(sha, info, candidates[i].name), candidates[i].meta)
+                else:
+                    checked.duplicates += 1
             progress("validating", done, len(candidates))
     finally:
         # A failure (or an interrupting callback) must not wait for thousands of queued files.
         pool.shutdown(wait=True, cancel_futures=True)
-    for c, res in zip(candidates, results):
-        if isinstance(res, str):
-            out.rejected.append({"file": c.name, "reason": res})
-            continue
-        sha, info, first, created = res
-        out.uploaded += created
-        if not first or sha in out.accepted:
-            out.duplicates += 1
-            continue
-        out.accepted[sha] = _record(sha, info, c.name)
-        if c.meta:
-            out.meta[sha] = c.meta
-    return out
+    # Rejections in the order the files were named, whatever order the threads finished in.
+    checked.rejected += [{"file": candidates[i].name, "reason": failures[i]} for i in sorted(failures)]
 
 
 def _record(sha: str, info: ImageInfo, name: str) -> dict:
@@ -128,7 +173,8 @@ def _record(sha: str, info: ImageInfo, name: str) -> dict:
             "height": info.height, "file_name": name}
 
 
-def _known(settings: Settings, owner: str, candidates: list[Candidate], out: _Checked) -> None:
+def _known(settings: Settings, owner: str, candidates: list[Candidate], checked: _Checked,
+           recorder: _Recorder) -> None:
     """Images named by sha256: accepted only if this owner submitted them before (no bytes are read)."""
     from storage.history import CaptionHistory
     from storage.images import ImageRecords
@@ -137,14 +183,12 @@ def _known(settings: Settings, owner: str, candidates: list[Candidate], out: _Ch
     records = ImageRecords(settings)
     for c in candidates:
         if c.sha256 not in owned:
-            out.rejected.append({"file": c.name, "reason": "not among your images: submit the file itself first"})
-        elif c.sha256 in out.accepted:
-            out.duplicates += 1
+            checked.rejected.append({"file": c.name, "reason": "not among your images: submit the file itself first"})
+        elif not checked.first(c.sha256):
+            checked.duplicates += 1
         else:
             known = records.get(c.sha256) or {}
-            out.accepted[c.sha256] = {"sha256": c.sha256, "file_name": (known.get("file_names") or [c.name])[0]}
-            if c.meta:
-                out.meta[c.sha256] = c.meta
+            recorder.add({"sha256": c.sha256, "file_name": (known.get("file_names") or [c.name])[0]}, c.meta)
 
 
 def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Candidate] | Expanded,
@@ -186,20 +230,17 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
         _check_resume(job, owner, tier, models, preset)
     job_id = job["_id"]
 
-    checked = _validate_and_store(settings, [c for c in expanded.candidates if c.sha256 is None], progress)
-    _known(settings, owner, [c for c in expanded.candidates if c.sha256 is not None], checked)
+    checked, recorder = _Checked(), _Recorder(settings, jobs, job_id, owner, models, preset)
+    try:
+        _validate_and_store(settings, [c for c in expanded.candidates if c.sha256 is None], checked, recorder,
+                            progress)
+        _known(settings, owner, [c for c in expanded.candidates if c.sha256 is not None], checked, recorder)
+        new_items, named = recorder.finish()
+    finally:
+        recorder.close()
     rejected = expanded.rejected + checked.rejected
-
-    from storage.images import ImageRecords
-
     jobs.record_rejections(job_id, rejected)
-    ImageRecords(settings).record_many([r for r in checked.accepted.values() if "format" in r])
-    items = [{"sha256": sha, "model": m, "preset": preset, "file_name": r["file_name"]}
-             for sha, r in checked.accepted.items() for m in models]
-    new_items = jobs.add_items(job_id, owner, items)
-    if checked.meta:
-        jobs.set_item_meta(job_id, checked.meta)
-    progress("recorded", len(new_items), len(items))
+    progress("recorded", new_items, named)
 
     from producer.enqueue import enqueue_pending
 
@@ -209,5 +250,5 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
         jobs.set_state(job_id, "queued")
     job = jobs.refresh_counts(job_id)
     return SubmitResult(job_id=job_id, created=created, state=job["state"], models=models, tier=tier, preset=preset,
-                        accepted=len(checked.accepted), duplicates=checked.duplicates, uploaded=checked.uploaded,
-                        new_items=len(new_items), enqueued=sent, rejected=rejected, counts=job["counts"])
+                        accepted=recorder.accepted, duplicates=checked.duplicates, uploaded=checked.uploaded,
+                        new_items=new_items, enqueued=sent, rejected=rejected, counts=job["counts"])

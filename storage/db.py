@@ -19,6 +19,7 @@ INDEXES: dict[str, list[IndexModel]] = {
     "images": [
         IndexModel([("sha256", ASC)], unique=True),
         IndexModel([("first_seen", DESC)]),
+        IndexModel([("file_names", ASC)]),
     ],
     "jobs": [
         IndexModel([("owner", ASC), ("created_at", DESC)]),
@@ -33,6 +34,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("owner", ASC), ("updated_at", DESC)]),
         IndexModel([("owner", ASC), ("sha256", ASC), ("updated_at", DESC)]),
         IndexModel([("owner", ASC), ("model", ASC), ("updated_at", DESC)]),
+        # Equality fields first, the $in last: serves mark_enqueued and open_items ({job, model, preset, sha $in});
+        # the wire server under test plans those as a collection scan with the unique index above.
+        IndexModel([("job_id", ASC), ("model", ASC), ("preset", ASC), ("sha256", ASC)]),
     ],
     # One caption per image x model x checkpoint x generation config: a redelivered task cannot duplicate it.
     "captions": [
@@ -58,6 +62,7 @@ INDEXES: dict[str, list[IndexModel]] = {
     "api_keys": [
         IndexModel([("key_hash", ASC)], unique=True),
         IndexModel([("owner", ASC)]),
+        IndexModel([("prefix", ASC)]),  # `capq keys revoke PREFIX`
     ],
 }
 

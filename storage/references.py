@@ -87,8 +87,3 @@ class ReferenceStore:
     def last_import_at(self) -> datetime | None:
         doc = self.coll.find_one({}, {"_id": 0, "imported_at": 1}, sort=[("imported_at", DESCENDING)])
         return doc["imported_at"] if doc else None
-
-    @translated
-    def counts(self) -> dict[str, int]:
-        pending = self.coll.count_documents({"pending": True})
-        return {"resolved": self.coll.count_documents({}) - pending, "pending": pending}

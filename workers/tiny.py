@@ -225,6 +225,8 @@ def _build_into(target: Path, builder: Callable[[Path], None]) -> None:
         builder(work)
         (work / MARKER).write_text(TINY_VERSION + "\n")  # written last: its presence means complete
         work.chmod(0o755)  # mkdtemp makes it private; a model folder is meant to be shared
+        if is_complete(target):
+            return  # another process finished the same build meanwhile
         if target.exists():
             shutil.rmtree(target)  # an incomplete or outdated build
         os.replace(work, target)

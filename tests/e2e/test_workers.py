@@ -208,7 +208,7 @@ def test_work_that_keeps_failing_is_dead_lettered_and_can_be_redriven(settings, 
 def test_worker_exports_prometheus_metrics(settings, workers):
     port = free_port()
     workers.start("blip", args=["--metrics-port", str(port)])
-    wait_job(settings, make_job(settings, seed_images(), "blip"))
+    wait_job(settings, make_job(settings, random_images(10, seed=6), "blip"))
     bad = wait_job(settings, make_job(settings, [("bad.jpg", b"not an image")], "blip"))
     assert bad["counts"]["failed"] == 1
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,10 +17,9 @@ from capq.settings import load_settings
 from evaluation import cli as eval_cli
 from evaluation.references import ReferenceFormatError, import_file, parse_file
 from evaluation.run import compare_models, evaluate_groups, run_evaluation
-from evaluation.seed import read_eval_file
+from evaluation.seed import PUBLISHED as SEED_TABLE, read_eval_file
 from storage.blobs import sha256_hex
 from storage.db import Mongo, mongo
-from tests.unit.test_metrics import SEED_TABLE
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_DIR = Path(os.environ.get("CAPQ_SEED_DIR", REPO.parent / "shared" / "seed"))
@@ -63,7 +63,7 @@ def add_images(db, names: list[str] | None = None) -> dict[str, str]:
 
 
 def caption_doc(sha: str, model: str, caption: str, **extra) -> dict:
-    checkpoint = next(ck for m, ck in SEED_MODELS.values() if m == model) if model in dict(SEED_MODELS.values()) else "ck"
+    checkpoint = dict(SEED_MODELS.values()).get(model, "ck")
     return {"sha256": sha, "model": model, "checkpoint": checkpoint, "preset": "seed", "config_hash": f"seed-{model}",
             "caption": caption, "job_id": "job-seed", "worker_id": "test", "created_at": datetime.now(timezone.utc),
             "status": "done", "error": None, **extra}
@@ -143,7 +143,8 @@ def test_scheduler_mode_skips_unchanged_groups(eval_settings, db):
 @pytest.mark.parametrize("content, message", [
     ("{not json", "not valid JSON"),
     ({"images": [{"id": 1, "file_name": "a.jpg"}]}, "'annotations' list"),
-    ({"images": [{"id": 1}], "annotations": []}, "images[0] needs an 'id' and a non-empty 'file_name'"),
+    ({"images": [{"id": 1}], "annotations": []}, "images[0] needs an 'id' (number or string) and a non-empty 'file_name'"),
+    ({"images": [{"id": [1], "file_name": "a.jpg"}], "annotations": [{"image_id": [1], "caption": "x"}]}, "needs an 'id'"),
     (coco({"a.jpg": ["a dog"]}) | {"annotations": [{"image_id": 7, "caption": "x"}]}, "image_id 7 is not in 'images'"),
     (coco({"a.jpg": ["a dog", "  "]}), "annotations[1]: 'caption' must be a non-empty string"),
     ({"images": {"1": {"filename": "a.jpg", "captions": []}}}, "'captions' must be a list of non-empty strings"),
@@ -153,7 +154,7 @@ def test_malformed_reference_file_is_rejected_whole(eval_settings, db, tmp_path,
     add_images(db)
     import_file(eval_settings, GROUND_TRUTH)
     before = snapshot(db, "references")
-    with pytest.raises(ReferenceFormatError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ReferenceFormatError, match=re.escape(message)):
         import_file(eval_settings, write_json(tmp_path, content))
     assert snapshot(db, "references") == before
 

@@ -20,18 +20,19 @@ from typer.testing import CliRunner
 from evaluation import metrics
 from evaluation.cli import register
 from evaluation.java import java_available, ptb_tokenize
-from evaluation.seed import SeedFormatError, load_seed_dir, score_seed_dir
+from evaluation.seed import PUBLISHED, SeedFormatError, differences_from_published, load_seed_dir, score_seed_dir
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_DIR = Path(os.environ.get("CAPQ_SEED_DIR", REPO.parent / "shared" / "seed"))
 
 # SEED_RESULTS.md, transcribed from the seed's screenshots/results.png.
-SEED_TABLE = {
-    "blip2": {"bleu_1": 0.5000, "bleu_2": 0.3177, "bleu_3": 0.1290, "bleu_4": 0.0000, "meteor": 0.1454, "rouge_l": 0.3642, "cider": 0.3771},
-    "blip": {"bleu_1": 0.5339, "bleu_2": 0.3733, "bleu_3": 0.2493, "bleu_4": 0.1613, "meteor": 0.2827, "rouge_l": 0.4012, "cider": 0.1519},
-    "git": {"bleu_1": 0.6250, "bleu_2": 0.4633, "bleu_3": 0.3208, "bleu_4": 0.2062, "meteor": 0.2972, "rouge_l": 0.4749, "cider": 0.5401},
-    "vit_gpt2": {"bleu_1": 0.3541, "bleu_2": 0.1606, "bleu_3": 0.0689, "bleu_4": 0.0346, "meteor": 0.1884, "rouge_l": 0.3127, "cider": 0.1211},
-}
+NAMES = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
+SEED_TABLE = {model: dict(zip(NAMES, row)) for model, row in {
+    "blip2": (0.5000, 0.3177, 0.1290, 0.0000, 0.1454, 0.3642, 0.3771),
+    "blip": (0.5339, 0.3733, 0.2493, 0.1613, 0.2827, 0.4012, 0.1519),
+    "git": (0.6250, 0.4633, 0.3208, 0.2062, 0.2972, 0.4749, 0.5401),
+    "vit_gpt2": (0.3541, 0.1606, 0.0689, 0.0346, 0.1884, 0.3127, 0.1211),
+}.items()}
 WITHOUT_METEOR = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider")
 
 pytestmark = pytest.mark.skipif(not java_available(), reason="the PTB tokenizer needs Java")
@@ -50,7 +51,12 @@ def seed_corpus(model: str) -> tuple[dict, dict]:
 
 
 def test_score_seed_dir_reproduces_the_seed_table():
-    assert_table(score_seed_dir(SEED_DIR))
+    assert PUBLISHED == SEED_TABLE  # what `capq eval seed` and the integration tests compare against
+    got = score_seed_dir(SEED_DIR)
+    assert_table(got)
+    assert differences_from_published(got) == []
+    got["git"]["cider"] = 0.5
+    assert differences_from_published(got) == ["git cider: got 0.5000, published 0.5401"]
 
 
 def test_capq_eval_seed_json_reproduces_the_seed_table():
@@ -61,6 +67,12 @@ def test_capq_eval_seed_json_reproduces_the_seed_table():
     got = json.loads(proc.stdout)
     assert_table(got)
     assert all(set(scores) == set(metrics.SCORE_NAMES) for scores in got.values())
+
+
+def test_cli_score_names_are_the_metric_names():
+    from evaluation import cli
+
+    assert cli.SCORE_NAMES == metrics.SCORE_NAMES
 
 
 def test_cli_seed_with_a_wrong_folder_says_what_to_pass(tmp_path):

@@ -1,0 +1,144 @@
+"""submit_bench: submission throughput (validate + upload + record + enqueue) against raw S3 PUTs, same bytes, same threads."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
+from pathlib import Path
+
+from PIL import Image
+
+from capq.settings import Settings, load_settings
+
+
+def make_images(folder: Path, n: int) -> int:
+    """n distinct JPEGs of roughly 20-100 KB (noise over a gradient); returns total bytes."""
+    total = 0
+    for i in range(n):
+        side = 160 + (i * 37) % 180  # 160..339 px of noise at q85: ~20-100 KB
+        noise = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
+        buf = BytesIO()
+        noise.save(buf, "JPEG", quality=85)
+        (folder / f"img-{i:05}.jpg").write_bytes(buf.getvalue())
+        total += buf.tell()
+    return total
+
+
+def private_redis(folder: Path) -> tuple[subprocess.Popen, str]:
+    """A throwaway Redis, so benchmark shards never reach a real worker's queue."""
+    import socket
+
+    import redis
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            redis.Redis(port=port).ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def raw_puts(settings: Settings, files: list[Path], threads: int) -> float:
+    """Seconds to PUT every file's bytes (read from disk, as submit does) with `threads` threads; no checks."""
+    from storage.blobs import ImageStore
+
+    store = ImageStore(settings)
+    store.ensure_bucket()
+
+    def put(path: Path) -> None:
+        store.client.put_object(Bucket=settings.s3_bucket, Key=f"raw/{path.name}", Body=path.read_bytes(),
+                                ContentType="image/jpeg")
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(put, files))
+    return time.perf_counter() - t0
+
+
+def empty_bucket(settings: Settings) -> None:
+    from storage.blobs import ImageStore
+
+    client = ImageStore(settings).client
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=settings.s3_bucket, Delete={"Objects": keys})
+    client.delete_bucket(Bucket=settings.s3_bucket)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=None, help="threads (default CAPQ_UPLOAD_CONCURRENCY)")
+    args = parser.parse_args()
+
+    base = load_settings()
+    threads = args.concurrency or base.upload_concurrency
+    tag = uuid.uuid4().hex[:8]
+    work = Path(tempfile.mkdtemp(prefix="capq-bench-"))
+    redis_proc, redis_url = private_redis(work)
+    env = {f"CAPQ_{k.upper()}": (",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else str(v))
+           for k, v in base.model_dump().items()}
+    env |= {"CAPQ_REDIS_URL": redis_url, "CAPQ_MONGO_DB": f"capq_bench_{tag}", "CAPQ_HOME": str(work / "home"),
+            "CAPQ_UPLOAD_CONCURRENCY": str(threads)}
+    sub = load_settings(env | {"CAPQ_S3_BUCKET": f"capq-bench-{tag}"})
+    raw = load_settings(env | {"CAPQ_S3_BUCKET": f"capq-bench-raw-{tag}"})
+    try:
+        from producer.submit import submit
+        from storage.blobs import ImageStore
+        from storage.db import Mongo
+
+        folder = work / "images"
+        folder.mkdir()
+        total = make_images(folder, args.images)
+        files = sorted(folder.iterdir())
+        ImageStore(sub).ensure_bucket()
+        Mongo(sub).ensure_indexes()
+        raw_s = raw_puts(raw, files, threads)
+        marks: dict[str, float] = {}
+
+        def progress(stage: str, done: int, total_: int) -> None:
+            if stage != "validating" or done == total_:
+                marks[stage] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        result = submit(sub, [folder], "blip", owner="bench", progress=progress)
+        submit_s = time.perf_counter() - t0
+        assert result.accepted == args.images and result.enqueued == args.images, result.as_dict()
+        n = args.images
+        print(f"{n} images, {total / n / 1024:.0f} KB mean, {threads} threads, S3 {base.s3_endpoint}, "
+              f"MongoDB {base.mongo_url}")
+        print(f"stages (s from start): validated+uploaded {marks['validating']:.1f} "
+              f"({n / marks['validating']:.0f} img/s, records written alongside), all recorded {marks['recorded']:.1f}, "
+              f"enqueued {marks['enqueued']:.1f}, total {submit_s:.1f}")
+        print("| images | threads | submit (validate+upload+record+enqueue) img/s | raw S3 PUT img/s | ratio | goal |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        print(f"| {n} | {threads} | {n / submit_s:.0f} | {n / raw_s:.0f} | {raw_s / submit_s:.2f} | >= 0.70 |")
+    finally:
+        for s in (sub, raw):
+            try:
+                empty_bucket(s)
+            except Exception as exc:  # cleanup must not hide the result or the real error
+                print(f"cleanup of bucket {s.s3_bucket} failed: {exc}")
+        from storage.db import Mongo
+
+        Mongo(sub).client.drop_database(sub.mongo_db)
+        redis_proc.terminate()
+        redis_proc.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

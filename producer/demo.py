@@ -1,0 +1,198 @@
+"""demo: `capq demo`, the main job end to end on one machine: stack, models, workers, API, seed images, captions."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from capq.names import WORKER_HEARTBEAT_KEY
+from capq.settings import Settings
+from producer.choices import parse_models
+from producer.errors import BadInput, ProducerError
+from producer.render import Bar, captions_grid, err, finished, out
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_OWNER = "demo"
+
+
+class DemoError(ProducerError):
+    """A process the demo started died or never became ready; the message carries its log tail."""
+
+
+def seed_images() -> list[Path]:
+    """The 10 seed JPEGs: $CAPQ_SEED_DIR (the seed folder) else <repo>/../shared/seed."""
+    root = Path(os.environ.get("CAPQ_SEED_DIR") or REPO.parent / "shared" / "seed")
+    images = sorted((root / "test_images" / "images").glob("*.jpg"))
+    if not images:
+        raise BadInput(f"no seed images in {root / 'test_images' / 'images'}; set CAPQ_SEED_DIR to the seed folder "
+                       "(the one holding test_images/images/*.jpg)")
+    return images
+
+
+def parse_checkpoints(pairs: list[str], models: list[str]) -> dict[str, str]:
+    """['blip=Salesforce/blip-image-captioning-large', ...] -> {'blip': '...'}; models must be among those run."""
+    chosen = {}
+    for pair in pairs:
+        model, sep, ckpt = pair.partition("=")
+        if not sep or not ckpt.strip():
+            raise BadInput(f"--checkpoint takes MODEL=HUB_ID_OR_DIR, got {pair!r}")
+        if model.strip() not in models:
+            raise BadInput(f"--checkpoint names {model.strip()!r}, which is not among --models {','.join(models)}")
+        chosen[model.strip()] = ckpt.strip()
+    return chosen
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Processes:
+    """Child processes, each in its own session (so a terminal's Ctrl-C reaches only us) and with a log file."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "wb")
+        proc = subprocess.Popen([sys.executable, "-m", "capq", *args], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.procs[name] = proc
+        return proc
+
+    def check(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
+                raise DemoError(f"{name} exited with code {proc.returncode}; its log "
+                                f"{self.log_dir / (name + '.log')} ends:\n" + "\n".join(tail))
+
+    def stop_all(self, timeout_s: float = 15.0) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _wait_ready(settings: Settings, procs: Processes, workers: dict[str, subprocess.Popen], api_url: str | None,
+                timeout_s: float) -> None:
+    import httpx
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    host = socket.gethostname()
+    pending = {f"{WORKER_HEARTBEAT_KEY}{m}@{host}:{p.pid}": m for m, p in workers.items()}
+    deadline = time.monotonic() + timeout_s
+    while pending or api_url:
+        procs.check()
+        for key in [k for k in pending if client.exists(k)]:
+            err.print(f"worker {pending.pop(key)} ready")
+        if api_url:
+            try:
+                if httpx.get(f"{api_url}/healthz", timeout=1).status_code == 200:
+                    err.print(f"API ready at {api_url} (docs: {api_url}/docs)")
+                    api_url = None
+            except httpx.HTTPError:
+                pass
+        if time.monotonic() > deadline:
+            raise DemoError(f"not ready within {timeout_s:.0f}s: {', '.join(pending.values()) or 'API'}; "
+                            f"see the logs in {procs.log_dir}")
+        time.sleep(0.5)
+
+
+def _via_api(settings: Settings, api_url: str, images: list[Path], models: list[str], timeout_s: float, bar: Bar):
+    """Submit and follow the job over HTTP with a fresh key for owner 'demo' (revoked afterwards)."""
+    import httpx
+
+    from storage.apikeys import ApiKeys
+
+    keys = ApiKeys(settings)
+    key, record = keys.create(DEMO_OWNER, "premium", note="capq demo")
+    try:
+        with httpx.Client(base_url=api_url, headers={"X-API-Key": key}, timeout=120) as http:
+            files = [("files", (p.name, p.read_bytes(), "image/jpeg")) for p in images]
+            resp = http.post("/v1/jobs", files=files, data={"models": ",".join(models)})
+            if resp.status_code != 202:
+                raise DemoError(f"POST /v1/jobs answered {resp.status_code}: {resp.text}")
+            job_id = resp.json()["job_id"]
+            err.print(f"submitted job {job_id} over HTTP (POST /v1/jobs) as owner {DEMO_OWNER!r}")
+            deadline = time.monotonic() + timeout_s
+            while True:
+                job = http.get(f"/v1/jobs/{job_id}").json()
+                bar.update(completed=finished(job), total=job["counts"]["total"], description=f"captioning ({job['state']})")
+                if job["state"] in ("done", "cancelled") or time.monotonic() > deadline:
+                    break
+                time.sleep(1.0)
+            return job, http.get(f"/v1/jobs/{job_id}/results").json()["results"]
+    finally:
+        keys.revoke(record["prefix"])
+
+
+def _direct(settings: Settings, images: list[Path], models: list[str], timeout_s: float, bar: Bar):
+    from producer.queries import results, wait_job
+    from producer.submit import submit
+
+    result = submit(settings, images, models, owner=DEMO_OWNER)
+    err.print(f"submitted job {result.job_id}")
+    job = wait_job(settings, result.job_id, on_update=lambda j: bar.update(
+        completed=finished(j), total=j["counts"]["total"], description=f"captioning ({j['state']})"),
+        timeout_s=timeout_s)
+    return job, list(results(settings, result.job_id))
+
+
+def run_demo(settings: Settings, models: str, checkpoints: list[str], device: str, use_api: bool,
+             timeout_s: float) -> int:
+    """Run the demo; returns the exit code (0 when every seed image got a caption from every model)."""
+    from capq import stack
+
+    models_ = parse_models(models)
+    chosen = parse_checkpoints(checkpoints, models_)
+    images = seed_images()
+    stack.up(settings, lambda name, state, url: err.print(f"{name}: {state} ({url})"))
+    tiny = [m for m in models_ if m not in chosen]
+    if tiny:
+        from workers.tiny import make_tiny
+
+        err.print(f"tiny offline models for {', '.join(tiny)} in {settings.models_dir} (built if absent)")
+        chosen |= {m: str(p) for m, p in make_tiny(settings.models_dir, tiny).items()}
+    procs = Processes(settings.home / "demo")
+    t0 = time.monotonic()
+    try:
+        workers = {m: procs.start(f"worker-{m}", ["worker", "--model", m, "--checkpoint", chosen[m], "--device", device])
+                   for m in models_}
+        api_url = None
+        if use_api:
+            port = _free_port()
+            procs.start("api", ["api", "--host", "127.0.0.1", "--port", str(port)])
+            api_url = f"http://127.0.0.1:{port}"
+        _wait_ready(settings, procs, workers, api_url, timeout_s)
+        bar = Bar("captioning")
+        try:
+            job, rows = (_via_api(settings, api_url, images, models_, timeout_s, bar) if api_url
+                         else _direct(settings, images, models_, timeout_s, bar))
+        finally:
+            bar.stop()
+    except KeyboardInterrupt:
+        err.print("interrupted: stopping the workers and API the demo started")
+        return 130
+    finally:
+        procs.stop_all()
+    out.print(captions_grid(rows, models_))
+    c = job["counts"]
+    err.print(f"job {job['job_id']} {job['state']} in {time.monotonic() - t0:.0f}s: {c['done']} captioned, "
+              f"{c['failed']} failed, {c['queued']} still queued; logs in {procs.log_dir}")
+    return 0 if job["state"] == "done" and c["done"] == c["total"] == len(images) * len(models_) else 1
