@@ -1,14 +1,12 @@
 """noop_worker: a worker on the blip queues whose model returns at once, to measure the plumbing alone."""
 from __future__ import annotations
 
-import os
-import socket
-
 from capq.settings import get_settings
 from storage.blobs import ImageStore
 from storage.captions import CaptionStore
 from storage.jobs import JobStore
 from workers.pipeline import Worker
+from workers.consume import worker_id
 from workers.runtime import serve
 
 
@@ -26,7 +24,7 @@ def main() -> None:
     settings = get_settings()
     worker = Worker(model="blip", checkpoint="noop", captioner=NoopCaptioner(), images=ImageStore(settings),
                     captions=CaptionStore(settings), jobs=JobStore(settings),
-                    worker_id=f"blip@{socket.gethostname()}:{os.getpid()}", batch_size=settings.batch_size)
+                    worker_id=worker_id("blip"), batch_size=settings.batch_size)
     serve(settings, worker, loglevel="WARNING")
 
 

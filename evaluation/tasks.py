@@ -2,18 +2,13 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
-import time
 
-from capq.names import EVAL_QUEUE, EVAL_TASK, WORKER_HEARTBEAT_KEY
+from capq.names import EVAL_QUEUE, EVAL_TASK
 from capq.settings import Settings, get_settings
 from evaluation.schedule import beat_schedule  # noqa: F401 - the schedule lives beside the task it sends
 from workers.celery_app import app
 
 log = logging.getLogger("capq.eval")
-HEARTBEAT_S = 10
 
 
 # Routed to capq.names.EVAL_QUEUE by celery_app's task_routes (a task's own `queue` is deprecated in Celery).
@@ -37,27 +32,13 @@ def evaluate(model: str | None = None) -> dict:
     return summary
 
 
-def _heartbeat(settings: Settings, worker_id: str) -> None:
-    """Keep `capq health --service worker` green while this process lives (the same key scheme as model workers)."""
-    import redis
-
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s)
-    while True:
-        try:
-            client.set(WORKER_HEARTBEAT_KEY + worker_id, str(time.time()), ex=3 * HEARTBEAT_S)
-        except redis.RedisError as exc:
-            log.warning("heartbeat failed: %s", exc)
-        time.sleep(HEARTBEAT_S)
-
-
 def serve(settings: Settings, concurrency: int = 1, loglevel: str = "INFO") -> None:
     """Consume the evaluation queue in this process until shut down (`capq eval worker`)."""
     from capq.logs import setup_logging
 
+    from workers.consume import consume
+
     setup_logging(settings.log_json)
-    worker_id = f"eval@{socket.gethostname()}:{os.getpid()}"
-    threading.Thread(target=_heartbeat, args=(settings, worker_id), daemon=True).start()
     # Each evaluation is CPU-bound Python plus a JVM: separate processes, not threads, when running several.
     pool = ["--pool", "solo"] if concurrency == 1 else ["--pool", "prefork", "--concurrency", str(concurrency)]
-    app.worker_main(["worker", "--queues", EVAL_QUEUE, *pool, "--events", "--hostname", f"eval@%h-{os.getpid()}",
-                     "--loglevel", loglevel, "--without-gossip", "--without-mingle"])
+    consume(settings, "eval", [EVAL_QUEUE], pool, loglevel)

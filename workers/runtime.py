@@ -1,28 +1,22 @@
 """runtime: start a worker process: load its one model, export metrics, then hand over to Celery."""
 from __future__ import annotations
 
-import logging
-import os
-import socket
-import threading
 import time
 from pathlib import Path
 
-import redis
 from prometheus_client import start_http_server
 
 from capq.logs import setup_logging
-from capq.names import WORKER_HEARTBEAT_KEY, caption_queues
+from capq.names import caption_queues
 from capq.settings import Settings
 from storage.blobs import ImageStore
 from storage.captions import CaptionStore
 from storage.jobs import JobStore
 from workers import metrics, tiers
+from workers.consume import consume, worker_id
 from workers.pipeline import Worker
 
-log = logging.getLogger("capq.worker")
 _current: Worker | None = None
-HEARTBEAT_S = 10
 
 
 def current() -> Worker:
@@ -48,7 +42,6 @@ def build_worker(settings: Settings, model: str, checkpoint: str | None, device:
     t0 = time.perf_counter()
     captioner = load_captioner(model, checkpoint, device=device, dtype=dtype, max_batch_size=batch_size)
     metrics.MODEL_LOAD.labels(model).set(time.perf_counter() - t0)
-    worker_id = f"{model}@{socket.gethostname()}:{os.getpid()}"
 
     def on_batch(size: int, model_s: float) -> None:
         metrics.BATCH_SIZE.labels(model).observe(size)
@@ -57,19 +50,9 @@ def build_worker(settings: Settings, model: str, checkpoint: str | None, device:
     return Worker(
         model=model, checkpoint=checkpoint_identity(checkpoint), captioner=captioner,
         images=ImageStore(settings), captions=CaptionStore(settings), jobs=JobStore(settings),
-        worker_id=worker_id, batch_size=batch_size, on_batch=on_batch,
+        worker_id=worker_id(model), batch_size=batch_size, on_batch=on_batch,
         on_failure=lambda reason: metrics.FAILURES.labels(model, reason).inc(),
     )
-
-
-def _heartbeat(settings: Settings, worker_id: str) -> None:
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s)
-    while True:
-        try:
-            client.set(WORKER_HEARTBEAT_KEY + worker_id, str(time.time()), ex=3 * HEARTBEAT_S)
-        except redis.RedisError as exc:
-            log.warning("heartbeat failed: %s", exc)
-        time.sleep(HEARTBEAT_S)
 
 
 def run_worker(settings: Settings, model: str, checkpoint: str | None, device: str, dtype: str,
@@ -86,13 +69,6 @@ def serve(settings: Settings, worker: Worker, concurrency: int = 1, metrics_port
     tiers.WEIGHTS = dict(settings.tier_weights)
     if metrics_port:
         start_http_server(metrics_port, addr="0.0.0.0")
-    threading.Thread(target=_heartbeat, args=(settings, worker.worker_id), daemon=True).start()
-    from workers.celery_app import app
-
     # solo: the model lives in this very process; threads share it when more than one shard may run at once.
     pool = ["--pool", "solo"] if concurrency == 1 else ["--pool", "threads", "--concurrency", str(concurrency)]
-    app.worker_main([
-        "worker", "--queues", ",".join(caption_queues(worker.model)), *pool, "--events",
-        "--hostname", f"{worker.model}@%h-{os.getpid()}", "--loglevel", loglevel, "--without-gossip",
-        "--without-mingle",
-    ])
+    consume(settings, worker.model, caption_queues(worker.model), pool, loglevel)

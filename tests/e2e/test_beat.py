@@ -1,0 +1,55 @@
+"""Periodic evaluation with real processes: celery beat sends, an eval worker scores, MongoDB keeps the runs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from evaluation.references import import_file
+from storage.db import mongo
+from tests.conftest import settings_env
+from tests.e2e.conftest import LOG_DIR
+from tests.integration.test_evaluation import GROUND_TRUTH, add_images, add_seed_captions
+
+
+def _spawn(env: dict, name: str, *args: str) -> tuple[subprocess.Popen, object]:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"{name}-{time.strftime('%H%M%S')}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "capq", *args], env=env, stdout=open(log_path, "wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log_path
+
+
+def test_beat_and_eval_worker_store_one_run_then_skip_unchanged(settings, clean_redis):
+    # Given stored seed captions with references, and a beat ticking every 2 seconds
+    db = mongo(settings)
+    for name in ("images", "captions", "references", "evaluations"):
+        db[name].delete_many({})
+    add_seed_captions(db, add_images(db))
+    import_file(settings, GROUND_TRUTH)
+    env = {**os.environ, **settings_env(settings), "CAPQ_EVAL_INTERVAL_S": "2", "CAPQ_LOG_JSON": "false"}
+    worker, worker_log = _spawn(env, "eval-worker", "eval", "worker")
+    beat, _ = _spawn(env, "beat", "beat")
+    try:
+        # I expect one evaluation per model to land in MongoDB
+        deadline = time.monotonic() + 300
+        while db["evaluations"].count_documents({}) < 4:
+            assert worker.poll() is None and beat.poll() is None, "eval worker or beat died"
+            assert time.monotonic() < deadline, "no scheduled evaluation landed"
+            time.sleep(0.5)
+        first = {d["model"]: d for d in db["evaluations"].find()}
+        assert set(first) == {"blip", "blip2", "git", "vit-gpt2"}
+        assert all(d["trigger"] == "beat" for d in first.values())
+        assert round(first["git"]["scores"]["cider"], 4) == 0.5401
+        # If more ticks pass with no new captions
+        seen = worker_log.read_text().count("evaluation of vit-gpt2")
+        while worker_log.read_text().count("evaluation of vit-gpt2") < seen + 2:
+            assert time.monotonic() < deadline, "beat stopped ticking"
+            time.sleep(0.5)
+        # I expect nothing new written
+        assert db["evaluations"].count_documents({}) == 4
+    finally:
+        for proc in (beat, worker):
+            proc.terminate()
+            proc.wait(30)

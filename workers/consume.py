@@ -1,0 +1,40 @@
+"""consume: run a Celery worker on given queues in this process, with the heartbeat health checks read."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+import redis
+
+from capq.names import WORKER_HEARTBEAT_KEY
+from capq.settings import Settings
+
+log = logging.getLogger("capq.worker")
+HEARTBEAT_S = 10
+
+
+def worker_id(name: str) -> str:
+    """`name@host:pid`: what heartbeats, logs and captions call this process."""
+    return f"{name}@{socket.gethostname()}:{os.getpid()}"
+
+
+def _heartbeat(settings: Settings, wid: str) -> None:
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s)
+    while True:
+        try:
+            client.set(WORKER_HEARTBEAT_KEY + wid, str(time.time()), ex=3 * HEARTBEAT_S)
+        except redis.RedisError as exc:
+            log.warning("heartbeat failed: %s", exc)
+        time.sleep(HEARTBEAT_S)
+
+
+def consume(settings: Settings, name: str, queues: list[str], pool: list[str], loglevel: str = "INFO") -> None:
+    """Start the heartbeat (read by `capq health --service worker`), then consume `queues` until shut down."""
+    from workers.celery_app import app
+
+    threading.Thread(target=_heartbeat, args=(settings, worker_id(name)), daemon=True).start()
+    app.worker_main(["worker", "--queues", ",".join(queues), *pool, "--events", "--hostname",
+                     f"{name}@%h-{os.getpid()}", "--loglevel", loglevel, "--without-gossip", "--without-mingle"])
