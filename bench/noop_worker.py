@@ -1,6 +1,8 @@
 """noop_worker: a worker on the blip queues whose model returns at once, to measure the plumbing alone."""
 from __future__ import annotations
 
+import os
+
 from capq.settings import get_settings
 from storage.blobs import ImageStore
 from storage.captions import CaptionStore
@@ -25,7 +27,7 @@ def main() -> None:
     worker = Worker(model="blip", checkpoint="noop", captioner=NoopCaptioner(), images=ImageStore(settings),
                     captions=CaptionStore(settings), jobs=JobStore(settings),
                     worker_id=worker_id("blip"), batch_size=settings.batch_size)
-    serve(settings, worker, loglevel="WARNING")
+    serve(settings, worker, loglevel=os.environ.get("CAPQ_BENCH_LOGLEVEL", "WARNING"))
 
 
 if __name__ == "__main__":

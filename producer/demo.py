@@ -76,6 +76,8 @@ class Processes:
                                 f"{self.log_dir / (name + '.log')} ends:\n" + "\n".join(tail))
 
     def stop_all(self, timeout_s: float = 15.0) -> None:
+        # A second Ctrl-C must not cut the clean-up short and leave orphans running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)

@@ -1,14 +1,4 @@
-"""sources: turn what a submitter names (files, folders, manifests, s3:// keys, uploads, known images) into candidates.
-
-Which s3:// keys may be read (one rule for the CLI and the API):
-  * only objects in the configured bucket (settings.s3_bucket): capq's credentials may reach other buckets,
-    and a submitter must not borrow them;
-  * in it, either a key under the owner's own staging prefix `owners/<owner>/...`, or the content address
-    `images/sha256/<aa>/<sha256>` of an image that owner already submitted (checked against its job items);
-  * keys with empty, '.' or '..' segments, backslashes or control characters are refused outright, so no
-    normalising server can be led outside the prefix.
-The API reads only uploads and such keys, never a server-local path (`from_api_items` refuses them).
-"""
+"""sources: turn what a submitter names (files, folders, manifests, s3:// keys, uploads, known images) into candidates."""
 from __future__ import annotations
 
 import csv
@@ -71,7 +61,17 @@ def check_meta(meta) -> dict | None:
 
 
 def s3_candidate(uri, settings: Settings, owner: str, meta: dict | None = None) -> Candidate:
-    """A candidate for an s3:// URI that the rule above allows; Refused otherwise."""
+    """A candidate for an s3:// URI that this rule allows (the same for the CLI and the API); Refused otherwise.
+
+    * Only objects in the configured bucket (settings.s3_bucket): capq's credentials may reach other buckets,
+      and a submitter must not borrow them.
+    * In it, either a key under the owner's own staging prefix `owners/<owner>/...`, or the content address
+      `images/sha256/<aa>/<sha256>` of an image that owner already submitted (checked later against the
+      owner's job items; someone else's image reads as "not among your images").
+    * Keys with empty, '.' or '..' segments, backslashes or control characters are refused outright, so no
+      normalising server can be led outside the prefix.
+    The API reads only uploads and such keys, never a server-local path (`from_api_items` refuses them).
+    """
     allowed = (f"s3://{settings.s3_bucket}/{owner_prefix(owner)}NAME or the sha256 of an image you submitted")
     if not isinstance(uri, str) or not uri.startswith("s3://"):
         raise Refused(f"{uri!r} is not an s3:// URI; allowed: {allowed}")

@@ -81,6 +81,40 @@ def _prefetched(w: Worker, batches: list[list[str]]) -> Iterator[list]:
         ahead.shutdown(wait=True, cancel_futures=True)
 
 
+def _run_batch(w: Worker, job_id: str, preset_name: str, preset: dict, chash: str, fetched: list,
+               result: ShardResult) -> tuple[list[dict], list[dict]]:
+    """Generate captions for the decodable images of one fetched batch; -> (caption docs, item outcomes)."""
+    good = [(sha, x, fetch_s) for sha, x, reason, fetch_s in fetched if reason is None]
+    bad = [(sha, reason) for sha, x, reason, _ in fetched if reason is not None]
+    outcomes = [{"sha256": sha, "state": "failed", "error": reason, "worker_id": w.worker_id} for sha, reason in bad]
+    for _, reason in bad:
+        w.on_failure(reason.split(":", 1)[0])
+    docs = []
+    if good:
+        t0 = time.perf_counter()
+        texts = w.captioner.generate([x for _, x, _ in good], preset)
+        model_s = time.perf_counter() - t0
+        result.model_s += model_s
+        w.on_batch(len(good), model_s)
+        docs = [{
+            "sha256": sha, "model": w.model, "checkpoint": w.checkpoint, "preset": preset_name,
+            "config_hash": chash, "caption": text, "job_id": job_id, "worker_id": w.worker_id,
+            "timings": {"fetch_s": round(fetch_s, 4), "model_s": round(model_s / len(good), 4),
+                        "batch_size": len(good)},
+        } for (sha, _, fetch_s), text in zip(good, texts)]
+        outcomes += [{"sha256": d["sha256"], "state": "done", "caption": d["caption"], "config_hash": chash,
+                      "checkpoint": w.checkpoint, "reused": False, "worker_id": w.worker_id} for d in docs]
+    result.done += len(good)
+    result.failed += len(bad)
+    return docs, outcomes
+
+
+def _write(w: Worker, job_id: str, preset_name: str, docs: list[dict], outcomes: list[dict]) -> None:
+    # Caption first, then the item: a crash in between leaves the item open and its caption reusable.
+    w.captions.upsert_many(docs)
+    w.jobs.finish_items(job_id, w.model, preset_name, outcomes)
+
+
 def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> ShardResult:
     """Caption the still-open items of one shard. Idempotent: a redelivered shard redoes only what is open."""
     t_start = time.perf_counter()
@@ -108,30 +142,18 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> 
     todo = [sha for sha in todo if sha not in cached]
 
     batches = [todo[i:i + w.batch_size] for i in range(0, len(todo), w.batch_size)]
-    for fetched in _prefetched(w, batches):
-        good = [(sha, x, fetch_s) for sha, x, reason, fetch_s in fetched if reason is None]
-        bad = [(sha, reason) for sha, x, reason, _ in fetched if reason is not None]
-        outcomes = [{"sha256": sha, "state": "failed", "error": reason, "worker_id": w.worker_id} for sha, reason in bad]
-        for _, reason in bad:
-            w.on_failure(reason.split(":", 1)[0])
-        if good:
-            t0 = time.perf_counter()
-            texts = w.captioner.generate([x for _, x, _ in good], preset)
-            model_s = time.perf_counter() - t0
-            result.model_s += model_s
-            w.on_batch(len(good), model_s)
-            docs = [{
-                "sha256": sha, "model": w.model, "checkpoint": w.checkpoint, "preset": preset_name,
-                "config_hash": chash, "caption": text, "job_id": job_id, "worker_id": w.worker_id,
-                "timings": {"fetch_s": round(fetch_s, 4), "model_s": round(model_s / len(good), 4),
-                            "batch_size": len(good)},
-            } for (sha, _, fetch_s), text in zip(good, texts)]
-            w.captions.upsert_many(docs)
-            outcomes += [{"sha256": d["sha256"], "state": "done", "caption": d["caption"], "config_hash": chash,
-                          "checkpoint": w.checkpoint, "reused": False, "worker_id": w.worker_id} for d in docs]
-        w.jobs.finish_items(job_id, w.model, preset_name, outcomes)
-        result.done += len(good)
-        result.failed += len(bad)
+    # Writes run in one ordered background thread, so fetch, model and database overlap; a failed
+    # write surfaces at the end of the shard and the (idempotent) shard is retried.
+    writer = ThreadPoolExecutor(1, thread_name_prefix="write")
+    writes = []
+    try:
+        for fetched in _prefetched(w, batches):
+            docs, outcomes = _run_batch(w, job_id, preset_name, preset, chash, fetched, result)
+            writes.append(writer.submit(_write, w, job_id, preset_name, docs, outcomes))
+        for future in writes:
+            future.result()
+    finally:
+        writer.shutdown(wait=True)
     w.jobs.refresh_counts(job_id)
     result.wall_s = time.perf_counter() - t_start
     return result

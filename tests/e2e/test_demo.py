@@ -14,16 +14,21 @@ import redis
 from capq.names import WORKER_HEARTBEAT_KEY
 from capq.settings import load_settings
 from tests.conftest import REPO, SEED_IMAGES, free_port, settings_env
+from tests.integration.test_producer_submit import drop_scratch
 
 
 @pytest.fixture
 def demo_env(settings):
-    """The session's database and bucket, and a Redis port with nothing on it: the demo must start it itself."""
-    env = {**settings_env(settings), "CAPQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    """A database and bucket of its own, and a Redis port with nothing on it: the demo must start it itself."""
+    tag = os.urandom(3).hex()
+    env = {**settings_env(settings), "CAPQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+           "CAPQ_MONGO_DB": f"{settings.mongo_db}_d{tag}", "CAPQ_S3_BUCKET": f"{settings.s3_bucket}-d{tag}"}
     yield {**os.environ, **env, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     from capq import stack
 
-    stack.down(load_settings(env))  # stops only what this home started: the demo's Redis
+    demo_settings = load_settings(env)
+    stack.down(demo_settings)  # stops only what this home started: the demo's Redis
+    drop_scratch(demo_settings)
 
 
 def _alive(pid: int) -> bool:
@@ -45,29 +50,51 @@ def test_demo_captions_the_seed_images_with_two_models(demo_env):
     assert "20 captioned, 0 failed" in proc.stderr
 
 
-def test_demo_stops_what_it_started_on_ctrl_c(demo_env, tmp_path):
-    log = tmp_path / "demo.err"
-    with open(log, "wb") as errf:
-        proc = subprocess.Popen([sys.executable, "-m", "capq", "demo", "--models", "blip"], env=demo_env, cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=errf)
+def _capq_children(pid: int) -> list[int]:
+    """`python -m capq ...` processes whose parent is `pid` (from /proc); the stack's servers are meant to stay."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"-m\x00capq\x00" in cmdline:
+                kids.append(int(entry))
+    return kids
+
+
+def test_demo_stops_what_it_started_on_ctrl_c(demo_env):
+    # Given a demo with two workers and the API, interrupted as soon as the first worker is up
+    proc = subprocess.Popen([sys.executable, "-m", "capq", "demo", "--models", "blip,git"], env=demo_env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    started: list[int] = []
     try:
-        deadline = time.monotonic() + 300
-        while "worker blip ready" not in log.read_text(errors="replace"):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.3)
         client = redis.Redis.from_url(demo_env["CAPQ_REDIS_URL"])
-        # The demo's Redis keeps its data under CAPQ_HOME, so an earlier demo's heartbeats may linger: take the live one.
-        pids = [int(k.decode().rsplit(":", 1)[1]) for k in client.keys(f"{WORKER_HEARTBEAT_KEY}blip@{socket.gethostname()}:*")]
-        [worker_pid] = [p for p in pids if _alive(p)]
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 130
-        assert "interrupted" in log.read_text()
-        for _ in range(50):
-            if not _alive(worker_pid):
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "demo ended before its workers were up"
+            started = _capq_children(proc.pid)
+            # Its Redis keeps data under CAPQ_HOME, so an earlier demo's heartbeats may linger: only its children count.
+            beats = client.keys(f"{WORKER_HEARTBEAT_KEY}*@{socket.gethostname()}:*") if started else []
+            if any(int(k.decode().rsplit(":", 1)[1]) in started for k in beats):
                 break
-            time.sleep(0.2)
-        assert not _alive(worker_pid), "the demo's worker outlived the demo"
+            time.sleep(0.1)
+        assert len(started) == 3, "two workers and the API"
+        # If I press Ctrl-C
+        proc.send_signal(signal.SIGINT)
+        # I expect exit code 130 and none of the processes it started left running
+        assert proc.wait(60) == 130
+        assert b"interrupted" in proc.stderr.read()
+        assert [p for p in started if _alive(p)] == [], "the demo's workers or API outlived it"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # a failed assertion above: let the demo stop its children, then make sure
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for pid in [p for p in started if _alive(p)]:
+            os.kill(pid, signal.SIGKILL)

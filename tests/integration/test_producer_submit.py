@@ -43,9 +43,34 @@ def redis_url(tmp_path_factory):
     proc.wait(10)
 
 
+def drop_scratch(s) -> None:
+    """Remove a database and bucket made for these tests."""
+    from storage.blobs import ImageStore
+    from storage.db import Mongo
+
+    Mongo(s).client.drop_database(s.mongo_db)
+    client = ImageStore(s).client
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s.s3_bucket):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=s.s3_bucket, Delete={"Objects": keys})
+    client.delete_bucket(Bucket=s.s3_bucket)
+
+
 @pytest.fixture(scope="module")
 def psettings(settings, redis_url):
-    return load_settings({**settings_env(settings), "CAPQ_REDIS_URL": redis_url})
+    """The session's services with this module's own Redis, database and bucket: producer tests upload the seed
+    images and caption them, which must not change what other suites find in the session's stores."""
+    from storage.blobs import ImageStore
+    from storage.db import Mongo
+
+    tag = os.urandom(3).hex()
+    s = load_settings({**settings_env(settings), "CAPQ_REDIS_URL": redis_url,
+                       "CAPQ_MONGO_DB": f"{settings.mongo_db}_p{tag}", "CAPQ_S3_BUCKET": f"{settings.s3_bucket}-p{tag}"})
+    ImageStore(s).ensure_bucket()
+    Mongo(s).ensure_indexes()
+    yield s
+    drop_scratch(s)
 
 
 def random_jpeg(seed: int, size=(96, 64)) -> bytes:
