@@ -26,7 +26,8 @@ def main() -> None:
     settings = get_settings()
     worker = Worker(model="blip", checkpoint="noop", captioner=NoopCaptioner(), images=ImageStore(settings),
                     captions=CaptionStore(settings), jobs=JobStore(settings),
-                    worker_id=worker_id("blip"), batch_size=settings.batch_size)
+                    worker_id=worker_id("blip"), batch_size=settings.batch_size,
+                    max_pixels=settings.max_image_pixels)
     serve(settings, worker, loglevel=os.environ.get("CAPQ_BENCH_LOGLEVEL", "WARNING"))
 
 

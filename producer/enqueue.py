@@ -2,28 +2,36 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 
 from capq.names import CAPTION_TASK, caption_queue
-from storage.jobs import JobStore
+from storage.jobs import OPEN, JobStore
 
+
+def _shards(pending: list[dict], shard_size: int):
+    """Cut items (in sequence order) into runs of one model x preset, at most shard_size long."""
+    shard: list[dict] = []
+    for item in pending:
+        if shard and (len(shard) == shard_size or (item["model"], item["preset"]) != (shard[0]["model"], shard[0]["preset"])):
+            yield shard
+            shard = []
+        shard.append(item)
+    if shard:
+        yield shard
 
 
 def enqueue_pending(app, jobs: JobStore, job_id: str, tier: str, shard_size: int) -> int:
     """Send every recorded-but-unsent item of the job; returns images sent. Safe to call again after a crash.
 
-    Items are marked sent only after their shard is published, so a crash in between re-sends that shard
-    once; the worker skips items already finished, so nothing is captioned or counted twice.
+    Shards go out in sequence order and the job's cursor moves past each one right after it is published,
+    so a resumed submission sends exactly what was left. (A crash between a publish and its cursor update
+    re-sends that one shard; the worker skips finished items, so nothing is captioned or counted twice.)
     """
-    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for item in jobs.unenqueued(job_id):
-        groups[(item["model"], item["preset"])].append(item["sha256"])
     sent = 0
-    for (model, preset), shas in groups.items():
-        for i in range(0, len(shas), shard_size):
-            shard = shas[i:i + shard_size]
-            app.send_task(CAPTION_TASK, args=[job_id, model, preset, shard, time.time()],
-                          queue=caption_queue(model, tier))
-            jobs.mark_enqueued(job_id, model, preset, shard)
-            sent += len(shard)
+    for shard in _shards(jobs.unenqueued(job_id), shard_size):
+        shas = [it["sha256"] for it in shard if it["state"] == OPEN]  # a cancelled item stays unsent
+        if shas:
+            app.send_task(CAPTION_TASK, args=[job_id, shard[0]["model"], shard[0]["preset"], shas, time.time()],
+                          queue=caption_queue(shard[0]["model"], tier))
+            sent += len(shas)
+        jobs.mark_enqueued(job_id, shard[-1]["seq"])
     return sent

@@ -91,12 +91,9 @@ class _Recorder:
 
     def _write(self, chunk: list[tuple[dict, dict | None]]) -> tuple[int, int]:
         self.images.record_many([r for r, _ in chunk if "format" in r])  # known images have their record already
-        items = [{"sha256": r["sha256"], "model": m, "preset": self.preset, "file_name": r["file_name"]}
-                 for r, _ in chunk for m in self.models]
+        items = [{"sha256": r["sha256"], "model": m, "preset": self.preset, "file_name": r["file_name"], "meta": meta}
+                 for r, meta in chunk for m in self.models]
         new = self.jobs.add_items(self.job_id, self.owner, items)
-        metas = {r["sha256"]: meta for r, meta in chunk if meta}
-        if metas:
-            self.jobs.set_item_meta(self.job_id, metas)
         return len(new), len(items)
 
     def finish(self) -> tuple[int, int]:

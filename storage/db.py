@@ -34,7 +34,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("owner", ASC), ("updated_at", DESC)]),
         IndexModel([("owner", ASC), ("sha256", ASC), ("updated_at", DESC)]),
         IndexModel([("owner", ASC), ("model", ASC), ("updated_at", DESC)]),
-        # Equality fields first, the $in last: serves mark_enqueued and open_items ({job, model, preset, sha $in});
+        IndexModel([("job_id", ASC), ("seq", ASC)]),
+        # Equality fields first, the $in last: serves open_items ({job, model, preset, sha $in});
         # the wire server under test plans those as a collection scan with the unique index above.
         IndexModel([("job_id", ASC), ("model", ASC), ("preset", ASC), ("sha256", ASC)]),
     ],

@@ -5,12 +5,13 @@ import uuid
 from datetime import datetime, timezone
 
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from capq.settings import Settings
 from storage.db import mongo, translated
 from storage.errors import NotFound
 
+DUPLICATE_KEY = 11000
 ITEM_STATES = ("queued", "done", "failed", "cancelled")
 OPEN = "queued"
 
@@ -68,32 +69,51 @@ class JobStore:
 
     @translated
     def add_items(self, job_id: str, owner: str, items: list[dict]) -> list[dict]:
-        """Add {sha256, model, preset, file_name} items; returns only those not already in the job (to enqueue)."""
+        """Add {sha256, model, preset, file_name, meta?} items; returns only those new to the job (to enqueue).
+
+        Each new item takes the next number of the job's sequence: enqueueing walks that sequence with
+        one cursor on the job, instead of marking every item sent. Numbers are given model by model, so
+        each model's items form runs that become whole shards.
+        """
         if not items:
             return []
+        items = sorted(items, key=lambda it: (it["model"], it["preset"]))
+        job = self.jobs.find_one_and_update({"_id": job_id}, {"$inc": {"next_seq": len(items)}},
+                                            projection={"next_seq": 1}, return_document=ReturnDocument.AFTER)
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        first = job["next_seq"] - len(items)
         now = _now()
-        ops = [
-            UpdateOne(
-                {"job_id": job_id, "sha256": it["sha256"], "model": it["model"], "preset": it["preset"]},
-                {"$setOnInsert": {"owner": owner, "file_name": it.get("file_name"), "state": OPEN,
-                                  "enqueued": False, "created_at": now, "updated_at": now}},
-                upsert=True,
-            )
-            for it in items
-        ]
-        result = self.items.bulk_write(ops, ordered=True)
-        return [items[i] for i in sorted(result.upserted_ids)]
+        docs = [{"job_id": job_id, "sha256": it["sha256"], "model": it["model"], "preset": it["preset"],
+                 "owner": owner, "file_name": it.get("file_name"), "state": OPEN, "seq": first + n,
+                 "created_at": now, "updated_at": now, **({"meta": it["meta"]} if it.get("meta") else {})}
+                for n, it in enumerate(items)]
+        try:
+            self.items.insert_many(docs, ordered=False)
+            return list(items)
+        except BulkWriteError as exc:
+            # Items already in the job (a resumed submission) hit the unique key: they are not new.
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            dup = {e["index"] for e in errors}
+            return [it for n, it in enumerate(items) if n not in dup]
 
     @translated
     def unenqueued(self, job_id: str) -> list[dict]:
-        """Items recorded but not yet sent to the queue: what a resumed submission must still send."""
-        return list(self.items.find({"job_id": job_id, "state": OPEN, "enqueued": False},
-                                    {"_id": 0, "sha256": 1, "model": 1, "preset": 1, "file_name": 1}))
+        """Items recorded but not yet sent, in sequence order: what a resumed submission must still send."""
+        job = self.jobs.find_one({"_id": job_id}, {"enqueued_seq": 1})
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        return list(self.items.find(
+            {"job_id": job_id, "seq": {"$gt": job.get("enqueued_seq", -1)}},
+            {"_id": 0, "sha256": 1, "model": 1, "preset": 1, "seq": 1, "state": 1},
+        ).sort("seq", 1))
 
     @translated
-    def mark_enqueued(self, job_id: str, model: str, preset: str, shas: list[str]) -> None:
-        self.items.update_many({"job_id": job_id, "model": model, "preset": preset, "sha256": {"$in": shas}},
-                               {"$set": {"enqueued": True}})
+    def mark_enqueued(self, job_id: str, through_seq: int) -> None:
+        """Every item up to this sequence number has been sent."""
+        self.jobs.update_one({"_id": job_id}, {"$max": {"enqueued_seq": through_seq}})
 
     @translated
     def record_rejections(self, job_id: str, rejected: list[dict]) -> None:
@@ -168,12 +188,3 @@ class JobStore:
     def list(self, owner: str | None = None, limit: int = 50) -> list[dict]:
         query = {"owner": owner} if owner else {}
         return list(self.jobs.find(query).sort("created_at", -1).limit(limit))
-
-    @translated
-    def set_item_meta(self, job_id: str, metas: dict[str, dict]) -> None:
-        """Attach submitter metadata (from a manifest) to every item of each image: {sha256: meta}."""
-        if metas:
-            from pymongo import UpdateMany
-
-            self.items.bulk_write([UpdateMany({"job_id": job_id, "sha256": sha}, {"$set": {"meta": meta}})
-                                   for sha, meta in metas.items()], ordered=False)

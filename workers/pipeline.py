@@ -26,6 +26,7 @@ class Worker:
     jobs: JobStore
     worker_id: str
     batch_size: int
+    max_pixels: int = 100_000_000  # CAPQ_MAX_IMAGE_PIXELS: images are re-checked here, not trusted
     fetch_threads: int = 8
     on_batch: Callable[[int, float], None] = lambda size, model_s: None
     on_failure: Callable[[str], None] = lambda reason: None
@@ -53,7 +54,7 @@ def _fetch_one(w: Worker, sha: str) -> tuple[str, Any, str | None, float]:
     t0 = time.perf_counter()
     try:
         data = w.images.get(sha)
-        image = decode_rgb(data)
+        image = decode_rgb(data, w.max_pixels)
         return sha, w.captioner.preprocess(image), None, time.perf_counter() - t0
     except NotFound:
         return sha, None, "missing: image object not found in the object store", time.perf_counter() - t0

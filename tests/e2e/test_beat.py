@@ -7,9 +7,8 @@ import sys
 import time
 
 from evaluation.references import import_file
-from storage.db import mongo
-from tests.conftest import settings_env
-from tests.e2e.conftest import LOG_DIR
+from storage.db import Mongo, mongo
+from tests.e2e.conftest import LOG_DIR, env_settings
 from tests.integration.test_evaluation import GROUND_TRUTH, add_images, add_seed_captions
 
 
@@ -22,13 +21,13 @@ def _spawn(env: dict, name: str, *args: str) -> tuple[subprocess.Popen, object]:
 
 
 def test_beat_and_eval_worker_store_one_run_then_skip_unchanged(settings, clean_redis):
-    # Given stored seed captions with references, and a beat ticking every 2 seconds
-    db = mongo(settings)
-    for name in ("images", "captions", "references", "evaluations"):
-        db[name].delete_many({})
+    # Given stored seed captions with references (in a database of this test's own), and a beat ticking every 2 s
+    s, env = env_settings(settings, mongo_db=f"{settings.mongo_db}_beat", eval_interval_s=2, log_json="false")
+    Mongo(s).ensure_indexes()
+    db = mongo(s)
     add_seed_captions(db, add_images(db))
-    import_file(settings, GROUND_TRUTH)
-    env = {**os.environ, **settings_env(settings), "CAPQ_EVAL_INTERVAL_S": "2", "CAPQ_LOG_JSON": "false"}
+    import_file(s, GROUND_TRUTH)
+    env = {**os.environ, **env}
     worker, worker_log = _spawn(env, "eval-worker", "eval", "worker")
     beat, _ = _spawn(env, "beat", "beat")
     try:
@@ -53,3 +52,4 @@ def test_beat_and_eval_worker_store_one_run_then_skip_unchanged(settings, clean_
         for proc in (beat, worker):
             proc.terminate()
             proc.wait(30)
+        Mongo(s).client.drop_database(s.mongo_db)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+import uuid
 import urllib.request
 
 import pytest
@@ -18,7 +19,7 @@ from tests.conftest import SEED_IMAGES, free_port, settings_env
 
 def test_image_round_trip_and_single_copy(settings):
     store, records = ImageStore(settings), ImageRecords(settings)
-    data = SEED_IMAGES[0].read_bytes()
+    data = SEED_IMAGES[0].read_bytes() + uuid.uuid4().bytes  # bytes no other test has stored
     sha, created = store.put(data, "image/jpeg")
     sha2, created2 = store.put(data, "image/jpeg")
     assert sha == sha2
