@@ -70,12 +70,7 @@ def raw_puts(settings: Settings, files: list[Path], threads: int) -> float:
 def empty_bucket(settings: Settings) -> None:
     from storage.blobs import ImageStore
 
-    client = ImageStore(settings).client
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.s3_bucket):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=settings.s3_bucket, Delete={"Objects": keys})
-    client.delete_bucket(Bucket=settings.s3_bucket)
+    ImageStore(settings).drop_bucket()
 
 
 def main() -> None:

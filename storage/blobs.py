@@ -119,6 +119,18 @@ class ImageStore:
             "get_object", Params={"Bucket": self.bucket, "Key": object_key(sha256)}, ExpiresIn=expires_s
         )
 
+    def drop_bucket(self) -> None:
+        """Delete every object and the bucket itself: for scratch buckets of tests and benchmarks."""
+
+        def go():
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+            self.client.delete_bucket(Bucket=self.bucket)
+
+        self._call(go)
+
     def delete(self, sha256: str) -> None:
         self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=object_key(sha256)), sha256)
 

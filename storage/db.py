@@ -35,9 +35,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("owner", ASC), ("sha256", ASC), ("updated_at", DESC)]),
         IndexModel([("owner", ASC), ("model", ASC), ("updated_at", DESC)]),
         IndexModel([("job_id", ASC), ("seq", ASC)]),
-        # Equality fields first, the $in last: serves open_items ({job, model, preset, sha $in});
-        # the wire server under test plans those as a collection scan with the unique index above.
-        IndexModel([("job_id", ASC), ("model", ASC), ("preset", ASC), ("sha256", ASC)]),
+        # Equality fields first, the $in last: serves open_items and finish_items ({job, model, preset, state,
+        # sha}); the wire server under test plans those as a collection scan with the unique index above.
+        IndexModel([("job_id", ASC), ("model", ASC), ("preset", ASC), ("state", ASC), ("sha256", ASC)]),
     ],
     # One caption per image x model x checkpoint x generation config: a redelivered task cannot duplicate it.
     "captions": [

@@ -111,6 +111,8 @@ def _run_batch(w: Worker, job_id: str, preset_name: str, preset: dict, chash: st
 
 
 def _write(w: Worker, job_id: str, preset_name: str, docs: list[dict], outcomes: list[dict]) -> None:
+    if not outcomes:
+        return
     # Caption first, then the item: a crash in between leaves the item open and its caption reusable.
     w.captions.upsert_many(docs)
     w.jobs.finish_items(job_id, w.model, preset_name, outcomes)
@@ -143,16 +145,26 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> 
     todo = [sha for sha in todo if sha not in cached]
 
     batches = [todo[i:i + w.batch_size] for i in range(0, len(todo), w.batch_size)]
-    # Writes run in one ordered background thread, so fetch, model and database overlap; a failed
-    # write surfaces at the end of the shard and the (idempotent) shard is retried.
+    # Writes run in a background thread, so fetch, model and database overlap. While one write is in
+    # flight the next batches' results pile up and go in one bulk: a slow database gets bigger writes
+    # instead of a longer queue. A failed write surfaces here and the (idempotent) shard is retried.
     writer = ThreadPoolExecutor(1, thread_name_prefix="write")
-    writes = []
+    in_flight = None
+    docs: list[dict] = []
+    outcomes: list[dict] = []
     try:
         for fetched in _prefetched(w, batches):
-            docs, outcomes = _run_batch(w, job_id, preset_name, preset, chash, fetched, result)
-            writes.append(writer.submit(_write, w, job_id, preset_name, docs, outcomes))
-        for future in writes:
-            future.result()
+            new_docs, new_outcomes = _run_batch(w, job_id, preset_name, preset, chash, fetched, result)
+            docs += new_docs
+            outcomes += new_outcomes
+            if in_flight is None or in_flight.done():
+                if in_flight is not None:
+                    in_flight.result()
+                in_flight = writer.submit(_write, w, job_id, preset_name, docs, outcomes)
+                docs, outcomes = [], []
+        if in_flight is not None:
+            in_flight.result()
+        _write(w, job_id, preset_name, docs, outcomes)
     finally:
         writer.shutdown(wait=True)
     w.jobs.refresh_counts(job_id)

@@ -49,12 +49,7 @@ def drop_scratch(s) -> None:
     from storage.db import Mongo
 
     Mongo(s).client.drop_database(s.mongo_db)
-    client = ImageStore(s).client
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s.s3_bucket):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=s.s3_bucket, Delete={"Objects": keys})
-    client.delete_bucket(Bucket=s.s3_bucket)
+    ImageStore(s).drop_bucket()
 
 
 @pytest.fixture(scope="module")
