@@ -85,10 +85,10 @@ def s3_candidate(uri, settings: Settings, owner: str, meta: dict | None = None) 
     if content and content.group(2).startswith(content.group(1)):
         return Candidate(uri, sha256=content.group(2), meta=meta)
     if key.startswith(owner_prefix(owner)):
-        from storage.staged import StagedObjects
+        from storage.blobs import image_store
 
-        staged = StagedObjects(settings)
-        return Candidate(uri, read=lambda: staged.get(key), size=lambda: staged.size(key), meta=meta)
+        store = image_store(settings)
+        return Candidate(uri, read=lambda: store.get_key(key), size=lambda: store.size_of_key(key), meta=meta)
     raise Refused(f"key {key!r} is outside your prefix {owner_prefix(owner)!r}; allowed: {allowed}")
 
 

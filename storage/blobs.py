@@ -53,7 +53,7 @@ class ImageStore:
             ),
         )
 
-    def _call(self, fn: Callable[[], T], sha256: str | None = None) -> T:
+    def _call(self, fn: Callable[[], T], what: str | None = None) -> T:
         try:
             return fn()
         except _UNREACHABLE as exc:
@@ -61,10 +61,10 @@ class ImageStore:
         except ClientError as exc:
             code = _code(exc)
             if code in ("NoSuchKey", "404", "NotFound"):
-                raise NotFound(f"image {sha256} is not in bucket {self.bucket}") from exc
+                raise NotFound(f"object {what} is not in bucket {self.bucket}") from exc
             if code in ("NoSuchBucket",):
                 raise NotFound(f"bucket {self.bucket} does not exist; run `capq stack up` or create it") from exc
-            raise StorageError(f"object store error {code} for {sha256 or self.bucket}: {exc}") from exc
+            raise StorageError(f"object store error {code} for {what or self.bucket}: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"object store error at {self.endpoint}: {exc}") from exc
 
@@ -105,7 +105,18 @@ class ImageStore:
         return sha, self._call(go, sha)
 
     def get(self, sha256: str) -> bytes:
-        return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=object_key(sha256))["Body"].read(), sha256)
+        return self.get_key(object_key(sha256))
+
+    # By key: objects a submitter staged under its own prefix (which keys a caller may name is the producer's rule).
+    def get_key(self, key: str) -> bytes:
+        return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(), key)
+
+    def size_of_key(self, key: str) -> int:
+        """Bytes in the object, from its headers (so an oversized object is refused without fetching it)."""
+        return int(self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=key), key)["ContentLength"])
+
+    def put_key(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type), key)
 
     def exists(self, sha256: str) -> bool:
         try:

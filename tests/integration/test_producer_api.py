@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from capq.settings import load_settings
 from producer.api import create_app
 from storage.apikeys import ApiKeys
-from storage.staged import StagedObjects
+from storage.blobs import ImageStore
 from tests.conftest import SEED_IMAGES, settings_env
 from tests.integration.test_producer_submit import psettings, random_jpeg, redis_url  # noqa: F401 (fixtures)
 
@@ -106,7 +106,7 @@ def test_api_manifest_never_reaches_server_paths_or_others_keys(client, api_sett
 
 def test_api_manifest_reads_own_keys_and_own_images(client, api_settings):
     judy = key_for(api_settings, "judy")
-    StagedObjects(api_settings).put("owners/judy/dog.jpg", random_jpeg(42), "image/jpeg")
+    ImageStore(api_settings).put_key("owners/judy/dog.jpg", random_jpeg(42), "image/jpeg")
     first = client.post("/v1/jobs", headers=judy, json={
         "models": ["blip"], "items": [{"s3": f"s3://{api_settings.s3_bucket}/owners/judy/dog.jpg",
                                        "meta": {"album": "pets"}}]})

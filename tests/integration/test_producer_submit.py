@@ -241,9 +241,9 @@ def test_idempotency_key_returns_the_same_job(psettings):
 
 
 def test_s3_keys_only_from_own_prefix_and_own_images(psettings):
-    from storage.staged import StagedObjects
+    from storage.blobs import ImageStore
 
-    StagedObjects(psettings).put("owners/dave/cat.jpg", random_jpeg(7), "image/jpeg")
+    ImageStore(psettings).put_key("owners/dave/cat.jpg", random_jpeg(7), "image/jpeg")
     bucket = psettings.s3_bucket
     # dave's staged key and dave's own earlier image are accepted
     first = submit(psettings, [f"s3://{bucket}/owners/dave/cat.jpg"], "blip", owner="dave")
