@@ -25,7 +25,7 @@ test: stack
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: stack
-	$(BIN)/python -m bench
+	for m in worker_bench submit_bench eval_bench; do $(BIN)/python -m bench.$$m || exit 1; done
 
 clean-stack:
 	-$(BIN)/capq stack down
