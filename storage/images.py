@@ -33,9 +33,6 @@ class ImageRecords:
             ops.append(UpdateOne({"sha256": img["sha256"]}, update, upsert=True))
         self.coll.bulk_write(ops, ordered=False)
 
-    def record(self, sha256: str, size: int, format: str, width: int, height: int, file_name: str | None = None) -> None:
-        self.record_many([dict(sha256=sha256, size=size, format=format, width=width, height=height, file_name=file_name)])
-
     @translated
     def get(self, sha256: str) -> dict | None:
         return self.coll.find_one({"sha256": sha256}, {"_id": 0})

@@ -27,8 +27,8 @@ def test_image_round_trip_and_single_copy(settings):
     assert store.get(sha) == data and store.exists(sha)
     keys = store.client.list_objects_v2(Bucket=settings.s3_bucket, Prefix=object_key(sha))["KeyCount"]
     assert keys == 1
-    records.record(sha, len(data), "JPEG", 640, 427, file_name="a.jpg")
-    records.record(sha, len(data), "JPEG", 640, 427, file_name="b.jpg")
+    for name in ("a.jpg", "b.jpg"):
+        records.record_many([dict(sha256=sha, size=len(data), format="JPEG", width=640, height=427, file_name=name)])
     assert records.count(sha) == 1
     assert sorted(records.get(sha)["file_names"]) == ["a.jpg", "b.jpg"]
 
