@@ -43,7 +43,7 @@ def store(settings, cands: dict[str, str], refs: dict[str, list[str]]) -> None:
     docs = [{"sha256": s, "model": "blip", "checkpoint": "bench", "preset": "default", "config_hash": "bench",
              "caption": c, "job_id": "bench", "worker_id": "bench", "error": None} for s, c in cands.items()]
     for start in range(0, len(docs), 1000):
-        captions.upsert_many(docs[start:start + 1000])
+        captions.insert_new(docs[start:start + 1000])
 
 
 def pycocoevalcap_alone(cands: dict[str, str], refs: dict[str, list[str]]) -> dict[str, float]:

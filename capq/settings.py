@@ -59,7 +59,9 @@ class Settings(BaseModel):
 
     # Services
     redis_url: str = "redis://127.0.0.1:6379/0"
-    mongo_url: str = "mongodb://127.0.0.1:27017"
+    # The local stack's server (SecantusDB) pays a scan of every recorded retryable write on each write, and
+    # capq does not need them: its writes are idempotent inserts, $max and self-healing tallies.
+    mongo_url: str = "mongodb://127.0.0.1:27017/?retryWrites=false"
     mongo_db: str = "capq"
     s3_endpoint: str = "http://127.0.0.1:8333"
     s3_bucket: str = "capq-images"
@@ -73,7 +75,7 @@ class Settings(BaseModel):
 
     # Work
     batch_size: int = Field(8, gt=0)
-    shard_batches: int = Field(4, gt=0)
+    shard_batches: int = Field(8, gt=0)
     default_tier: str = "free"
     default_preset: str = "default"
     tier_weights: dict[str, int] = Field(default_factory=lambda: {"premium": 6, "plus": 3, "free": 1})

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from capq.settings import Settings
@@ -14,7 +13,7 @@ DUPLICATE_KEY = 11000
 
 
 class CaptionStore:
-    """The captions collection. Every write is an upsert on KEY, so a redelivered task never duplicates."""
+    """The captions collection. Every write is an insert against the unique KEY, so a redelivered task never duplicates."""
 
     def __init__(self, settings: Settings):
         self.mongo = mongo(settings)
@@ -32,23 +31,24 @@ class CaptionStore:
         return {doc["sha256"]: doc for doc in cur}
 
     @translated
-    def upsert_many(self, docs: list[dict]) -> int:
-        """Insert each caption unless its key exists; returns how many were new. Safe under concurrency."""
+    def insert_new(self, docs: list[dict]) -> int:
+        """Insert each caption unless its key exists; returns how many were new. Safe under concurrency.
+
+        A plain unordered insert against the unique key, not an upsert: same outcome (the first caption
+        for a key stands), and the database does an index probe instead of a query plus a write per doc.
+        """
         if not docs:
             return 0
         now = datetime.now(timezone.utc)
-        ops = [
-            UpdateOne({k: d[k] for k in KEY}, {"$setOnInsert": {"created_at": now, "status": "done", **d}}, upsert=True)
-            for d in docs
-        ]
         try:
-            return self.coll.bulk_write(ops, ordered=False).upserted_count
+            return len(self.coll.insert_many([{"created_at": now, "status": "done", **d} for d in docs],
+                                             ordered=False).inserted_ids)
         except BulkWriteError as exc:
-            # Two writers upserting the same new key race; the loser gets 11000 and the winner's doc stands.
+            # Already captioned (a redelivery, or two writers racing on a new key): the stored doc stands.
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
-            return exc.details.get("nUpserted", 0)
+            return exc.details.get("nInserted", 0)
 
     @translated
     def count(self, query: dict | None = None) -> int:

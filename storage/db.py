@@ -27,17 +27,20 @@ INDEXES: dict[str, list[IndexModel]] = {
                    partialFilterExpression={"idempotency_key": {"$type": "string"}}),
         IndexModel([("state", ASC), ("created_at", DESC)]),
     ],
-    # One row per (job, image, model, preset): the unit of work and the truth behind job counters.
+    # One row per (job, model, preset, image): the unit of work, written once at submission. The $in field
+    # (sha256) is last in the keys, so the wire server under test can plan shard lookups on them.
     "job_items": [
-        IndexModel([("job_id", ASC), ("sha256", ASC), ("model", ASC), ("preset", ASC)], unique=True),
+        IndexModel([("job_id", ASC), ("model", ASC), ("preset", ASC), ("sha256", ASC)], unique=True),
+        IndexModel([("job_id", ASC), ("seq", ASC)]),
+        IndexModel([("owner", ASC), ("sha256", ASC)]),
+    ],
+    # An item's one result (done, failed, cancelled), written once when it finishes; history reads these.
+    "job_results": [
+        IndexModel([("job_id", ASC), ("model", ASC), ("preset", ASC), ("sha256", ASC)], unique=True),
         IndexModel([("job_id", ASC), ("state", ASC)]),
         IndexModel([("owner", ASC), ("updated_at", DESC)]),
         IndexModel([("owner", ASC), ("sha256", ASC), ("updated_at", DESC)]),
         IndexModel([("owner", ASC), ("model", ASC), ("updated_at", DESC)]),
-        IndexModel([("job_id", ASC), ("seq", ASC)]),
-        # Equality fields first, the $in last: serves open_items and finish_items ({job, model, preset, state,
-        # sha}); the wire server under test plans those as a collection scan with the unique index above.
-        IndexModel([("job_id", ASC), ("model", ASC), ("preset", ASC), ("state", ASC), ("sha256", ASC)]),
     ],
     # One caption per image x model x checkpoint x generation config: a redelivered task cannot duplicate it.
     "captions": [

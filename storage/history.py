@@ -1,4 +1,4 @@
-"""history: an owner's captions over time, read from job_items, and which images an owner has submitted."""
+"""history: an owner's captions over time, read from job results, and which images an owner has submitted."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -13,15 +13,16 @@ FIELDS = {"_id": 1, "job_id": 1, "sha256": 1, "file_name": 1, "model": 1, "prese
 
 
 class CaptionHistory:
-    """Queries over job_items keyed by owner; every filter here is served by a job_items index in storage.db."""
+    """Queries keyed by owner over job_items and job_results; every filter here has an index in storage.db."""
 
     def __init__(self, settings: Settings):
         self.mongo = mongo(settings)
         self.items = self.mongo["job_items"]
+        self.results = self.mongo["job_results"]
 
     @translated
     def owned_shas(self, owner: str, shas: list[str]) -> set[str]:
-        """The subset of `shas` that `owner` has submitted in any job (index owner, sha256, updated_at)."""
+        """The subset of `shas` that `owner` has submitted in any job (index owner, sha256)."""
         if not shas:
             return set()
         cur = self.items.find({"owner": owner, "sha256": {"$in": list(shas)}}, {"_id": 0, "sha256": 1})
@@ -31,7 +32,7 @@ class CaptionHistory:
     def find(self, owner: str, *, sha256: str | None = None, model: str | None = None, job_id: str | None = None,
              since: datetime | None = None, before: tuple[datetime, str] | None = None, skip: int = 0,
              limit: int = 50) -> list[dict]:
-        """Finished captions of `owner`, newest first; `before` is a keyset cursor (updated_at, item id).
+        """Finished captions of `owner`, newest first; `before` is a keyset cursor (updated_at, result id).
 
         Values arrive already checked as plain strings/datetimes (producer.queries does that), so none can
         carry a query operator.
@@ -49,5 +50,5 @@ class CaptionHistory:
             at, item_id = before
             # Ties on updated_at are broken by _id, so a page boundary never skips or repeats an item.
             query["$or"] = [{"updated_at": {"$lt": at}}, {"updated_at": at, "_id": {"$lt": ObjectId(item_id)}}]
-        cur = self.items.find(query, FIELDS).sort([("updated_at", -1), ("_id", -1)]).skip(skip).limit(limit)
+        cur = self.results.find(query, FIELDS).sort([("updated_at", -1), ("_id", -1)]).skip(skip).limit(limit)
         return list(cur)

@@ -1,10 +1,10 @@
-"""jobs: job records and their items (image x model x preset), the truth behind every job counter."""
+"""jobs: job records, their items (image x model x preset) and the items' results, the truth behind every counter."""
 from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
 
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from capq.settings import Settings
@@ -14,6 +14,7 @@ from storage.errors import NotFound
 DUPLICATE_KEY = 11000
 ITEM_STATES = ("queued", "done", "failed", "cancelled")
 OPEN = "queued"
+FINISHED = ITEM_STATES[1:]
 
 
 def _now() -> datetime:
@@ -24,13 +25,25 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+def _by_run(items: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """Items grouped by (model, preset), the unit every item query is keyed on."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for it in items:
+        groups.setdefault((it["model"], it["preset"]), []).append(it)
+    return groups
+
+
 class JobStore:
-    """jobs + job_items. Items move queued -> done|failed|cancelled once; counts are derived from items."""
+    """jobs, job_items and job_results. An item (image x model x preset of a job) is written once when submitted;
+    its one result (done, failed or cancelled) is written once when it finishes. Both are inserts against a
+    unique key, so a redelivery or a resumed submission can never count or caption an item twice, and an item
+    without a result is queued. Exact counts are derived from the two; running tallies keep them cheap."""
 
     def __init__(self, settings: Settings):
         self.mongo = mongo(settings)
         self.jobs = self.mongo["jobs"]
         self.items = self.mongo["job_items"]
+        self.results = self.mongo["job_results"]
 
     @translated
     def create(self, owner: str, tier: str, models: list[str], preset: str,
@@ -48,6 +61,7 @@ class JobStore:
         doc = {
             "_id": job_id or new_job_id(), "owner": owner, "tier": tier, "models": list(models), "preset": preset,
             "state": "submitting", "counts": {s: 0 for s in ITEM_STATES} | {"total": 0}, "rejected": [],
+            "total": 0, "finished": 0,
             "created_at": now, "updated_at": now, "finished_at": None, **(meta or {}),
         }
         if idempotency_key:
@@ -61,8 +75,9 @@ class JobStore:
         return doc, True
 
     @translated
-    def get(self, job_id: str) -> dict:
-        job = self.jobs.find_one({"_id": job_id})
+    def get(self, job_id: str, fields: tuple[str, ...] | None = None) -> dict:
+        """The job, or only `fields` of it (a job's list of rejected files can be long)."""
+        job = self.jobs.find_one({"_id": job_id}, dict.fromkeys(fields, 1) if fields else None)
         if job is None:
             raise NotFound(f"no job {job_id!r}; `capq jobs` lists yours")
         return job
@@ -85,30 +100,40 @@ class JobStore:
         first = job["next_seq"] - len(items)
         now = _now()
         docs = [{"job_id": job_id, "sha256": it["sha256"], "model": it["model"], "preset": it["preset"],
-                 "owner": owner, "file_name": it.get("file_name"), "state": OPEN, "seq": first + n,
-                 "created_at": now, "updated_at": now, **({"meta": it["meta"]} if it.get("meta") else {})}
+                 "owner": owner, "file_name": it.get("file_name"), "seq": first + n,
+                 "created_at": now, **({"meta": it["meta"]} if it.get("meta") else {})}
                 for n, it in enumerate(items)]
         try:
             self.items.insert_many(docs, ordered=False)
-            return list(items)
+            new = list(items)
         except BulkWriteError as exc:
             # Items already in the job (a resumed submission) hit the unique key: they are not new.
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
                 raise
             dup = {e["index"] for e in errors}
-            return [it for n, it in enumerate(items) if n not in dup]
+            new = [it for n, it in enumerate(items) if n not in dup]
+        if new:
+            self.jobs.update_one({"_id": job_id}, {"$inc": {"total": len(new), "counts.total": len(new),
+                                                            f"counts.{OPEN}": len(new)}})
+        return new
 
     @translated
     def unenqueued(self, job_id: str) -> list[dict]:
-        """Items recorded but not yet sent, in sequence order: what a resumed submission must still send."""
+        """Items recorded but not yet sent, in sequence order: what a resumed submission must still send.
+        Each carries its state: one already finished (cancelled) is not sent again."""
         job = self.jobs.find_one({"_id": job_id}, {"enqueued_seq": 1})
         if job is None:
             raise NotFound(f"no job {job_id!r}")
-        return list(self.items.find(
+        items = list(self.items.find(
             {"job_id": job_id, "seq": {"$gt": job.get("enqueued_seq", -1)}},
-            {"_id": 0, "sha256": 1, "model": 1, "preset": 1, "seq": 1, "state": 1},
+            {"_id": 0, "sha256": 1, "model": 1, "preset": 1, "seq": 1},
         ).sort("seq", 1))
+        for (model, preset), group in _by_run(items).items():
+            finished = self._finished(job_id, model, preset, [it["sha256"] for it in group])
+            for it in group:
+                it["state"] = finished.get(it["sha256"], OPEN)
+        return items
 
     @translated
     def mark_enqueued(self, job_id: str, through_seq: int) -> None:
@@ -125,64 +150,132 @@ class JobStore:
     def set_state(self, job_id: str, state: str) -> None:
         self.jobs.update_one({"_id": job_id}, {"$set": {"state": state, "updated_at": _now()}})
 
-    @translated
-    def open_items(self, job_id: str, model: str, preset: str, shas: list[str]) -> list[dict]:
-        """The items of this shard still queued (a redelivered shard skips what is finished)."""
-        return list(self.items.find(
-            {"job_id": job_id, "model": model, "preset": preset, "sha256": {"$in": shas}, "state": OPEN},
-            {"_id": 0, "sha256": 1, "file_name": 1},
-        ))
+    def _finished(self, job_id: str, model: str, preset: str, shas: list[str]) -> dict[str, str]:
+        """{sha256: state} of those of these items that have a result."""
+        cur = self.results.find({"job_id": job_id, "model": model, "preset": preset, "sha256": {"$in": list(shas)}},
+                                {"_id": 0, "sha256": 1, "state": 1})
+        return {r["sha256"]: r["state"] for r in cur}
 
     @translated
-    def finish_items(self, job_id: str, model: str, preset: str, outcomes: list[dict]) -> None:
-        """Move items out of 'queued': outcomes are {sha256, state, caption?, error?, ...}. Only once per item."""
+    def open_items(self, job_id: str, model: str, preset: str, shas: list[str]) -> list[dict]:
+        """The items of this shard with no result yet (a redelivered shard skips what is finished)."""
+        finished = self._finished(job_id, model, preset, shas)
+        items = self.items.find({"job_id": job_id, "model": model, "preset": preset, "sha256": {"$in": list(shas)}},
+                                {"_id": 0, "sha256": 1, "file_name": 1, "meta": 1})
+        return [it for it in items if it["sha256"] not in finished]
+
+    @translated
+    def finish_items(self, job_id: str, owner: str, model: str, preset: str, outcomes: list[dict]) -> dict[str, int]:
+        """Record each item's one result: outcomes are {sha256, state, file_name?, meta?, caption?, error?, ...}.
+
+        An insert against the unique (job, model, preset, image) key: an item already finished (a redelivery,
+        a cancel racing a worker) keeps its first result. -> results newly recorded, per state.
+        """
         if not outcomes:
-            return
+            return {}
         now = _now()
-        ops = []
-        for out in outcomes:
-            fields = {k: v for k, v in out.items() if k != "sha256"}
-            ops.append(UpdateOne(
-                {"job_id": job_id, "sha256": out["sha256"], "model": model, "preset": preset, "state": OPEN},
-                {"$set": {**fields, "updated_at": now}},
-            ))
-        self.items.bulk_write(ops, ordered=False)
+        docs = [{"job_id": job_id, "owner": owner, "model": model, "preset": preset, **out, "updated_at": now}
+                for out in outcomes]
+        skipped: set[int] = set()
+        try:
+            self.results.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            skipped = {e["index"] for e in errors}
+        new: dict[str, int] = {}
+        for n, out in enumerate(outcomes):
+            if n not in skipped:
+                new[out["state"]] = new.get(out["state"], 0) + 1
+        return new
 
     @translated
     def cancel(self, job_id: str) -> int:
         """Cancel what is still queued; finished items keep their results. Returns items cancelled."""
-        n = self.items.update_many({"job_id": job_id, "state": OPEN},
-                                   {"$set": {"state": "cancelled", "updated_at": _now()}}).modified_count
         self.jobs.update_one({"_id": job_id}, {"$set": {"state": "cancelled", "updated_at": _now()}})
+        job = self.get(job_id, ("owner",))
+        cancelled = 0
+        # Page through the job so a large one never sits in memory; a worker finishing an item meanwhile wins.
+        last = -1
+        while True:
+            page = list(self.items.find({"job_id": job_id, "seq": {"$gt": last}},
+                                        {"_id": 0, "sha256": 1, "model": 1, "preset": 1, "file_name": 1, "seq": 1})
+                        .sort("seq", 1).limit(1000))
+            if not page:
+                break
+            last = page[-1]["seq"]
+            for (model, preset), group in _by_run(page).items():
+                shas = [it["sha256"] for it in group]
+                open_ = {it["sha256"] for it in self.open_items(job_id, model, preset, shas)}
+                outcomes = [{"sha256": it["sha256"], "file_name": it.get("file_name"), "state": "cancelled"}
+                            for it in group if it["sha256"] in open_]
+                cancelled += self.finish_items(job_id, job["owner"], model, preset, outcomes).get("cancelled", 0)
         self.refresh_counts(job_id)
-        return n
+        return cancelled
 
     @translated
     def counts(self, job_id: str) -> dict[str, int]:
-        rows = self.items.aggregate([{"$match": {"job_id": job_id}}, {"$group": {"_id": "$state", "n": {"$sum": 1}}}])
+        """Exact counts: every item, less those with a result, is queued."""
         counts = {s: 0 for s in ITEM_STATES}
-        for row in rows:
+        for row in self.results.aggregate([{"$match": {"job_id": job_id}},
+                                           {"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
             counts[row["_id"]] = row["n"]
-        counts["total"] = sum(counts[s] for s in ITEM_STATES)
+        counts["total"] = self.items.count_documents({"job_id": job_id})
+        counts[OPEN] = counts["total"] - sum(counts[s] for s in FINISHED)
         return counts
 
     @translated
     def refresh_counts(self, job_id: str) -> dict:
-        """Recompute counts from items (exact under redelivery) and close the job when nothing is queued."""
+        """Recompute counts exactly and close the job when nothing is queued. Costs a pass over the job's
+        items, so workers call it through settle, not per shard."""
         counts = self.counts(job_id)
         now = _now()
-        update: dict = {"counts": counts, "updated_at": now}
+        update: dict = {"$set": {"counts": counts, "updated_at": now},
+                        # Re-base the workers' running tallies (see settle) on the exact figures.
+                        "$max": {"total": counts["total"], "finished": counts["total"] - counts[OPEN]}}
         job = self.jobs.find_one({"_id": job_id}, {"state": 1})
         if job and job.get("state") in ("queued", "running") and counts[OPEN] == 0:
-            update |= {"state": "done", "finished_at": now}
-        elif job and job.get("state") == "queued" and counts["done"] + counts["failed"] > 0:
-            update["state"] = "running"
-        return self.jobs.find_one_and_update({"_id": job_id}, {"$set": update}, return_document=ReturnDocument.AFTER)
+            update["$set"] |= {"state": "done", "finished_at": now}
+        elif job and job.get("state") == "queued" and counts["total"] > counts[OPEN]:
+            update["$set"]["state"] = "running"
+        return self.jobs.find_one_and_update({"_id": job_id}, update, return_document=ReturnDocument.AFTER)
+
+    @translated
+    def settle(self, job_id: str, new: dict[str, int], recount: bool = False) -> dict:
+        """After a worker's shard: add its new results to the job's tallies; recount exactly (and close the job)
+        only when the tallies say every item may be finished, or when `recount` (a redelivered shard).
+
+        `finished` and `total` are running tallies kept by $inc, so a shard costs one update, not a pass over
+        the job. A crash between recording results and this call leaves `finished` short; the redelivered
+        shard then passes recount=True, and readers' status calls recount too. A tally can only run short
+        that way, and a short one never closes a job, so a job is closed only on exact figures.
+        """
+        finished = sum(new.get(s, 0) for s in FINISHED)
+        inc = {"finished": finished, f"counts.{OPEN}": -finished} | {f"counts.{s}": n for s, n in new.items() if n}
+        job = self.jobs.find_one_and_update({"_id": job_id}, {"$inc": inc}, return_document=ReturnDocument.AFTER,
+                                            projection={"state": 1, "finished": 1, "total": 1, "counts": 1})
+        if job is None:
+            raise NotFound(f"no job {job_id!r}")
+        if recount or job.get("finished", 0) >= job.get("total", 0):
+            return self.refresh_counts(job_id)
+        if job.get("state") == "queued" and finished:
+            if self.jobs.update_one({"_id": job_id, "state": "queued"}, {"$set": {"state": "running"}}).modified_count:
+                job["state"] = "running"
+        return job
 
     @translated
     def items_of(self, job_id: str, skip: int = 0, limit: int = 0) -> list[dict]:
-        cur = self.items.find({"job_id": job_id}, {"_id": 0}).sort([("sha256", 1), ("model", 1)]).skip(skip)
-        return list(cur.limit(limit) if limit else cur)
+        """The job's items in submission order, each with its result's fields (state 'queued' until it has one)."""
+        cur = self.items.find({"job_id": job_id}, {"_id": 0}).sort("seq", 1).skip(skip)
+        items = list(cur.limit(limit) if limit else cur)
+        out = []
+        for (model, preset), group in _by_run(items).items():
+            results = {r["sha256"]: r for r in self.results.find(
+                {"job_id": job_id, "model": model, "preset": preset, "sha256": {"$in": [it["sha256"] for it in group]}},
+                {"_id": 0})}
+            out += [it | results.get(it["sha256"], {"state": OPEN}) for it in group]
+        return sorted(out, key=lambda it: it["seq"])
 
     @translated
     def list(self, owner: str | None = None, limit: int = 50) -> list[dict]:

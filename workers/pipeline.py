@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -62,24 +63,31 @@ def _fetch_one(w: Worker, sha: str) -> tuple[str, Any, str | None, float]:
         return sha, None, f"undecodable: {exc}", time.perf_counter() - t0
 
 
-def _fetch_batch(w: Worker, shas: list[str]):
-    return list(w._pool.map(lambda s: _fetch_one(w, s), shas))
+def _prefetched(w: Worker, batches: list[list[str]], ahead: int = 2) -> Iterator[list]:
+    """Yield fetched batches in order while the next ones are already being fetched (I/O overlaps the model).
 
+    Fetches go to the pool image by image, `ahead` batches deep, so the threads never wait for a batch's
+    slowest image before starting on the next batch.
+    """
+    todo = iter(batches)
+    pending: deque[list[Future]] = deque()
 
-def _prefetched(w: Worker, batches: list[list[str]]) -> Iterator[list]:
-    """Yield fetched batches while the next one is already being fetched (overlaps I/O with the model)."""
-    if not batches:
-        return
-    ahead = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+    def submit_next() -> None:
+        batch = next(todo, None)
+        if batch is not None:
+            pending.append([w._pool.submit(_fetch_one, w, sha) for sha in batch])
+
     try:
-        future = ahead.submit(_fetch_batch, w, batches[0])
-        for nxt in batches[1:] + [None]:
-            fetched = future.result()
-            if nxt is not None:
-                future = ahead.submit(_fetch_batch, w, nxt)
-            yield fetched
+        for _ in range(ahead):
+            submit_next()
+        while pending:
+            futures = pending.popleft()
+            submit_next()
+            yield [f.result() for f in futures]
     finally:
-        ahead.shutdown(wait=True, cancel_futures=True)
+        for futures in pending:  # the shard stopped early (a failure): drop what was not started
+            for f in futures:
+                f.cancel()
 
 
 def _run_batch(w: Worker, job_id: str, preset_name: str, preset: dict, chash: str, fetched: list,
@@ -110,37 +118,49 @@ def _run_batch(w: Worker, job_id: str, preset_name: str, preset: dict, chash: st
     return docs, outcomes
 
 
-def _write(w: Worker, job_id: str, preset_name: str, docs: list[dict], outcomes: list[dict]) -> None:
+def _write(w: Worker, job: dict, preset_name: str, items: dict[str, dict], docs: list[dict],
+           outcomes: list[dict]) -> dict[str, int]:
+    """Store captions, then the items' results; -> results newly recorded, per state."""
     if not outcomes:
-        return
-    # Caption first, then the item: a crash in between leaves the item open and its caption reusable.
-    w.captions.upsert_many(docs)
-    w.jobs.finish_items(job_id, w.model, preset_name, outcomes)
+        return {}
+    # Caption first, then the result: a crash in between leaves the item open and its caption reusable.
+    w.captions.insert_new(docs)
+    return w.jobs.finish_items(job["_id"], job["owner"], w.model, preset_name,
+                               [items[out["sha256"]] | out for out in outcomes])
+
+
+def _add(total: dict[str, int], new: dict[str, int]) -> None:
+    for state, n in new.items():
+        total[state] = total.get(state, 0) + n
 
 
 def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> ShardResult:
     """Caption the still-open items of one shard. Idempotent: a redelivered shard redoes only what is open."""
     t_start = time.perf_counter()
     result = ShardResult()
-    job = w.jobs.get(job_id)
-    if job.get("state") == "cancelled":
-        w.jobs.cancel(job_id)
-        result.skipped = len(shas)
-        return result
+    job = w.jobs.get(job_id, ("state", "owner"))
     open_items = w.jobs.open_items(job_id, w.model, preset_name, shas)
     result.skipped = len(shas) - len(open_items)
+    items = {it["sha256"]: {"file_name": it.get("file_name")} | ({"meta": it["meta"]} if it.get("meta") else {})
+             for it in open_items}
+    recorded: dict[str, int] = {}
+    if job.get("state") == "cancelled":
+        _add(recorded, _write(w, job, preset_name, items, [], [{"sha256": sha, "state": "cancelled"} for sha in items]))
+        w.jobs.settle(job_id, recorded, recount=True)
+        result.skipped = len(shas)
+        return result
     preset = get_preset(w.model, preset_name)
     chash = config_hash(w.model, preset)
-    todo = [it["sha256"] for it in open_items]
+    todo = list(items)
 
     # A caption already made for the same image x model x config is reused, not recomputed.
     cached = w.captions.existing(todo, w.model, w.checkpoint, chash)
     if cached:
-        w.jobs.finish_items(job_id, w.model, preset_name, [
+        _add(recorded, _write(w, job, preset_name, items, [], [
             {"sha256": sha, "state": "done", "caption": doc["caption"], "config_hash": chash,
              "checkpoint": w.checkpoint, "reused": True, "worker_id": w.worker_id}
             for sha, doc in cached.items()
-        ])
+        ]))
         result.reused = len(cached)
     todo = [sha for sha in todo if sha not in cached]
 
@@ -159,14 +179,16 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> 
             outcomes += new_outcomes
             if in_flight is None or in_flight.done():
                 if in_flight is not None:
-                    in_flight.result()
-                in_flight = writer.submit(_write, w, job_id, preset_name, docs, outcomes)
+                    _add(recorded, in_flight.result())
+                in_flight = writer.submit(_write, w, job, preset_name, items, docs, outcomes)
                 docs, outcomes = [], []
         if in_flight is not None:
-            in_flight.result()
-        _write(w, job_id, preset_name, docs, outcomes)
+            _add(recorded, in_flight.result())
+        _add(recorded, _write(w, job, preset_name, items, docs, outcomes))
     finally:
         writer.shutdown(wait=True)
-    w.jobs.refresh_counts(job_id)
+    # A shard that found finished items is a redelivery: whatever its first run recorded may be missing
+    # from the job's tallies, so the job is recounted exactly.
+    w.jobs.settle(job_id, recorded, recount=result.skipped > 0)
     result.wall_s = time.perf_counter() - t_start
     return result

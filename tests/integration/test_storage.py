@@ -75,7 +75,7 @@ def _upsert_worker(env: dict, worker: int) -> None:
              "caption": f"caption from worker {worker}", "job_id": "j"} for i in range(200)]
     # Several smaller batches so the processes interleave.
     for start in range(0, 200, 25):
-        store.upsert_many(docs[start:start + 25])
+        store.insert_new(docs[start:start + 25])
 
 
 def test_concurrent_upserts_write_each_caption_once(settings):
