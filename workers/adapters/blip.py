@@ -6,6 +6,7 @@ from typing import Any
 from PIL import Image
 
 from workers.adapters.base import Captioner, check_model_type
+from workers.adapters.beam_cache import fixed_cross_attention_cache
 
 
 class BlipCaptioner(Captioner):
@@ -29,6 +30,7 @@ class BlipCaptioner(Captioner):
 
     def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
         pixel_values = self.pixels(batch)
+        kwargs.setdefault("cache", fixed_cross_attention_cache(self.model.text_decoder.config))
         if prompt:
             # [CLS] prompt [SEP]: BLIP's generate swaps [CLS] for its bos ([DEC]) and drops the [SEP].
             input_ids = self.tokenizer([prompt] * len(batch), return_tensors="pt").input_ids.to(self.device)

@@ -6,6 +6,7 @@ from typing import Any
 from PIL import Image
 
 from workers.adapters.base import Captioner, check_model_type
+from workers.adapters.beam_cache import fixed_cross_attention_cache
 
 
 class VitGpt2Captioner(Captioner):
@@ -35,6 +36,7 @@ class VitGpt2Captioner(Captioner):
     def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         kwargs.setdefault("eos_token_id", self.tokenizer.eos_token_id)
+        kwargs.setdefault("cache", fixed_cross_attention_cache(self.model.decoder.config))
         out = self.model.generate(pixel_values=self.pixels(batch), **kwargs)
         # The first token is the decoder start token, never part of the caption.
         return self.tokenizer.batch_decode(out[:, 1:], skip_special_tokens=True)
