@@ -131,7 +131,7 @@ def _check_one(settings: Settings, c: Candidate, checked: _Checked):
     info = inspect_image(data, settings.max_image_bytes, settings.max_image_pixels)
     sha = sha256_hex(data)
     first = checked.first(sha)
-    created = image_store(settings).put(data, info.content_type)[1] if first else False
+    created = image_store(settings).put(data, info.content_type, sha)[1] if first else False
     return sha, info, first, created
 
 

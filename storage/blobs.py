@@ -85,9 +85,13 @@ class ImageStore:
 
         self._call(go)
 
-    def put(self, data: bytes, content_type: str = "application/octet-stream") -> tuple[str, bool]:
-        """Store bytes once; returns (sha256, created). Same bytes twice -> one object, one upload."""
-        sha = sha256_hex(data)
+    def put(self, data: bytes, content_type: str = "application/octet-stream",
+            sha256: str | None = None) -> tuple[str, bool]:
+        """Store bytes once; returns (sha256, created). Same bytes twice -> one object, one upload.
+
+        :param sha256: the bytes' hash when the caller has it already (it names the object, so it must be right).
+        """
+        sha = sha256 or sha256_hex(data)
 
         def go() -> bool:
             try:

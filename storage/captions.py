@@ -3,13 +3,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from pymongo.errors import BulkWriteError
 
 from capq.settings import Settings
-from storage.db import mongo, translated
+from storage.db import insert_new, mongo, translated
 
 KEY = ("sha256", "model", "checkpoint", "config_hash")
-DUPLICATE_KEY = 11000
 
 
 class CaptionStore:
@@ -32,23 +30,12 @@ class CaptionStore:
 
     @translated
     def insert_new(self, docs: list[dict]) -> int:
-        """Insert each caption unless its key exists; returns how many were new. Safe under concurrency.
-
-        A plain unordered insert against the unique key, not an upsert: same outcome (the first caption
-        for a key stands), and the database does an index probe instead of a query plus a write per doc.
-        """
+        """Insert each caption unless its key exists; returns how many were new. Safe under concurrency."""
         if not docs:
             return 0
         now = datetime.now(timezone.utc)
-        try:
-            return len(self.coll.insert_many([{"created_at": now, "status": "done", **d} for d in docs],
-                                             ordered=False).inserted_ids)
-        except BulkWriteError as exc:
-            # Already captioned (a redelivery, or two writers racing on a new key): the stored doc stands.
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            return exc.details.get("nInserted", 0)
+        # Already captioned (a redelivery, or two writers racing on a new key): the stored doc stands.
+        return len(docs) - len(insert_new(self.coll, [{"created_at": now, "status": "done", **d} for d in docs]))
 
     @translated
     def count(self, query: dict | None = None) -> int:

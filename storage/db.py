@@ -6,19 +6,21 @@ from typing import Callable, TypeVar
 
 from pymongo import ASCENDING as ASC, DESCENDING as DESC, IndexModel, MongoClient
 from pymongo.database import Database
-from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
+from pymongo.collection import Collection
+from pymongo.errors import (AutoReconnect, BulkWriteError, ConnectionFailure, NetworkTimeout,
+                            ServerSelectionTimeoutError)
 
 from capq.settings import Settings
 from storage.errors import DatabaseUnreachable
 
 T = TypeVar("T")
 UNREACHABLE = (ServerSelectionTimeoutError, ConnectionFailure, AutoReconnect, NetworkTimeout)
+DUPLICATE_KEY = 11000
 
 # Every field a query filters or sorts on has an index here; creating them is idempotent.
 INDEXES: dict[str, list[IndexModel]] = {
     "images": [
         IndexModel([("sha256", ASC)], unique=True),
-        IndexModel([("first_seen", DESC)]),
         IndexModel([("file_names", ASC)]),
     ],
     "jobs": [
@@ -121,3 +123,19 @@ def translated(fn: Callable[..., T]) -> Callable[..., T]:
         return self.mongo.call(lambda: fn(self, *args, **kwargs))
 
     return wrapper
+
+
+def insert_new(coll: Collection, docs: list[dict]) -> set[int]:
+    """Insert docs unordered against the collection's unique keys; -> positions of the docs whose key was
+    already there (those keep the stored doc). For records written once per key (captions, items, results,
+    images): idempotent like an upsert, and the server does an index probe instead of a query per doc."""
+    if not docs:
+        return set()
+    try:
+        coll.insert_many(docs, ordered=False)
+        return set()
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return {e["index"] for e in errors}

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 from pymongo import UpdateOne
 
 from capq.settings import Settings
-from storage.db import mongo, translated
+from storage.db import insert_new, mongo, translated
 
 
 class ImageRecords:
@@ -18,20 +18,22 @@ class ImageRecords:
 
     @translated
     def record_many(self, images: list[dict]) -> None:
-        """Upsert {sha256, size, format, width, height, file_name?} records; first_seen is set once."""
+        """Record {sha256, size, format, width, height, file_name?}: first_seen is set once, file names add up.
+
+        New images are plain inserts against the unique sha256 (the common case, and far cheaper than
+        upserts); only images already known get their file name added by an update.
+        """
         if not images:
             return
         now = datetime.now(timezone.utc)
-        ops = []
-        for img in images:
-            update = {"$setOnInsert": {
-                "sha256": img["sha256"], "size": img["size"], "format": img["format"],
-                "width": img["width"], "height": img["height"], "first_seen": now,
-            }}
-            if img.get("file_name"):
-                update["$addToSet"] = {"file_names": img["file_name"]}
-            ops.append(UpdateOne({"sha256": img["sha256"]}, update, upsert=True))
-        self.coll.bulk_write(ops, ordered=False)
+        docs = [{"sha256": img["sha256"], "size": img["size"], "format": img["format"], "width": img["width"],
+                 "height": img["height"], "first_seen": now,
+                 "file_names": [img["file_name"]] if img.get("file_name") else []} for img in images]
+        known = insert_new(self.coll, docs)
+        ops = [UpdateOne({"sha256": images[n]["sha256"]}, {"$addToSet": {"file_names": images[n]["file_name"]}})
+               for n in sorted(known) if images[n].get("file_name")]
+        if ops:
+            self.coll.bulk_write(ops, ordered=False)
 
     @translated
     def get(self, sha256: str) -> dict | None:

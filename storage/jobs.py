@@ -5,13 +5,12 @@ import uuid
 from datetime import datetime, timezone
 
 from pymongo import ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from capq.settings import Settings
-from storage.db import mongo, translated
+from storage.db import insert_new, mongo, translated
 from storage.errors import NotFound
 
-DUPLICATE_KEY = 11000
 ITEM_STATES = ("queued", "done", "failed", "cancelled")
 OPEN = "queued"
 FINISHED = ITEM_STATES[1:]
@@ -103,16 +102,9 @@ class JobStore:
                  "owner": owner, "file_name": it.get("file_name"), "seq": first + n,
                  "created_at": now, **({"meta": it["meta"]} if it.get("meta") else {})}
                 for n, it in enumerate(items)]
-        try:
-            self.items.insert_many(docs, ordered=False)
-            new = list(items)
-        except BulkWriteError as exc:
-            # Items already in the job (a resumed submission) hit the unique key: they are not new.
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            dup = {e["index"] for e in errors}
-            new = [it for n, it in enumerate(items) if n not in dup]
+        # Items already in the job (a resumed submission) hit the unique key: they are not new.
+        dup = insert_new(self.items, docs)
+        new = [it for n, it in enumerate(items) if n not in dup]
         if new:
             self.jobs.update_one({"_id": job_id}, {"$inc": {"total": len(new), "counts.total": len(new),
                                                             f"counts.{OPEN}": len(new)}})
@@ -129,6 +121,8 @@ class JobStore:
             {"job_id": job_id, "seq": {"$gt": job.get("enqueued_seq", -1)}},
             {"_id": 0, "sha256": 1, "model": 1, "preset": 1, "seq": 1},
         ).sort("seq", 1))
+        if items and self.results.find_one({"job_id": job_id}, {"_id": 1}) is None:
+            return [it | {"state": OPEN} for it in items]  # nothing finished yet: the usual first submission
         for (model, preset), group in _by_run(items).items():
             finished = self._finished(job_id, model, preset, [it["sha256"] for it in group])
             for it in group:
@@ -176,14 +170,7 @@ class JobStore:
         now = _now()
         docs = [{"job_id": job_id, "owner": owner, "model": model, "preset": preset, **out, "updated_at": now}
                 for out in outcomes]
-        skipped: set[int] = set()
-        try:
-            self.results.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            skipped = {e["index"] for e in errors}
+        skipped = insert_new(self.results, docs)
         new: dict[str, int] = {}
         for n, out in enumerate(outcomes):
             if n not in skipped:
