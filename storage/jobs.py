@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import datetime, timezone
 
 from pymongo import ReturnDocument
@@ -171,11 +172,7 @@ class JobStore:
         docs = [{"job_id": job_id, "owner": owner, "model": model, "preset": preset, **out, "updated_at": now}
                 for out in outcomes]
         skipped = insert_new(self.results, docs)
-        new: dict[str, int] = {}
-        for n, out in enumerate(outcomes):
-            if n not in skipped:
-                new[out["state"]] = new.get(out["state"], 0) + 1
-        return new
+        return dict(Counter(out["state"] for n, out in enumerate(outcomes) if n not in skipped))
 
     @translated
     def cancel(self, job_id: str) -> int:
@@ -193,10 +190,9 @@ class JobStore:
                 break
             last = page[-1]["seq"]
             for (model, preset), group in _by_run(page).items():
-                shas = [it["sha256"] for it in group]
-                open_ = {it["sha256"] for it in self.open_items(job_id, model, preset, shas)}
+                finished = self._finished(job_id, model, preset, [it["sha256"] for it in group])
                 outcomes = [{"sha256": it["sha256"], "file_name": it.get("file_name"), "state": "cancelled"}
-                            for it in group if it["sha256"] in open_]
+                            for it in group if it["sha256"] not in finished]
                 cancelled += self.finish_items(job_id, job["owner"], model, preset, outcomes).get("cancelled", 0)
         self.refresh_counts(job_id)
         return cancelled
@@ -235,8 +231,8 @@ class JobStore:
 
         `finished` and `total` are running tallies kept by $inc, so a shard costs one update, not a pass over
         the job. A crash between recording results and this call leaves `finished` short; the redelivered
-        shard then passes recount=True, and readers' status calls recount too. A tally can only run short
-        that way, and a short one never closes a job, so a job is closed only on exact figures.
+        shard then passes recount=True, and readers' status calls recount too. (A recount racing a worker's
+        $inc can only leave it long, which costs one early recount.) A job is closed only on exact figures.
         """
         finished = sum(new.get(s, 0) for s in FINISHED)
         inc = {"finished": finished, f"counts.{OPEN}": -finished} | {f"counts.{s}": n for s, n in new.items() if n}

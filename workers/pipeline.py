@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -129,11 +129,6 @@ def _write(w: Worker, job: dict, preset_name: str, items: dict[str, dict], docs:
                                [items[out["sha256"]] | out for out in outcomes])
 
 
-def _add(total: dict[str, int], new: dict[str, int]) -> None:
-    for state, n in new.items():
-        total[state] = total.get(state, 0) + n
-
-
 def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> ShardResult:
     """Caption the still-open items of one shard. Idempotent: a redelivered shard redoes only what is open."""
     t_start = time.perf_counter()
@@ -143,10 +138,13 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> 
     result.skipped = len(shas) - len(open_items)
     items = {it["sha256"]: {"file_name": it.get("file_name")} | ({"meta": it["meta"]} if it.get("meta") else {})
              for it in open_items}
-    recorded: dict[str, int] = {}
+    recorded: Counter[str] = Counter()  # results newly recorded by this shard, per state
     if job.get("state") == "cancelled":
-        _add(recorded, _write(w, job, preset_name, items, [], [{"sha256": sha, "state": "cancelled"} for sha in items]))
-        w.jobs.settle(job_id, recorded, recount=True)
+        # cancel() already closed every open item; these are items a racing submission added after it.
+        recorded.update(_write(w, job, preset_name, items, [], [{"sha256": sha, "state": "cancelled"}
+                                                                for sha in items]))
+        if recorded:
+            w.jobs.settle(job_id, recorded, recount=True)
         result.skipped = len(shas)
         return result
     preset = get_preset(w.model, preset_name)
@@ -156,7 +154,7 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> 
     # A caption already made for the same image x model x config is reused, not recomputed.
     cached = w.captions.existing(todo, w.model, w.checkpoint, chash)
     if cached:
-        _add(recorded, _write(w, job, preset_name, items, [], [
+        recorded.update(_write(w, job, preset_name, items, [], [
             {"sha256": sha, "state": "done", "caption": doc["caption"], "config_hash": chash,
              "checkpoint": w.checkpoint, "reused": True, "worker_id": w.worker_id}
             for sha, doc in cached.items()
@@ -179,12 +177,12 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> 
             outcomes += new_outcomes
             if in_flight is None or in_flight.done():
                 if in_flight is not None:
-                    _add(recorded, in_flight.result())
+                    recorded.update(in_flight.result())
                 in_flight = writer.submit(_write, w, job, preset_name, items, docs, outcomes)
                 docs, outcomes = [], []
         if in_flight is not None:
-            _add(recorded, in_flight.result())
-        _add(recorded, _write(w, job, preset_name, items, docs, outcomes))
+            recorded.update(in_flight.result())
+        recorded.update(_write(w, job, preset_name, items, docs, outcomes))
     finally:
         writer.shutdown(wait=True)
     # A shard that found finished items is a redelivery: whatever its first run recorded may be missing
