@@ -11,7 +11,7 @@ KEY = ("sha256", "model", "checkpoint", "config_hash")
 
 
 class CaptionStore:
-    """The captions collection. Every write is an insert against the unique KEY, so a redelivered task never duplicates."""
+    """The captions collection. Every write is an insert against the unique KEY: a redelivery never duplicates."""
 
     def __init__(self, settings: Settings):
         self.mongo = mongo(settings)

@@ -61,7 +61,7 @@ class JobStore:
         doc = {
             "_id": job_id or new_job_id(), "owner": owner, "tier": tier, "models": list(models), "preset": preset,
             "state": "submitting", "counts": {s: 0 for s in ITEM_STATES} | {"total": 0}, "rejected": [],
-            "total": 0, "finished": 0,
+            "total": 0, "finished": 0,  # running tallies of items and of results (see settle)
             "created_at": now, "updated_at": now, "finished_at": None, **(meta or {}),
         }
         if idempotency_key:
