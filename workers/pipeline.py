@@ -133,8 +133,14 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> 
     """Caption the still-open items of one shard. Idempotent: a redelivered shard redoes only what is open."""
     t_start = time.perf_counter()
     result = ShardResult()
-    job = w.jobs.get(job_id, ("state", "owner"))
-    open_items = w.jobs.open_items(job_id, w.model, preset_name, shas)
+    preset = get_preset(w.model, preset_name)
+    chash = config_hash(w.model, preset)
+    # The shard's three lookups are independent round trips: they go out together on the (idle) fetch pool.
+    job_f = w._pool.submit(w.jobs.get, job_id, ("state", "owner"))
+    open_f = w._pool.submit(w.jobs.open_items, job_id, w.model, preset_name, shas)
+    # A caption already made for the same image x model x config is reused, not recomputed.
+    cached_f = w._pool.submit(w.captions.existing, shas, w.model, w.checkpoint, chash)
+    job, open_items, cached = job_f.result(), open_f.result(), cached_f.result()
     result.skipped = len(shas) - len(open_items)
     items = {it["sha256"]: {"file_name": it.get("file_name")} | ({"meta": it["meta"]} if it.get("meta") else {})
              for it in open_items}
@@ -147,20 +153,16 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> 
             w.jobs.settle(job_id, recorded, recount=True)
         result.skipped = len(shas)
         return result
-    preset = get_preset(w.model, preset_name)
-    chash = config_hash(w.model, preset)
-    todo = list(items)
 
-    # A caption already made for the same image x model x config is reused, not recomputed.
-    cached = w.captions.existing(todo, w.model, w.checkpoint, chash)
-    if cached:
+    reused = [sha for sha in items if sha in cached]
+    if reused:
         recorded.update(_write(w, job, preset_name, items, [], [
-            {"sha256": sha, "state": "done", "caption": doc["caption"], "config_hash": chash,
+            {"sha256": sha, "state": "done", "caption": cached[sha]["caption"], "config_hash": chash,
              "checkpoint": w.checkpoint, "reused": True, "worker_id": w.worker_id}
-            for sha, doc in cached.items()
+            for sha in reused
         ]))
-        result.reused = len(cached)
-    todo = [sha for sha in todo if sha not in cached]
+        result.reused = len(reused)
+    todo = [sha for sha in items if sha not in cached]
 
     batches = [todo[i:i + w.batch_size] for i in range(0, len(todo), w.batch_size)]
     # Writes run in a background thread, so fetch, model and database overlap. While one write is in
