@@ -12,7 +12,7 @@
 # so it gets no interval.
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -41,7 +41,6 @@ class CorpusStats:
     bleu: np.ndarray  # (images, 10): testlen, closest reflen, guessed 1..4-grams, matched 1..4-grams
     per_image: dict[str, np.ndarray]  # rouge_l and cider per image; the corpus score is their mean
     meteor: float | None = None
-    meteor_per_image: tuple | None = field(default=None, repr=False)
 
     def scores(self) -> dict[str, float]:
         out = dict(zip(BLEU_NAMES, (float(x) for x in bleu_from_sums(self.bleu.sum(axis=0)))))
@@ -126,12 +125,10 @@ def corpus_stats(candidates: Mapping[Hashable, str], references: Mapping[Hashabl
     cider.crefs = [[counts for _, counts in rs] for rs in refs]
     _, cider_scores = cider.compute_score()
     rouge_scores = np.array([rouge_l(candidates[i], references[i]) for i in ids])
-    met, met_each = None, None
+    met = None
     if meteor is not None:
-        met, each = meteor.score({i: [candidates[i]] for i in ids}, {i: list(references[i]) for i in ids})
-        met_each = tuple(each)
-    return CorpusStats(ids, bleu, {"rouge_l": rouge_scores, "cider": np.asarray(cider_scores, dtype=float)},
-                       met, met_each)
+        met, _ = meteor.score({i: [candidates[i]] for i in ids}, {i: list(references[i]) for i in ids})
+    return CorpusStats(ids, bleu, {"rouge_l": rouge_scores, "cider": np.asarray(cider_scores, dtype=float)}, met)
 
 
 def tokenize(candidates: Mapping[Hashable, Sequence[str]], references: Mapping[Hashable, Sequence[str]],

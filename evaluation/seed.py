@@ -67,24 +67,6 @@ def read_eval_file(path: Path) -> tuple[str, dict[str, str], dict[str, list[str]
     return models.pop(), captions, refs
 
 
-def read_ground_truth(path: Path) -> dict[str, list[str]]:
-    """captions_ground_truth.json -> {file name: [captions]}."""
-    data = _load_json(path)
-    images = data.get("images") if isinstance(data, dict) else None
-    if not isinstance(images, dict):
-        raise SeedFormatError(f"{path}: expected an object with an 'images' object keyed by COCO id")
-    out = {}
-    for coco_id, entry in images.items():
-        name = entry.get("filename") if isinstance(entry, dict) else None
-        caps = entry.get("captions") if isinstance(entry, dict) else None
-        if not isinstance(name, str) or not name:
-            raise SeedFormatError(f"{path}: images.{coco_id}: 'filename' must be a file name")
-        if not isinstance(caps, list) or not caps or not all(isinstance(c, str) and c.strip() for c in caps):
-            raise SeedFormatError(f"{path}: images.{coco_id}: 'captions' must be a list of non-empty strings")
-        out[name] = caps
-    return out
-
-
 def load_seed_dir(seed_dir: Path) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
     """({model: {image_name: caption}}, {image_name: refs}) from DIR/eval_result_json/*.json.
 

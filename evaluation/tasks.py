@@ -5,7 +5,6 @@ import logging
 
 from capq.names import EVAL_QUEUE, EVAL_TASK
 from capq.settings import Settings, get_settings
-from evaluation.schedule import beat_schedule  # noqa: F401 - the schedule lives beside the task it sends
 from workers.celery_app import app
 
 log = logging.getLogger("capq.eval")

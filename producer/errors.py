@@ -17,11 +17,5 @@ class TooLarge(BadInput):
     status = 413
 
 
-class NotYours(BadInput):
-    """A job the caller does not own; reported exactly like a missing one so that existence never leaks."""
-
-    status = 404
-
-
 class CaptionTimeout(ProducerError):
     """A caption was not ready within the wait; the work stays queued and finishes later."""

@@ -14,7 +14,6 @@ from producer.errors import BadInput
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CONTENT_KEY = re.compile(r"^images/sha256/([0-9a-f]{2})/([0-9a-f]{64})$")
-MANIFEST_SUFFIXES = (".jsonl", ".csv")
 MAX_META_BYTES = 4096
 
 
@@ -197,14 +196,6 @@ def upload_name(filename: str | None, index: int) -> str:
     base = (filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
     base = "".join(c for c in base if ord(c) >= 32)[:255]
     return base if base not in ("", ".", "..") else f"upload-{index}"
-
-
-def from_uploads(uploads: Iterable[tuple[str | None, bytes]]) -> list[Candidate]:
-    """Candidates for uploaded (filename, bytes) pairs."""
-    out = []
-    for i, (filename, data) in enumerate(uploads):
-        out.append(Candidate(upload_name(filename, i), read=lambda d=data: d, size=lambda d=data: len(d)))
-    return out
 
 
 def from_api_items(items, settings: Settings, owner: str) -> list[Candidate]:

@@ -3,15 +3,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-
 from capq.settings import Settings
 from storage.db import insert_new, mongo, translated
 
-KEY = ("sha256", "model", "checkpoint", "config_hash")
-
 
 class CaptionStore:
-    """The captions collection. Every write is an insert against the unique KEY: a redelivery never duplicates."""
+    """The captions collection. Every write is an insert against its unique key (sha256, model, checkpoint,
+    config_hash), so a redelivered task never duplicates."""
 
     def __init__(self, settings: Settings):
         self.mongo = mongo(settings)
