@@ -28,14 +28,13 @@ from producer.enqueue import enqueue_pending
 from workers.celery_app import create_app
 
 REPO = Path(__file__).resolve().parents[1]
-FULLSIZE_DIR = REPO / ".capq" / "bench-models" / "blip-base-random"
+FULLSIZE_DIR = REPO / ".capq" / "bench-models" / "blip-base-random-v2"
 
 
 def build_blip_base(out: Path) -> Path:
-    """BLIP-base architecture (ViT-B/16 at 384 px, 12-layer BERT decoder) with random weights.
-
-    The vocabulary is the tiny tokenizer's, so only the embedding and output layers are smaller than
-    the real checkpoint's; every transformer layer has the real size and costs the real compute.
+    """BLIP-base architecture (ViT-B/16 at 384 px, 12-layer BERT decoder, 30,524-token vocabulary) with random
+    weights: every layer, the output layer included, has the real checkpoint's size and costs its compute. The
+    tokenizer is the tiny one padded with [unusedN] tokens to BERT's 30,522.
     """
     from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil, BlipProcessor
 
@@ -43,9 +42,9 @@ def build_blip_base(out: Path) -> Path:
 
     if tiny.is_complete(out):
         return out
-    tokenizer = tiny._bert_tokenizer(bos="[DEC]")
+    tokenizer = tiny._bert_tokenizer(bos="[DEC]", size=30522)
     config = BlipConfig(text_config=dict(
-        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.sep_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.sep_token_id,
         sep_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id))
     processor = BlipProcessor(BlipImageProcessorPil(size={"height": 384, "width": 384}), tokenizer)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,29 +142,36 @@ def raw_write_rate(s: Settings, n: int, bulk: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def model_runs(n_images: int) -> None:
-    """Full-size BLIP-base (random weights) on the CPU at batch 1 and batch 8."""
+def model_runs(n_images: int, dtypes: list[str]) -> None:
+    """Full-size BLIP-base (random weights) on the CPU at batch 1 and batch 8, in each dtype."""
     from tests.e2e.conftest import random_images
 
     print("| run | images | wall s | images/s | share outside generate |")
     print("| --- | --- | --- | --- | --- |")
     ckpt = build_blip_base(FULLSIZE_DIR)
-    rates = {}
     images = random_images(n_images, seed=11, size=384)
-    for batch in (1, 8):
-        s, env = bench_settings(batch)
-        proc = start_worker(env, ["-m", "capq", "worker", "--model", "blip", "--checkpoint", str(ckpt),
-                                  "--batch-size", str(batch)], "blip")
-        try:
-            run_job(s, images[:2], "blip")  # warm-up: first generate pays one-off costs
-            wall, model_s = run_job(s, images[2:], "blip")
-        finally:
-            stop(proc)
-            drop(s)
-        n = len(images) - 2
-        rates[batch] = n / wall
-        print(f"| BLIP-base random, CPU, batch {batch} | {n} | {wall:.1f} | {rates[batch]:.2f} | {1 - model_s / wall:.1%} |")
-    print(f"\nbatch 8 / batch 1 throughput: {rates[8] / rates[1]:.2f}x (goal >= 2x)\n")
+    ratios = {}
+    for dtype in dtypes:
+        rates = {}
+        for batch in (1, 8):
+            s, env = bench_settings(batch)
+            proc = start_worker(env, ["-m", "capq", "worker", "--model", "blip", "--checkpoint", str(ckpt),
+                                      "--dtype", dtype, "--batch-size", str(batch)], "blip")
+            try:
+                run_job(s, images[:2], "blip")  # warm-up: first generate pays one-off costs
+                wall, model_s = run_job(s, images[2:], "blip")
+            finally:
+                stop(proc)
+                drop(s)
+            n = len(images) - 2
+            rates[batch] = n / wall
+            print(f"| BLIP-base random, CPU {dtype}, batch {batch} | {n} | {wall:.1f} | {rates[batch]:.2f} "
+                  f"| {1 - model_s / wall:.1%} |", flush=True)
+        ratios[dtype] = rates[8] / rates[1]
+    print()
+    for dtype, ratio in ratios.items():
+        print(f"{dtype}: batch 8 / batch 1 throughput {ratio:.2f}x (goal >= 2x)")
+    print()
 
 
 def plumbing_runs(n_images: int, rounds: int) -> None:
@@ -200,10 +206,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32, help="images per BLIP-base run")
     parser.add_argument("--noop-images", type=int, default=1000, help="images per plumbing round")
     parser.add_argument("--rounds", type=int, default=3, help="plumbing rounds (the median ratio is reported)")
+    parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated dtypes of the BLIP-base runs")
     parser.add_argument("--plumbing-only", action="store_true", help="skip the BLIP-base runs")
     args = parser.parse_args()
     if not args.plumbing_only:
-        model_runs(args.images)
+        model_runs(args.images, args.dtypes.split(","))
     plumbing_runs(args.noop_images, args.rounds)
 
 

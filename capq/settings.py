@@ -76,6 +76,9 @@ class Settings(BaseModel):
     # Work
     batch_size: int = Field(8, gt=0)
     shard_batches: int = Field(8, gt=0)
+    # Threads that fetch, decode and preprocess a worker's next batches while the model runs. One thread
+    # preprocesses 40-90 images/s; a GPU worker at large batches captions 150-500 images/s (docs/benchmarks.md).
+    fetch_threads: int = Field(8, gt=0)
     default_tier: str = "free"
     default_preset: str = "default"
     tier_weights: dict[str, int] = Field(default_factory=lambda: {"premium": 6, "plus": 3, "free": 1})

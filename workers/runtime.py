@@ -50,7 +50,8 @@ def build_worker(settings: Settings, model: str, checkpoint: str | None, device:
     return Worker(
         model=model, checkpoint=checkpoint_identity(checkpoint), captioner=captioner,
         images=ImageStore(settings), captions=CaptionStore(settings), jobs=JobStore(settings),
-        worker_id=worker_id(model), batch_size=batch_size, max_pixels=settings.max_image_pixels, on_batch=on_batch,
+        worker_id=worker_id(model), batch_size=batch_size, max_pixels=settings.max_image_pixels,
+        fetch_threads=settings.fetch_threads, on_batch=on_batch,
         on_failure=lambda reason: metrics.FAILURES.labels(model, reason).inc(),
     )
 

@@ -56,8 +56,12 @@ def _corpus() -> list[str]:
     return [line for line in CORPUS.splitlines() if line]
 
 
-def _bert_tokenizer(bos: str | None = None):
-    """A lowercase WordPiece tokenizer over CORPUS's words, as transformers' BertTokenizer."""
+def _bert_tokenizer(bos: str | None = None, size: int | None = None):
+    """A lowercase WordPiece tokenizer over CORPUS's words, as transformers' BertTokenizer.
+
+    `size` pads the vocabulary with BERT-style [unusedN] tokens, for full-size models whose embedding and
+    output layers must cost what the real checkpoint's do.
+    """
     from transformers import BertTokenizer
 
     # Built, not trained: tokenizers' WordPiece trainer breaks count ties differently from run to run,
@@ -65,7 +69,9 @@ def _bert_tokenizer(bos: str | None = None):
     words = sorted({word for line in _corpus() for word in line.split()})
     chars = sorted({char for word in words for char in word})
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + chars + [f"##{c}" for c in chars]
-    vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
+    tokens = list(dict.fromkeys(tokens))
+    tokens += [f"[unused{i}]" for i in range((size or 0) - len(tokens))]
+    vocab = {token: i for i, token in enumerate(tokens)}
     # transformers 5 takes the vocabulary as a dict; vocab_file= would build a one-token tokenizer.
     tokenizer = BertTokenizer(vocab=vocab)
     if bos:

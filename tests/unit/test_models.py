@@ -336,3 +336,70 @@ def test_fixed_cross_attention_cache_gives_the_same_beams(name, captioners, seed
     assert seen, "beam search reordered nothing: the check below would prove nothing"
     rows = torch.arange(len(seen[0]))
     assert all(torch.equal(idx // beams, rows // beams) for idx in seen)
+
+
+# BLIP's generate, rebuilt with cross-attention projected once per image and a fused vision attention
+
+
+@pytest.fixture(scope="module")
+def image_bound_blip(tiny_models, tmp_path_factory):
+    """A tiny BLIP whose captions depend on the image, as a trained one's do: the tiny checkpoint's do not
+    (BLIP initialises vision weights at 1e-10), so it could not tell one image's captions from another's."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, BlipForConditionalGeneration
+
+    config = AutoConfig.from_pretrained(tiny_models["blip"])
+    config.vision_config.initializer_range = config.text_config.initializer_range = 0.5
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("blip-image-bound")
+    BlipForConditionalGeneration(config).save_pretrained(folder)
+    for part in tiny_models["blip"].iterdir():
+        if part.suffix != ".safetensors" and part.name != "config.json":
+            shutil.copy(part, folder / part.name)
+    return load_captioner("blip", folder, max_batch_size=4)
+
+
+@pytest.mark.parametrize("preset_name", ["default", "seed", "greedy"])
+def test_blip_captions_equal_stock_generate(preset_name, image_bound_blip, seed_images):
+    """The adapter's own generate path gives the very captions of BlipForConditionalGeneration.generate."""
+    import torch
+
+    cap = image_bound_blip
+    preset = get_preset("blip", "default" if preset_name == "greedy" else preset_name)
+    if preset_name == "greedy":
+        preset["generate"] = {"max_length": 12}
+    inputs = [cap.preprocess(image) for image in seed_images[:4]]
+    prompt, kwargs = preset["prompt"], dict(preset["generate"])
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        if prompt:
+            input_ids = cap.tokenizer([prompt] * len(inputs), return_tensors="pt").input_ids
+            stock = cap.model.generate(pixel_values=cap.pixels(inputs), input_ids=input_ids, **kwargs)
+            start = input_ids.shape[1] - 1
+        else:
+            stock = cap.model.generate(pixel_values=cap.pixels(inputs), **kwargs)
+            start = 1
+    expected = [text.strip() for text in cap.tokenizer.batch_decode(stock[:, start:], skip_special_tokens=True)]
+    # Without distinct captions a mix-up of images (or of their beams' cache rows) would go unseen.
+    assert len(set(expected)) == len(expected), expected
+    assert cap.generate(inputs, preset) == expected
+
+
+def test_fused_vision_attention_matches_transformers(image_bound_blip, tiny_models, seed_images):
+    import torch
+    from transformers import BlipForConditionalGeneration
+
+
+    fused = image_bound_blip.model.vision_model
+    stock = BlipForConditionalGeneration.from_pretrained(image_bound_blip.checkpoint).vision_model.eval()
+    pixels = image_bound_blip.pixels([image_bound_blip.preprocess(image) for image in seed_images[:3]])
+    with torch.inference_mode():
+        want, got = stock(pixel_values=pixels).pooler_output, fused(pixel_values=pixels).pooler_output
+        attention_map = stock.encoder.layers[0].self_attn(stock.embeddings(pixels))[1]
+        fused_map = fused.encoder.layers[0].self_attn(fused.embeddings(pixels))[1]
+    assert want.abs().max() > 0.1
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # The module really runs the fused path: the stock one returns its attention map, the fused one none.
+    assert attention_map is not None and fused_map is None

@@ -1,5 +1,7 @@
-"""beam_cache: a key/value cache for image-conditioned beam search that leaves cross-attention entries in place."""
+"""beam_cache: key/value caches for image-conditioned beam search: image projections made once and left in place."""
 from __future__ import annotations
+
+from typing import Iterable
 
 import torch
 from transformers import DynamicCache, EncoderDecoderCache
@@ -20,3 +22,20 @@ class FixedCrossAttentionCache(EncoderDecoderCache):
 def fixed_cross_attention_cache(config) -> FixedCrossAttentionCache:
     """An empty cache for one generate call of a decoder with cross-attention (config: the decoder's)."""
     return FixedCrossAttentionCache(DynamicCache(config=config), DynamicCache(config=config))
+
+
+def image_cross_attention_cache(
+    config, keys_values: Iterable[tuple[torch.Tensor, torch.Tensor]], rows_per_image: int
+) -> FixedCrossAttentionCache:
+    """A cache whose cross-attention entries are already filled, so the decoder never projects the image itself.
+
+    Left to itself, the decoder projects the image once per beam at the first step: with 3 beams, two thirds of
+    that work (for BLIP-base 577 image tokens x 12 layers, as much compute as a third of its vision encoder)
+    repeats itself. `keys_values` holds one (keys, values) pair per decoder layer, projected once per image
+    ([images, heads, tokens, head_dim]); each row is repeated for the image's `rows_per_image` beams, in the
+    order generate expands its inputs (repeat_interleave).
+    """
+    cross = DynamicCache(config=config)
+    for layer, (keys, values) in enumerate(keys_values):
+        cross.update(keys.repeat_interleave(rows_per_image, 0), values.repeat_interleave(rows_per_image, 0), layer)
+    return FixedCrossAttentionCache(DynamicCache(config=config), cross)
