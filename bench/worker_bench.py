@@ -33,22 +33,18 @@ FULLSIZE_DIR = REPO / ".capq" / "bench-models" / "blip-base-random-v2"
 
 def build_blip_base(out: Path) -> Path:
     """BLIP-base architecture (ViT-B/16 at 384 px, 12-layer BERT decoder, 30,524-token vocabulary) with random
-    weights: every layer, the output layer included, has the real checkpoint's size and costs its compute. The
-    tokenizer is the tiny one padded with [unusedN] tokens to BERT's 30,522.
+    weights, saved as a checkpoint folder: bench.gpu_bench's model, so CPU and GPU figures are of the same one.
     """
-    from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil, BlipProcessor
+    from transformers import BlipProcessor
 
+    from bench.gpu_bench import ARCHITECTURES
     from workers import tiny
 
     if tiny.is_complete(out):
         return out
-    tokenizer = tiny._bert_tokenizer(bos="[DEC]", size=30522)
-    config = BlipConfig(text_config=dict(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.sep_token_id,
-        sep_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id))
-    processor = BlipProcessor(BlipImageProcessorPil(size={"height": 384, "width": 384}), tokenizer)
+    model_cls, config, (tokenizer, image_processor) = ARCHITECTURES["blip-base"][1]()
     out.mkdir(parents=True, exist_ok=True)
-    tiny._save(out, BlipForConditionalGeneration, config, processor)
+    tiny._save(out, model_cls, config, BlipProcessor(image_processor, tokenizer))
     (out / tiny.MARKER).write_text(tiny.TINY_VERSION + "\n")
     return out
 
