@@ -247,7 +247,12 @@ def api_cmd(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000
     from producer.api import create_app
 
     settings = get_settings()
-    setup_logging(settings.log_json)
+    setup_logging(settings.log_json, secrets=(settings.s3_secret_key,))
+    if settings.api_metrics_port:
+        from prometheus_client import start_http_server
+
+        # A port of its own, which compose and k8s never publish: the public port answers 404 on /metrics.
+        start_http_server(settings.api_metrics_port, addr=host)
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 

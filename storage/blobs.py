@@ -10,6 +10,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
+from capq.redact import mask_url, redact
 from capq.settings import Settings
 from storage.errors import NotFound, ObjectStoreUnreachable, StorageError
 
@@ -64,9 +65,9 @@ class ImageStore:
                 raise NotFound(f"object {what} is not in bucket {self.bucket}") from exc
             if code in ("NoSuchBucket",):
                 raise NotFound(f"bucket {self.bucket} does not exist; run `capq stack up` or create it") from exc
-            raise StorageError(f"object store error {code} for {what or self.bucket}: {exc}") from exc
+            raise StorageError(f"object store error {code} for {what or self.bucket}: {redact(exc)}") from exc
         except BotoCoreError as exc:
-            raise StorageError(f"object store error at {self.endpoint}: {exc}") from exc
+            raise StorageError(f"object store error at {mask_url(self.endpoint)}: {redact(exc)}") from exc
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it is missing (idempotent)."""
