@@ -139,9 +139,11 @@ def results_cmd(job: str = typer.Argument(..., help="Job id."),
         for row in rows:
             print(json.dumps(row))
         return
+    from producer.render import csv_cell
+
     writer = csv.DictWriter(sys.stdout, fieldnames=RESULT_FIELDS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
 
 
 @_exits
