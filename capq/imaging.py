@@ -15,6 +15,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # thread-safe), so it is switched off here in favour of the explicit checks below.
 Image.MAX_IMAGE_PIXELS = None
 
+
+def _return_freed_pixels_to_the_os() -> None:
+    """Pin glibc's mmap threshold at 1 MiB. Its default rises after the first big free, and from then on each
+    thread's arena keeps every decoded image's memory: eight threads held ~700 MB after decoding one 100 MB
+    image at a time (measured). Pinned, an image's pixel blocks are unmapped when it is freed, and the decode
+    budget below bounds the process's real memory. Elsewhere than glibc this does nothing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1024 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+_return_freed_pixels_to_the_os()
+
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
                  "BMP": "image/bmp", "TIFF": "image/tiff"}
@@ -119,13 +135,13 @@ def _check_decodes(img: Image.Image) -> None:
         raise InvalidImage(f"cannot decode image (damaged or truncated?): {exc}") from None
 
 
-def decode_rgb(data: bytes, max_pixels: int, max_side_px: int = 2048, budget: PixelBudget | None = None) -> Image.Image:
+def decode_rgb(data: bytes, max_pixels: int, max_side_px: int = 1024, budget: PixelBudget | None = None) -> Image.Image:
     """Fully decode to an upright RGB image (EXIF orientation applied); InvalidImage on any damage.
 
     The header's size is checked against `max_pixels` before any decode. A JPEG is decoded with DCT scaling
     (Pillow's draft) at the smallest of 1/1, 1/2, 1/4, 1/8 that keeps its longer side at `max_side_px` or more:
     captioning models look at a few hundred pixels, so a JPEG whose header claims 10000x10000 costs at most
-    1250x1250 here, never the size it claims. Other formats decode in full, under `budget`.
+    1250x1250 here (at the default 1024), never the size it claims. Other formats decode in full, under `budget`.
     """
     if not data:
         raise InvalidImage("file is empty (0 bytes)")

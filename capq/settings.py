@@ -119,9 +119,9 @@ class Settings(BaseModel):
     auth_failure_limit: int = Field(20, gt=0)
     auth_failure_window_s: int = Field(900, gt=0)
     # Pixels decoded at once per process (API and worker threads share it); bounds memory under a flood.
-    decode_budget_pixels: int = Field(200_000_000, gt=0)
+    decode_budget_pixels: int = Field(100_000_000, gt=0)
     # Longest side a JPEG is decoded at in the worker (DCT scaling, never the full header size above it).
-    worker_decode_max_side_px: int = Field(2048, gt=0)
+    worker_decode_max_side_px: int = Field(1024, gt=0)
     # Serve the API's /metrics on this separate port (0: on the API port itself, for local use only).
     api_metrics_port: int = Field(0, ge=0, le=65535)
 

@@ -34,7 +34,7 @@ class Worker:
     _pool: ThreadPoolExecutor = field(init=False, repr=False)
     # Issue 12: the process's decode budget (CAPQ_DECODE_BUDGET_PIXELS) and a JPEG's longest decoded side.
     decode_budget: PixelBudget | None = None
-    max_side_px: int = 2048
+    max_side_px: int = 1024
     # With it, a cached caption is reused only for an owner who has it already (storage.history.CaptionHistory).
     history: Any = None
 
