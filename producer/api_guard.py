@@ -8,7 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from capq.settings import Settings
-from producer.apiauth import ApiError, Caller
+from producer.apiauth import ApiError
 from producer.ratelimit import LimiterUnavailable
 from storage.errors import StorageError
 
@@ -94,7 +94,3 @@ class Guard:
 def install(app: FastAPI, settings: Settings, auth) -> None:
     """Put the guard in front of every /v1 route; `auth.resolve` is the key check the routes' dependency uses."""
     app.add_middleware(Guard, settings=settings, resolve=auth.resolve)
-
-
-def guarded_caller(scope: Scope) -> Caller | None:
-    return scope.get("state", {}).get(CALLER_KEY)

@@ -18,6 +18,11 @@ class LimiterUnavailable(RuntimeError):
     """Redis did not answer; the API refuses (503) rather than serve without limits."""
 
 
+def unavailable(url: str, exc: Exception) -> LimiterUnavailable:
+    return LimiterUnavailable(f"rate limiter unavailable: Redis at {mask_url(url)} did not answer "
+                              f"({type(exc).__name__})")
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
@@ -51,8 +56,7 @@ class RateLimiter:
             pipe.expire(counter, WINDOW_S + 60)
             count, _ = pipe.execute()
         except redis.RedisError as exc:
-            raise LimiterUnavailable(f"rate limiter unavailable: Redis at {mask_url(self.url)} did not answer "
-                                     f"({type(exc).__name__})") from exc
+            raise unavailable(self.url, exc) from exc
         limit = self.limits[tier]
         reset = max(1, math.ceil((window + 1) * WINDOW_S - now))
         return Decision(count <= limit, limit, max(0, limit - count), reset)
@@ -83,8 +87,7 @@ class ImageBudget:
             if count > limit:
                 self.redis.decrby(counter, images)
         except redis.RedisError as exc:
-            raise LimiterUnavailable(f"rate limiter unavailable: Redis at {mask_url(self.url)} did not answer "
-                                     f"({type(exc).__name__})") from exc
+            raise unavailable(self.url, exc) from exc
         reset = max(1, math.ceil((window + 1) * WINDOW_S - now))
         return Decision(count <= limit, limit, max(0, limit - (count if count <= limit else count - images)), reset)
 
@@ -108,8 +111,7 @@ class AuthFailures:
         try:
             count = int(self.redis.get(counter) or 0)
         except redis.RedisError as exc:
-            raise LimiterUnavailable(f"rate limiter unavailable: Redis at {mask_url(self.url)} did not answer "
-                                     f"({type(exc).__name__})") from exc
+            raise unavailable(self.url, exc) from exc
         return reset if count >= self.limit else 0
 
     def failed(self, address: str, now: float | None = None) -> None:
@@ -120,5 +122,4 @@ class AuthFailures:
             pipe.expire(counter, self.window_s + 60)
             pipe.execute()
         except redis.RedisError as exc:
-            raise LimiterUnavailable(f"rate limiter unavailable: Redis at {mask_url(self.url)} did not answer "
-                                     f"({type(exc).__name__})") from exc
+            raise unavailable(self.url, exc) from exc
