@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from capq.names import MODEL_NAMES, TIERS
 from capq.settings import Settings
-from producer import queries
+from producer import api_owners, key_stats, queries
 from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers
 from producer.errors import BadInput, CaptionTimeout, TooLarge
 from producer.sources import Candidate, Expanded, from_api_items, upload_name
@@ -100,6 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
                   "(X-API-Key or Authorization: Bearer). Errors are {\"error\": message}.")
     auth = authenticator(settings)
     install_error_handlers(app)
+    api_owners.install(app, settings, auth)  # issue 15
 
     @app.middleware("http")
     async def _metrics(request: Request, call_next):
@@ -140,6 +141,7 @@ def create_app(settings: Settings) -> FastAPI:
         result = await run_in_threadpool(
             submit, settings, expanded, fields.get("models") or [], _tier(caller, fields.get("tier")),
             fields.get("preset"), caller.owner, None, fields.get("idempotency_key"), None, False)
+        key_stats.add_images(settings, caller.key_prefix, result.new_items)
         return result.as_dict() | {"status_url": f"/v1/jobs/{result.job_id}",
                                    "results_url": f"/v1/jobs/{result.job_id}/results"}
 
@@ -180,6 +182,7 @@ def create_app(settings: Settings) -> FastAPI:
             raise TooLarge(expanded.rejected[0]["reason"])
         result = await run_in_threadpool(submit, settings, expanded, [model], caller.tier, preset, caller.owner,
                                          None, None, None, False)
+        key_stats.add_images(settings, caller.key_prefix, result.new_items)
         if result.rejected:
             raise BadInput(f"{result.rejected[0]['file']}: {result.rejected[0]['reason']}")
         deadline = time.monotonic() + settings.caption_wait_s

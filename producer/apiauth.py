@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from capq.settings import Settings
 from producer.errors import BadInput, CaptionTimeout
+from producer import key_stats
 from producer.ratelimit import LimiterUnavailable, RateLimiter
 from storage.apikeys import ApiKeys
 from storage.errors import NotFound, StorageError
@@ -36,6 +37,7 @@ class Caller:
     owner: str
     tier: str
     key_prefix: str
+    role: str = "user"  # issue 15: "user" or "admin"
 
 
 def authenticator(settings: Settings) -> Callable[..., Caller]:
@@ -59,7 +61,8 @@ def authenticator(settings: Settings) -> Callable[..., Caller]:
                                 f"hour per key; retry in {decision.retry_after_s}s or ask for a higher tier",
                            {"Retry-After": str(decision.retry_after_s), "X-RateLimit-Limit": str(decision.limit),
                             "X-RateLimit-Remaining": "0"})
-        return Caller(record["owner"], record["tier"], record["prefix"])
+        key_stats.touch(settings, record["prefix"])
+        return Caller(record["owner"], record["tier"], record["prefix"], record.get("role", "user"))
 
     return caller
 

@@ -125,7 +125,9 @@ def job_status(settings: Settings, job_id, owner: str | None = None) -> dict:
     """The job with exact counts (recomputed from its items) and its rejected files."""
     jobs = JobStore(settings)
     owned_job(jobs, job_id, owner)
-    return public_job(jobs.refresh_counts(job_id))
+    from storage.usage import UsageStore
+
+    return public_job(jobs.refresh_counts(job_id)) | {"gpu_s": UsageStore(settings).job_gpu_s(job_id)}
 
 
 def results(settings: Settings, job_id, owner: str | None = None, page: int = 1000) -> Iterator[dict]:

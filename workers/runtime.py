@@ -12,6 +12,7 @@ from capq.settings import Settings
 from storage.blobs import ImageStore
 from storage.captions import CaptionStore
 from storage.jobs import JobStore
+from storage.usage import UsageStore
 from workers import metrics, tiers
 from workers.consume import consume, worker_id
 from workers.pipeline import Worker
@@ -53,6 +54,7 @@ def build_worker(settings: Settings, model: str, checkpoint: str | None, device:
         worker_id=worker_id(model), batch_size=batch_size, max_pixels=settings.max_image_pixels,
         fetch_threads=settings.fetch_threads, on_batch=on_batch,
         on_failure=lambda reason: metrics.FAILURES.labels(model, reason).inc(),
+        usage=UsageStore(settings), device=device.split(":")[0],
     )
 
 
