@@ -11,13 +11,18 @@ from producer import keys_admin, queries, usage_report
 from producer.apiauth import ApiError, Caller
 from producer.choices import check_owner
 from producer.quota import QuotaExceeded
+from storage.errors import NotFound
 from storage.owners import Owners
 
 
 def erase_owner(settings: Settings, owner: str, by: str, keep_key_prefix: str | None = None) -> dict:
     """Erase `owner` (storage.owners.Owners.erase) after checking the name; -> {owner, removed}."""
     owner = check_owner(queries.plain("owner", owner))
-    return {"owner": owner, "removed": Owners(settings).erase(owner, by, keep_key_prefix)}
+    owners = Owners(settings)
+    if not owners.exists(owner):
+        raise NotFound(f"no owner {owner!r}: nothing of it is stored (owners are listed by `capq owners list` or "
+                       "GET /v1/admin/owners)")
+    return {"owner": owner, "removed": owners.erase(owner, by, keep_key_prefix)}
 
 
 def install(app: FastAPI, settings: Settings, auth: Callable[..., Caller]) -> None:

@@ -54,7 +54,8 @@ def _live(settings: Settings, prefix, owner: str | None) -> dict:
     prefix = plain("prefix", prefix)
     now = datetime.now(timezone.utc)
     for record in ApiKeys(settings).coll.find({"prefix": prefix, "revoked_at": None}, {"_id": 0, "key_hash": 0}):
-        if (owner is None or record["owner"] == owner) and not (record.get("expires_at") and record["expires_at"] <= now):
+        expired = record.get("expires_at") and record["expires_at"] <= now
+        if (owner is None or record["owner"] == owner) and not expired:
             return record
     raise BadInput(f"no live key with prefix {prefix!r}" + ("" if owner is None else " among yours")
                    + "; list them with `capq keys list` or GET /v1/admin/keys")

@@ -40,17 +40,22 @@ class Owners:
     def list(self) -> list[dict]:
         """[{owner, keys, jobs, last_job_at}] of every owner with a key or a job."""
         out: dict[str, dict] = {}
+
+        def entry(owner: str) -> dict:
+            return out.setdefault(owner, {"owner": owner, "keys": 0, "jobs": 0, "last_job_at": None})
+
         for row in self.db["api_keys"].aggregate([{"$group": {"_id": "$owner", "n": {"$sum": 1}}}]):
-            out.setdefault(row["_id"], {"owner": row["_id"], "keys": 0, "jobs": 0, "last_job_at": None})["keys"] = row["n"]
+            entry(row["_id"])["keys"] = row["n"]
         for row in self.db["jobs"].aggregate([{"$group": {"_id": "$owner", "n": {"$sum": 1},
                                                           "last": {"$max": "$created_at"}}}]):
-            entry = out.setdefault(row["_id"], {"owner": row["_id"], "keys": 0, "jobs": 0, "last_job_at": None})
-            entry["jobs"], entry["last_job_at"] = row["n"], row["last"]
+            entry(row["_id"]).update(jobs=row["n"], last_job_at=row["last"])
         return sorted(out.values(), key=lambda o: o["owner"])
 
     @translated
     def exists(self, owner: str) -> bool:
-        return any(self.db[c].find_one({"owner": owner}, {"_id": 1}) for c in ("api_keys", "jobs", "job_items"))
+        """Whether anything of `owner` is left to erase (or images of an interrupted erasure to collect)."""
+        return (any(self.db[c].find_one({"owner": owner}, {"_id": 1}) for c in ("api_keys", "jobs", "job_items"))
+                or self.db["image_gc"].find_one({}, {"_id": 1}) is not None)
 
     @translated
     def erase(self, owner: str, by: str, keep_key_prefix: str | None = None, on_step: Step = lambda s, n: None) -> dict:
@@ -87,7 +92,8 @@ class Owners:
         self._drop_dead_letters(job_ids)
         # 4. Jobs before their results: a worker's late result is then either removed here or finds its job
         # gone afterwards (discard_late_writes).
-        for coll, name in (("jobs", "jobs"), ("job_results", "results"), ("job_items", "items"), ("usage", "usage_rows")):
+        for coll, name in (("jobs", "jobs"), ("job_results", "results"), ("job_items", "items"),
+                           ("usage", "usage_rows")):
             step(name, self.db[coll].delete_many({"owner": owner}).deleted_count)
         step("staged_objects", delete_prefix(self.blobs, f"owners/{owner}/"))
         # 5. Images no other owner references: records, then captions, then bytes.
@@ -145,8 +151,9 @@ class Owners:
 
     @translated
     def expire(self, cutoff: datetime, by: str = "retention") -> dict:
-        """Retention: delete images first seen before `cutoff`, not used since, that no unfinished job references, with the job
-        items and results that name them, their captions and their bytes (the erasure's rules and steps).
+        """Retention: delete images first seen before `cutoff`, not submitted since, that no unfinished job
+        references, with the job items and results that name them, their captions and their bytes (the erasure's
+        rules and steps).
         Images in a queued or running job wait for a later run. -> counts, also kept in an audit record."""
         audit = self.db["audit"].insert_one({"action": "retention", "owner": None, "by": by, "state": "running",
                                              "started_at": _now(), "cutoff": cutoff}).inserted_id

@@ -145,6 +145,15 @@ def test_every_admin_route_refuses_a_user_key(api, psettings):  # noqa: F811
     admin = key(psettings, "root", role="admin")
     owners = api.get("/v1/admin/owners", headers=admin).json()["owners"]
     assert {"ursula", "root"} <= {o["owner"] for o in owners}
+    missing = api.delete("/v1/admin/owners/nobody", headers=admin)
+    assert missing.status_code == 404 and "no owner 'nobody'" in missing.json()["error"]
+    for body, needle in (({"owner": "gina", "tier": "gold"}, "unknown tier"), ({"owner": "gina", "tier": "free",
+                          "role": "root"}, "unknown role"), ({"owner": "../x", "tier": "free"}, "owner '../x'"),
+                         ({"owner": "gina", "tier": "free", "key": "mine"}, "unknown field")):
+        bad = api.post("/v1/admin/keys", headers=admin, json=body)
+        assert bad.status_code == 400 and needle in bad.json()["error"], bad.text
+    bad_by = api.get("/v1/usage", headers=user, params={"by": "weekday"})
+    assert bad_by.status_code == 400 and "by must be one of model, day, tier" in bad_by.json()["error"]
 
 
 def test_key_rotation_keeps_the_old_key_for_its_grace_period_only(api, psettings):  # noqa: F811

@@ -12,7 +12,7 @@ import pytest
 
 from capq.settings import load_settings
 from producer.submit import submit
-from storage.blobs import ImageStore, object_key
+from storage.blobs import ImageStore
 from storage.captions import CaptionStore
 from storage.db import mongo
 from storage.jobs import JobStore
@@ -170,7 +170,8 @@ def test_retention_deletes_old_images_unless_an_unfinished_job_or_a_recent_one_h
     assert counts["images_expired"] == 2 and counts["images_held_by_unfinished_jobs"] == 1
     for sha in old_shas:
         assert not s3_has(s, sha)
-        assert all(db[c].count_documents({"sha256": sha}) == 0 for c in ("images", "captions", "job_items", "job_results"))
+        assert all(db[c].count_documents({"sha256": sha}) == 0
+                   for c in ("images", "captions", "job_items", "job_results"))
     assert s3_has(s, held_sha) and s3_has(s, new_sha) and db["images"].count_documents({"sha256": new_sha}) == 1
     assert Owners(s).audit()[0]["action"] == "retention"
     # And with retention off (the default) nothing is touched
