@@ -13,8 +13,8 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from capq.settings import Settings
-from producer.errors import BadInput, CaptionTimeout
 from producer import key_stats
+from producer.errors import BadInput, CaptionTimeout
 from producer.ratelimit import LimiterUnavailable, RateLimiter
 from storage.apikeys import ApiKeys
 from storage.errors import NotFound, StorageError

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -264,3 +265,36 @@ def test_usage_matches_the_results_and_self_erasure_with_work_in_flight(api, wor
     assert db["images"].find_one({"sha256": shared_sha})["file_names"] == ["bob-shared.jpg"]
     audit = api.get("/v1/admin/usage", headers=admin, params={"by": "owner"}).json()
     assert "alice" not in {r["owner"] for r in audit["rows"]}
+
+
+def test_beat_sends_retention_and_the_eval_worker_runs_it(api, worker, psettings, env, tmp_path):  # noqa: F811
+    s, db = psettings, mongo(psettings)
+    # Given an image captioned in a finished job and aged past a 30-day retention, and a fresh one
+    olga = key(s, "olga")
+    old_job = upload(api, olga, [("old.jpg", random_jpeg(701))]).json()["job_id"]
+    fresh_job = upload(api, olga, [("fresh.jpg", random_jpeg(702))]).json()["job_id"]
+    wait_done(api, olga, old_job)
+    wait_done(api, olga, fresh_job)
+    old_sha = db["job_items"].find_one({"job_id": old_job})["sha256"]
+    fresh_sha = db["job_items"].find_one({"job_id": fresh_job})["sha256"]
+    long_ago = datetime.now(timezone.utc) - timedelta(days=40)
+    db["images"].update_one({"sha256": old_sha}, {"$set": {"first_seen": long_ago}})
+    db["job_items"].update_many({"sha256": old_sha}, {"$set": {"created_at": long_ago}})
+    # If beat (retention on, every second) and an eval worker run
+    retention_env = {**env, "CAPQ_RETENTION_DAYS": "30", "CAPQ_RETENTION_INTERVAL_S": "1"}
+    procs = [_spawn(["eval", "worker"], retention_env, tmp_path / "eval-worker.log"),
+             _spawn(["beat"], retention_env, tmp_path / "beat.log")]
+    try:
+        deadline = time.monotonic() + 180  # only stops a hung test
+        while db["images"].count_documents({"sha256": old_sha}):
+            assert all(p.poll() is None for p in procs), "beat or the eval worker exited"
+            assert time.monotonic() < deadline, "retention never ran"
+            time.sleep(0.5)
+    finally:
+        for proc in procs:
+            _stop(proc)
+    # I expect the old image gone with its records and bytes, the fresh one kept
+    assert not ImageStore(s).exists(old_sha) and db["captions"].count_documents({"sha256": old_sha}) == 0
+    assert db["job_results"].count_documents({"sha256": old_sha}) == 0
+    assert ImageStore(s).exists(fresh_sha) and db["images"].count_documents({"sha256": fresh_sha}) == 1
+    assert db["audit"].find_one({"action": "retention", "state": "done"})["by"] == "retention"
