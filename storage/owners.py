@@ -1,16 +1,25 @@
 """owners: every owner's records, and erasing one owner (or old images) in idempotent steps, with an audit trail."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
+import redis
+
+from capq.names import DLQ_KEY, KEY_STATS_KEY, QUOTA_KEY
 from capq.settings import Settings
 from storage.blobs import ImageStore, image_store, object_key
 from storage.db import insert_new, mongo, translated
+from storage.errors import ServiceUnreachable
 
 UNFINISHED = ("submitting", "queued", "running")
 GC_PAGE = 500
 Step = Callable[[str, int], None]
+
+
+class RedisUnreachable(ServiceUnreachable):
+    service = "Redis"
 
 
 def _now() -> datetime:
@@ -76,6 +85,7 @@ class Owners:
         # 1. No new work: keys go first (all, or all but the caller's), then unfinished jobs are cancelled, so a
         # worker picking up one of their shards skips it.
         keys = {"owner": owner} | ({"prefix": {"$ne": keep_key_prefix}} if keep_key_prefix else {})
+        prefixes = self.db["api_keys"].distinct("prefix", keys)
         step("keys", self.db["api_keys"].delete_many(keys).deleted_count)
         step("cancelled_jobs", self.db["jobs"].update_many(
             {"owner": owner, "state": {"$in": list(UNFINISHED)}},
@@ -89,7 +99,7 @@ class Owners:
         # 3. Shared captions keep their text but lose the link to this owner's jobs.
         for page in _pages(job_ids):
             self.db["captions"].update_many({"job_id": {"$in": page}}, {"$unset": {"job_id": "", "worker_id": ""}})
-        self._drop_dead_letters(job_ids)
+        self._forget_in_redis(owner, job_ids, prefixes)
         # 4. Jobs before their results: a worker's late result is then either removed here or finds its job
         # gone afterwards (discard_late_writes).
         for coll, name in (("jobs", "jobs"), ("job_results", "results"), ("job_items", "items"),
@@ -104,21 +114,22 @@ class Owners:
                                                               "counts": counts}})
         return counts
 
-    def _drop_dead_letters(self, job_ids: list[str]) -> None:
-        import json
-
-        import redis
-
-        from capq.names import DLQ_KEY
-
-        if not job_ids:
-            return
+    def _forget_in_redis(self, owner: str, job_ids: list[str], prefixes: list[str]) -> None:
+        """The owner's dead letters, daily quota counters and its deleted keys' use counters."""
+        client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=self.settings.connect_timeout_s,
+                                      socket_timeout=self.settings.connect_timeout_s)
         wanted = set(job_ids)
-        client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=self.settings.connect_timeout_s)
-        for entry_id, raw in client.hgetall(DLQ_KEY).items():
-            args = json.loads(raw).get("args") or [None]
-            if args[0] in wanted:
-                client.hdel(DLQ_KEY, entry_id)
+        try:
+            for entry_id, raw in client.hgetall(DLQ_KEY).items():
+                if (json.loads(raw).get("args") or [None])[0] in wanted:
+                    client.hdel(DLQ_KEY, entry_id)
+            # Owner names and key prefixes hold no glob characters (producer.choices), so each matches only itself.
+            for pattern in [f"{QUOTA_KEY}{owner}:*"] + [f"{KEY_STATS_KEY}{p}:*" for p in prefixes]:
+                names = list(client.scan_iter(match=pattern, count=1000))
+                if names:
+                    client.delete(*names)
+        except redis.RedisError as exc:  # the erasure stops here; run again, it resumes
+            raise RedisUnreachable(self.settings.redis_url, str(exc)) from exc
 
     @translated
     def collect_images(self) -> tuple[int, int]:

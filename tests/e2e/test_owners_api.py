@@ -256,6 +256,7 @@ def test_usage_matches_the_results_and_self_erasure_with_work_in_flight(api, wor
     gone = api.delete("/v1/admin/owners/alice", headers=admin)
     assert gone.status_code == 200 and gone.json()["removed"]["keys"] == 1
     assert api.get("/v1/jobs", headers=alice).status_code == 401 and traces(s, ["alice", alice_job]) == []
+    assert [k for k in redis.Redis.from_url(s.redis_url).scan_iter() if b"alice" in k] == []  # quota counters
     # Bob sees nothing change: his shared image, its caption and his jobs are intact
     assert api.get(f"/v1/jobs/{bob_job}", headers=bob).json()["counts"] == first["counts"]
     rows = api.get(f"/v1/jobs/{bob_job}/results", headers=bob).json()["results"]
