@@ -16,8 +16,9 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from capq.names import MODEL_NAMES, TIERS
 from capq.settings import Settings
-from producer import api_guard, queries
 from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers, take_images
+from producer import api_guard, api_owners, key_stats, queries
+from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers
 from producer.errors import BadInput, CaptionTimeout, TooLarge
 from producer.sources import Candidate, Expanded, from_api_items, upload_name
 from producer.submit import submit
@@ -115,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
     auth = authenticator(settings)
     install_error_handlers(app)
     api_guard.install(app, settings, auth)
+    api_owners.install(app, settings, auth)  # issue 15
 
     @app.middleware("http")
     async def _metrics(request: Request, call_next):
@@ -170,6 +172,7 @@ def create_app(settings: Settings) -> FastAPI:
                 fields.get("preset"), caller.owner, None, fields.get("idempotency_key"), None, False)
         finally:
             await request.close()  # the spooled uploads' temporary files go now, not at garbage collection
+        key_stats.add_images(settings, caller.key_prefix, result.new_items)
         return result.as_dict() | {"status_url": f"/v1/jobs/{result.job_id}",
                                    "results_url": f"/v1/jobs/{result.job_id}/results"}
 
@@ -211,6 +214,7 @@ def create_app(settings: Settings) -> FastAPI:
         take_images(settings, caller, 1)
         result = await run_in_threadpool(submit, settings, expanded, [model], caller.tier, preset, caller.owner,
                                          None, None, None, False)
+        key_stats.add_images(settings, caller.key_prefix, result.new_items)
         if result.rejected:
             raise BadInput(f"{result.rejected[0]['file']}: {result.rejected[0]['reason']}")
         deadline = time.monotonic() + settings.caption_wait_s

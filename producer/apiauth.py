@@ -14,6 +14,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from capq.settings import Settings
+from producer import key_stats
 from producer.errors import BadInput, CaptionTimeout
 from producer.ratelimit import AuthFailures, ImageBudget, LimiterUnavailable, RateLimiter
 from storage.apikeys import ApiKeys
@@ -38,6 +39,7 @@ class Caller:
     tier: str
     key_prefix: str
     key_hash: str = ""  # counts the key's images (ratelimit.ImageBudget)
+    role: str = "user"  # issue 15: "user" or "admin"
 
 
 def authenticator(settings: Settings) -> Callable[..., Caller]:
@@ -71,7 +73,8 @@ def authenticator(settings: Settings) -> Callable[..., Caller]:
                                 f"hour per key; retry in {decision.retry_after_s}s or ask for a higher tier",
                            {"Retry-After": str(decision.retry_after_s), "X-RateLimit-Limit": str(decision.limit),
                             "X-RateLimit-Remaining": "0"})
-        return Caller(record["owner"], record["tier"], record["prefix"], record["key_hash"])
+        key_stats.touch(settings, record["prefix"])
+        return Caller(record["owner"], record["tier"], record["prefix"], record["key_hash"], record.get("role", "user"))
 
     def caller(request: Request, api_key: str | None = Security(header),
                token: HTTPAuthorizationCredentials | None = Security(bearer)) -> Caller:

@@ -15,6 +15,7 @@ from producer.errors import BadInput
 from producer.sources import SHA256
 from storage.errors import NotFound
 from storage.jobs import JobStore
+from storage.usage import UsageStore
 
 MAX_LIMIT = 1000
 _AGE = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -128,7 +129,7 @@ def job_status(settings: Settings, job_id, owner: str | None = None) -> dict:
     """The job with exact counts (recomputed from its items) and its rejected files."""
     jobs = JobStore(settings)
     owned_job(jobs, job_id, owner)
-    return public_job(jobs.refresh_counts(job_id))
+    return public_job(jobs.refresh_counts(job_id)) | {"gpu_s": UsageStore(settings).job_gpu_s(job_id)}
 
 
 def results(settings: Settings, job_id, owner: str | None = None, page: int = 1000) -> Iterator[dict]:

@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Sequence
 
 from capq.imaging import ImageInfo, InvalidImage, decode_budget, inspect_image
 from capq.settings import Settings
-from producer import choices
+from producer import choices, quota
 from producer.errors import BadInput
 from producer.sources import Candidate, Expanded, from_paths
 from storage.blobs import image_store, sha256_hex
@@ -222,6 +222,7 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
         choices.check_job_id(job_id)
     if idempotency_key is not None:
         choices.check_key(idempotency_key)
+    quota.check(settings, owner, tier)  # issue 15: 429 / exit 2 with the reset time
 
     if isinstance(paths_or_uploads, Expanded):
         expanded = paths_or_uploads
@@ -246,6 +247,7 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
         new_items, named = recorder.finish()
     finally:
         recorder.close()
+    quota.charge(settings, owner, new_items)
     rejected = expanded.rejected + checked.rejected
     jobs.record_rejections(job_id, rejected)
     progress("recorded", new_items, named)

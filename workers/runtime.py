@@ -14,6 +14,7 @@ from storage.blobs import ImageStore
 from storage.captions import CaptionStore
 from storage.history import CaptionHistory
 from storage.jobs import JobStore
+from storage.usage import UsageStore
 from workers import metrics, tiers
 from workers.consume import consume, worker_id
 from workers.pipeline import Worker
@@ -57,6 +58,7 @@ def build_worker(settings: Settings, model: str, checkpoint: str | None, device:
         on_failure=lambda reason: metrics.FAILURES.labels(model, reason).inc(),
         decode_budget=decode_budget(settings.decode_budget_pixels), max_side_px=settings.worker_decode_max_side_px,
         history=CaptionHistory(settings),
+        usage=UsageStore(settings), device=device.split(":")[0],
     )
 
 
