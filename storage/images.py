@@ -42,3 +42,9 @@ class ImageRecords:
     @translated
     def count(self, sha256: str) -> int:
         return self.coll.count_documents({"sha256": sha256})
+
+    @translated
+    def first_names(self, shas: list[str]) -> dict[str, str]:
+        """{sha256: its first recorded file name} for those of `shas` that have one (one query for a batch)."""
+        cur = self.coll.find({"sha256": {"$in": list(shas)}}, {"_id": 0, "sha256": 1, "file_names": {"$slice": 1}})
+        return {d["sha256"]: d["file_names"][0] for d in cur if d.get("file_names")}
