@@ -7,7 +7,7 @@ import itertools
 import os
 import queue
 import threading
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
@@ -71,6 +71,7 @@ def _check_resume(job: dict, owner: str, tier: str, models: list[str], preset: s
 RECORD_QUEUE_CHUNKS = 4   # chunks waiting for the MongoDB writer before reading stops (backpressure)
 RECENT_SHAS = 65_536      # distinct images remembered to skip repeated uploads; beyond, the job's unique keys dedupe
 KEPT_REJECTIONS = 1000    # rejections returned in SubmitResult; all of them are recorded on the job
+READY_PER_WINDOW = 16     # finished outcomes that may wait for a slower earlier one, per window slot
 
 
 class _Recorder:
@@ -225,7 +226,8 @@ def _record(sha: str, info: ImageInfo, name: str) -> dict:
 
 class _Stream:
     """One submission's pipeline: a window of candidates in flight on the upload threads, images named by sha256
-    checked in batches, accepted images to the recorder, rejections to the job."""
+    checked in batches, and every outcome released in input order (so a job's items keep the order of its
+    input: shards stay contiguous in exports) to the recorder or the job's rejections."""
 
     def __init__(self, settings: Settings, owner: str, recorder: _Recorder, rejections: _Rejections,
                  progress: Progress):
@@ -237,7 +239,10 @@ class _Stream:
         self.recent = _Recent()
         self.inflight: dict = {}
         self.known: list[tuple[int, Candidate]] = []
-        self.read = self.done = self.duplicates = self.uploaded = 0
+        # Finished outcomes waiting for an earlier, slower one; small records (the bytes are gone), bounded.
+        self.ready: dict[int, tuple] = {}
+        self.ready_max = READY_PER_WINDOW * settings.submit_window
+        self.read = self.next = self.duplicates = self.uploaded = 0
 
     def run(self, items: Iterable) -> None:
         pool = ThreadPoolExecutor(self.settings.upload_concurrency, thread_name_prefix="submit")
@@ -245,63 +250,75 @@ class _Stream:
             for index, got in enumerate(items):
                 self.read += 1
                 if isinstance(got, dict):
-                    self.rejections.add(index, got)
-                    self._advance(1)
+                    self.ready[index] = ("rejected", got)
                 elif got.sha256 is not None:
                     self.known.append((index, got))
                     if len(self.known) >= self.settings.submit_record_chunk:
                         self._known()
                 else:
-                    while len(self.inflight) >= self.settings.submit_window:
-                        self._collect(FIRST_COMPLETED)
+                    while len(self.inflight) >= self.settings.submit_window or len(self.ready) >= self.ready_max:
+                        self._unblock()
                     self.inflight[pool.submit(_check_one, self.settings, got, self.recent)] = (index, got)
-            while self.inflight:
-                self._collect(ALL_COMPLETED)
-            self._known()
+                self._release()
+            while self.inflight or self.known:
+                self._unblock()
         finally:
             # A failure (or an interrupting callback) must not wait for the whole window.
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _advance(self, n: int) -> None:
-        self.done += n
-        self.progress("validating", self.done, self.read)
+    def _unblock(self) -> None:
+        """Make progress on what holds the release back: the pending sha256 batch, or the next upload to finish."""
+        if self.known and (not self.inflight or self.known[0][0] == self.next):
+            self._known()
+        else:
+            self._collect()
+        self._release()
 
-    def _collect(self, when: str) -> None:
-        finished, _ = wait(list(self.inflight), return_when=when)
+    def _collect(self) -> None:
+        finished, _ = wait(list(self.inflight), return_when=FIRST_COMPLETED)
         for future in finished:
             index, c = self.inflight.pop(future)
             try:
-                sha, info, first, created = future.result()
+                self.ready[index] = ("checked", c, future.result())
             except Exception as exc:
                 reason = _failure(exc)
                 if reason is None:
                     raise
-                self.rejections.add(index, {"file": c.name, "reason": reason})
+                self.ready[index] = ("rejected", {"file": c.name, "reason": reason})
+
+    def _known(self) -> None:
+        """Images named by sha256: accepted only if this owner submitted them before (no bytes are read)."""
+        batch, self.known = self.known, []
+        shas = [c.sha256 for _, c in batch]
+        owned = self.history.owned_shas(self.owner, shas)
+        names = self.records.first_names([s for s in shas if s in owned])
+        for index, c in batch:
+            if c.sha256 in owned:
+                self.ready[index] = ("known", c, names.get(c.sha256, c.name))
             else:
+                self.ready[index] = ("rejected", {"file": c.name,
+                                                  "reason": "not among your images: submit the file itself first"})
+
+    def _release(self) -> None:
+        while self.next in self.ready:
+            outcome = self.ready.pop(self.next)
+            if outcome[0] == "rejected":
+                self.rejections.add(self.next, outcome[1])
+            elif outcome[0] == "known":
+                _, c, name = outcome
+                if self.recent.first(c.sha256):
+                    self.recorder.add({"sha256": c.sha256, "file_name": name}, c.meta)
+                else:
+                    self.duplicates += 1
+            else:
+                _, c, (sha, info, first, created) = outcome
                 self.uploaded += created
                 if first:
                     self.recorder.add(_record(sha, info, c.name), c.meta)
                 else:
                     self.duplicates += 1
-            self._advance(1)
-
-    def _known(self) -> None:
-        """Images named by sha256: accepted only if this owner submitted them before (no bytes are read)."""
-        batch, self.known = self.known, []
-        if not batch:
-            return
-        shas = [c.sha256 for _, c in batch]
-        owned = self.history.owned_shas(self.owner, shas)
-        names = self.records.first_names([s for s in shas if s in owned])
-        for index, c in batch:
-            if c.sha256 not in owned:
-                self.rejections.add(index, {"file": c.name,
-                                            "reason": "not among your images: submit the file itself first"})
-            elif not self.recent.first(c.sha256):
-                self.duplicates += 1
-            else:
-                self.recorder.add({"sha256": c.sha256, "file_name": names.get(c.sha256, c.name)}, c.meta)
-        self._advance(len(batch))
+            self.next += 1
+            self.progress("validating", self.next, self.read)
 
 
 def _items(settings: Settings, paths_or_uploads, owner: str, allow_local: bool) -> Iterable:

@@ -82,7 +82,7 @@ def _client(settings: Settings) -> httpx.Client:
 
 
 def _once(url: str, settings: Settings) -> bytes:
-    cap, deadline = settings.max_image_bytes, time.monotonic() + settings.fetch_timeout_s
+    cap = settings.max_image_bytes
     for _ in range(settings.fetch_max_redirects + 1):
         parts = httpx.URL(check_url(url))
         ip = resolve(parts.host, parts.port or (443 if parts.scheme == "https" else 80), settings.fetch_allow_private)
@@ -90,6 +90,7 @@ def _once(url: str, settings: Settings) -> bytes:
         host_header = parts.host + (f":{parts.port}" if parts.port else "")
         extensions = {"sni_hostname": parts.host} if parts.scheme == "https" else {}
         with _host_slot(parts.host, settings.fetch_per_host):
+            deadline = time.monotonic() + settings.fetch_timeout_s  # the wait for a slot is not the server's time
             with _client(settings).stream("GET", target, headers={"Host": host_header}, extensions=extensions) as r:
                 if r.is_redirect:
                     url = str(parts.join(r.headers.get("location", "")))
