@@ -78,12 +78,15 @@ def shard_bench(settings: Settings, raw_settings: Settings, work: Path, shards: 
     total = make_shards(folder, shards, per_shard)
     paths = sorted(folder.glob("*.tar"))
     n = shards * per_shard
-    t0 = time.perf_counter()
-    assert raw_read(paths) == n
-    raw_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    assert sum(1 for _ in iter_shards(str(folder / f"{{00000..{shards - 1:05}}}.tar"), settings, "bench")) == n
-    reader_s = time.perf_counter() - t0
+    raw_times, reader_times = [], []
+    for _ in range(3):  # alternated, best of three: the page cache and a shared machine's noise hit both alike
+        t0 = time.perf_counter()
+        assert raw_read(paths) == n
+        raw_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        assert sum(1 for _ in iter_shards(str(folder / f"{{00000..{shards - 1:05}}}.tar"), settings, "bench")) == n
+        reader_times.append(time.perf_counter() - t0)
+    raw_s, reader_s = min(raw_times), min(reader_times)
     t0 = time.perf_counter()
     assert raw_read_and_put(raw_settings, paths) == n
     put_s = time.perf_counter() - t0
@@ -182,7 +185,10 @@ def main() -> None:
                 ImageStore(s).drop_bucket()
             except Exception as exc:  # cleanup must not hide the result or the real error
                 print(f"cleanup of bucket {s.s3_bucket} failed: {exc}")
-        Mongo(settings).client.drop_database(settings.mongo_db)
+        try:
+            Mongo(settings).client.drop_database(settings.mongo_db)
+        except Exception as exc:  # cleanup must not hide the result
+            print(f"cleanup of database {settings.mongo_db} failed: {exc}")
         redis_proc.terminate()
         redis_proc.wait(10)
         shutil.rmtree(work, ignore_errors=True)

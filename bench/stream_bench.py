@@ -1,4 +1,4 @@
-"""stream_bench: streaming submission of N sha256 references to stored images: producer RSS at N vs at N/10, items/s."""
+"""stream_bench: streaming submission of N sha256 references to stored images: producer RSS at N vs earlier, items/s."""
 from __future__ import annotations
 
 import argparse
@@ -40,8 +40,9 @@ def seed_owned(settings, owner: str, n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--mark", type=int, default=None, help="the earlier RSS sample (default items/10)")
     args = parser.parse_args()
-    n, mark = args.items, args.items // 10
+    n, mark = args.items, args.mark or args.items // 10
 
     base = load_settings()
     tag = uuid.uuid4().hex[:8]
@@ -87,7 +88,10 @@ def main() -> None:
     finally:
         from storage.db import Mongo
 
-        Mongo(settings).client.drop_database(settings.mongo_db)
+        try:
+            Mongo(settings).client.drop_database(settings.mongo_db)
+        except Exception as exc:  # cleanup must not hide the result
+            print(f"cleanup of database {settings.mongo_db} failed: {exc}")
         redis_proc.terminate()
         redis_proc.wait(10)
         shutil.rmtree(work, ignore_errors=True)

@@ -85,11 +85,14 @@ def _job_rows(settings: Settings, sel: Selection) -> Iterator[dict]:
     first_model, preset = sel.runs[0]
     last = -1
     while True:
-        page = list(db["job_items"].find({"job_id": sel.job_id, "model": first_model, "preset": preset,
-                                          "seq": {"$gt": last}}, {"_id": 0}).sort("seq", 1).limit(PAGE))
-        if not page:
+        # Only (job_id, seq) in the filter: the index that walks the sequence (with the model in it as well,
+        # the test stack's server took the unique index and sorted the whole job per page).
+        batch = list(db["job_items"].find({"job_id": sel.job_id, "seq": {"$gt": last}}, {"_id": 0})
+                     .sort("seq", 1).limit(PAGE * len(sel.runs)))
+        if not batch:
             return
-        last = page[-1]["seq"]
+        last = batch[-1]["seq"]
+        page = [it for it in batch if (it["model"], it["preset"]) == (first_model, preset)]
         shas = [it["sha256"] for it in page]
         found: dict[str, dict] = {}
         for model, run_preset in sel.runs:
