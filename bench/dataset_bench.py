@@ -9,15 +9,14 @@ import shutil
 import tarfile
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
 from PIL import Image
 
-from bench.submit_bench import private_redis
-from capq.settings import Settings, load_settings
+from bench.scratch import scratch
+from capq.settings import Settings
 
 
 def make_shards(folder: Path, shards: int, per_shard: int) -> int:
@@ -156,43 +155,14 @@ def main() -> None:
     parser.add_argument("--skip", choices=("shards", "export"), default=None)
     args = parser.parse_args()
 
-    base = load_settings()
-    tag = uuid.uuid4().hex[:8]
-    work = Path(tempfile.mkdtemp(prefix="capq-dataset-bench-"))
-    redis_proc, redis_url = private_redis(work)
-    env = {f"CAPQ_{k.upper()}": (",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else str(v))
-           for k, v in base.model_dump().items()}
-    env |= {"CAPQ_REDIS_URL": redis_url, "CAPQ_MONGO_DB": f"capq_bench_{tag}", "CAPQ_HOME": str(work / "home")}
-    settings = load_settings(env | {"CAPQ_S3_BUCKET": f"capq-bench-{tag}"})
-    raw = load_settings(env | {"CAPQ_S3_BUCKET": f"capq-bench-raw-{tag}"})
-    from storage.blobs import ImageStore
-    from storage.db import Mongo
-
-    try:
-        for s in (settings, raw):
-            ImageStore(s).ensure_bucket()
-        Mongo(settings).ensure_indexes()
+    with scratch(("main", "raw")) as (work, made):
         from producer.submit import celery_app
 
-        celery_app(settings)
+        celery_app(made["main"])
         if args.skip != "shards":
-            shard_bench(settings, raw, work, args.shards, args.per_shard)
+            shard_bench(made["main"], made["raw"], work, args.shards, args.per_shard)
         if args.skip != "export":
-            export_bench(settings, args.rows)
-    finally:
-        for s in (settings, raw):
-            try:
-                ImageStore(s).drop_bucket()
-            except Exception as exc:  # cleanup must not hide the result or the real error
-                print(f"cleanup of bucket {s.s3_bucket} failed: {exc}")
-        try:
-            Mongo(settings).client.drop_database(settings.mongo_db)
-        except Exception as exc:  # cleanup must not hide the result
-            print(f"cleanup of database {settings.mongo_db} failed: {exc}")
-        redis_proc.terminate()
-        redis_proc.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
-
+            export_bench(made["main"], args.rows)
 
 if __name__ == "__main__":
     main()

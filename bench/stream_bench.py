@@ -4,14 +4,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from bench.submit_bench import private_redis
-from capq.settings import load_settings
+from bench.scratch import scratch
 
 
 def rss_mib() -> float:
@@ -44,19 +40,11 @@ def main() -> None:
     args = parser.parse_args()
     n, mark = args.items, args.mark or args.items // 10
 
-    base = load_settings()
-    tag = uuid.uuid4().hex[:8]
-    work = Path(tempfile.mkdtemp(prefix="capq-stream-bench-"))
-    redis_proc, redis_url = private_redis(work)
-    env = {f"CAPQ_{k.upper()}": (",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else str(v))
-           for k, v in base.model_dump().items()}
-    settings = load_settings(env | {"CAPQ_REDIS_URL": redis_url, "CAPQ_MONGO_DB": f"capq_bench_{tag}",
-                                    "CAPQ_HOME": str(work / "home")})
-    try:
+    with scratch() as (work, made):
+        settings = made["main"]
+        tag = settings.mongo_db.rsplit("_", 1)[-1]
         from producer.submit import celery_app, submit
-        from storage.db import Mongo
 
-        Mongo(settings).ensure_indexes()
         celery_app(settings)
         t0 = time.perf_counter()
         seed_owned(settings, "bench", n)
@@ -85,16 +73,6 @@ def main() -> None:
               f"| {n:,} | {marks[f'rss_{n}']:.0f} | {marks[f't_{n}']:.0f} | {n / marks[f't_{n}']:.0f} |")
         print(f"\nwhole submission (read, check, record, enqueue): {took:.0f} s, {n / took:.0f} items/s; "
               f"RSS at {n:,} / RSS at {mark:,} = {ratio:.2f} (goal <= 1.20)")
-    finally:
-        from storage.db import Mongo
-
-        try:
-            Mongo(settings).client.drop_database(settings.mongo_db)
-        except Exception as exc:  # cleanup must not hide the result
-            print(f"cleanup of database {settings.mongo_db} failed: {exc}")
-        redis_proc.terminate()
-        redis_proc.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
