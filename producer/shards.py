@@ -90,7 +90,7 @@ def iter_shard(shard: str, settings: Settings, owner: str) -> Iterator[Candidate
         with stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
             for member in tar:
                 match = _KEY.match(member.name)
-                if not member.isfile() or not match or Path(member.name).name.startswith("."):
+                if not member.isfile() or not match or member.name.rsplit("/", 1)[-1].startswith("."):
                     continue
                 if match.group(1) != key:
                     if key is not None:
