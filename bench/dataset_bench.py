@@ -95,7 +95,8 @@ def shard_bench(settings: Settings, raw_settings: Settings, work: Path, shards: 
     print(f"## webdataset input: {shards} shards x {per_shard} images ({total / n / 1024:.0f} KB mean), "
           f"{settings.upload_concurrency} threads\n")
     print("| what | images/s | vs raw tar read | vs raw read + S3 PUT |\n|---|---:|---:|---:|")
-    for label, s in (("raw tar read (tarfile, every member's bytes)", raw_s), ("capq shard reader (samples + metadata)", reader_s),
+    for label, s in (("raw tar read (tarfile, every member's bytes)", raw_s),
+                     ("capq shard reader (samples + metadata)", reader_s),
                      ("raw read + plain S3 PUT, same threads", put_s),
                      ("capq submit of the shards (read, validate, upload, record, enqueue)", submit_s)):
         print(f"| {label} | {n / s:,.0f} | {raw_s / s:.3f} | {put_s / s:.2f} |")

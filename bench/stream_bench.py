@@ -69,7 +69,8 @@ def main() -> None:
         ratio = marks[f"rss_{n}"] / marks[f"rss_{mark}"]
         print(f"| items | producer RSS (MiB) | elapsed (s) | items/s so far |\n|---:|---:|---:|---:|\n"
               f"| 0 | {rss_before:.0f} | 0 | |\n"
-              f"| {mark:,} | {marks[f'rss_{mark}']:.0f} | {marks[f't_{mark}']:.0f} | {mark / marks[f't_{mark}']:.0f} |\n"
+              f"| {mark:,} | {marks[f'rss_{mark}']:.0f} | {marks[f't_{mark}']:.0f} | "
+              f"{mark / marks[f't_{mark}']:.0f} |\n"
               f"| {n:,} | {marks[f'rss_{n}']:.0f} | {marks[f't_{n}']:.0f} | {n / marks[f't_{n}']:.0f} |")
         print(f"\nwhole submission (read, check, record, enqueue): {took:.0f} s, {n / took:.0f} items/s; "
               f"RSS at {n:,} / RSS at {mark:,} = {ratio:.2f} (goal <= 1.20)")

@@ -1,4 +1,4 @@
-"""export: captions as Parquet, JSONL, CSV, webdataset shards or a Hugging Face dataset folder, written as rows stream."""
+"""export: captions as Parquet, JSONL, CSV, webdataset shards or a Hugging Face dataset folder, streamed."""
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,4 @@
-"""inputs: every kind of submission input (files, folders, manifests, Parquet, shards, s3 prefixes) as one lazy stream."""
+"""inputs: every kind of submission input (files, manifests, Parquet, shards, s3 prefixes) as one lazy stream."""
 from __future__ import annotations
 
 import json

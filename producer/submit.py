@@ -1,4 +1,4 @@
-"""submit: stream the inputs, validate each file, store each distinct image once, record the job's items, enqueue them."""
+"""submit: stream the inputs, validate each file, store each distinct image once, record and enqueue its items."""
 from __future__ import annotations
 
 import collections
