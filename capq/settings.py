@@ -179,6 +179,15 @@ class Settings(BaseModel):
     gpu_hour_prices: dict[str, float] = Field(default_factory=dict)
     # Items (image x model) an owner may submit per UTC day, by tier; a tier left out has no quota.
     daily_image_quotas: dict[str, int] = Field(default_factory=dict)
+    # Issue 16: streaming submission and URL inputs
+    submit_window: int = Field(256, gt=0)         # candidates read ahead and in flight at once while submitting
+    submit_record_chunk: int = Field(250, gt=0)   # images per MongoDB write (and per enqueue) while submitting
+    fetch_timeout_s: float = Field(10.0, gt=0)    # connect/read timeout of each http(s) fetch
+    fetch_retries: int = Field(2, ge=0)           # retries of a fetch after a timeout, a dropped connection or 429/5xx
+    fetch_backoff_s: float = Field(0.5, ge=0)     # first retry delay; doubles per retry
+    fetch_per_host: int = Field(4, gt=0)          # concurrent fetches per host
+    fetch_max_redirects: int = Field(5, ge=0)
+    fetch_allow_private: bool = False             # fetch from private/loopback/link-local addresses (tests, intranets)
 
     @field_validator("redis_url")
     @classmethod

@@ -21,6 +21,7 @@ from producer import api_guard, api_owners, key_stats, queries
 from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers
 from producer.errors import BadInput, CaptionTimeout, TooLarge
 from producer.sources import Candidate, Expanded, from_api_items, upload_name
+from producer.api_export import parquet_results
 from producer.submit import submit
 
 REQUESTS = Counter("capq_api_requests_total", "API requests", ["method", "route", "status"])
@@ -185,8 +186,10 @@ def create_app(settings: Settings) -> FastAPI:
         return queries.job_status(settings, job_id, caller.owner)
 
     @app.get("/v1/jobs/{job_id}/results", tags=["jobs"])
-    def get_results(job_id: str, format: str = Query("json", pattern="^(json|jsonl)$"),
+    def get_results(job_id: str, format: str = Query("json", pattern="^(json|jsonl|parquet)$"),
                     caller: Caller = Depends(auth)):
+        if format == "parquet":  # Issue 16: one row per image, a caption column per model (producer.export)
+            return parquet_results(settings, job_id, caller.owner)
         rows = queries.results(settings, job_id, caller.owner)
         first = next(rows, None)  # raises NotFound here, before a streamed body has started
         head = [first] if first else []

@@ -66,7 +66,8 @@ def _watch(settings, job_id: str, as_json: bool) -> dict:
 
 @_exits
 def submit_cmd(
-    paths: list[str] = typer.Argument(..., help="Image files, folders (recursive), .jsonl/.csv manifests, s3:// URIs."),
+    paths: list[str] = typer.Argument(..., help="Image files, folders (recursive), .jsonl/.csv/.parquet manifests, "
+                                      ".tar shards or brace patterns, s3:// keys and s3://bucket/prefix/."),
     model: str = typer.Option(..., "--model", "-m", help="Model(s), comma-separated: blip, blip2, git, vit-gpt2."),
     tier: Optional[str] = typer.Option(None, help="free, plus or premium (default CAPQ_DEFAULT_TIER)."),
     preset: Optional[str] = typer.Option(None, help="Generation preset (default CAPQ_DEFAULT_PRESET)."),
@@ -89,15 +90,22 @@ def submit_cmd(
             else:
                 bar.update(description=f"{stage} {done} item(s)")
 
+        def started(job: str, created: bool) -> None:
+            # Printed first: after an interruption, the same command with --job-id resumes exactly.
+            err.print(f"job {job} {'created' if created else 'resumed'}; if interrupted, run the same command "
+                      f"with --job-id {job} to resume")
+            if as_json:
+                print(json.dumps({"event": "started", "job_id": job, "created": created}), flush=True)
+
         result = submit(settings, paths, model, tier, preset, owner or default_owner(), job_id, idempotency_key,
-                        progress)
+                        progress, on_job=started)
     if as_json:
         for r in result.rejected:
             print(json.dumps({"event": "rejected", **r}), flush=True)
     else:
         if result.rejected:
             err.print(rejections_table(result.rejected))
-        err.print(f"job {result.job_id}: {result.accepted} image(s) accepted, {len(result.rejected)} rejected, "
+        err.print(f"job {result.job_id}: {result.accepted} image(s) accepted, {result.rejected_total} rejected, "
                   f"{result.enqueued} item(s) queued" + ("" if result.created else " (resumed)"))
         print(result.job_id, flush=True)
     final = _watch(settings, result.job_id, as_json) if wait else job_status(settings, result.job_id)

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from capq.settings import Settings
 from producer.errors import BadInput
+from producer.urls import FetchError, check_url, fetch_url
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CONTENT_KEY = re.compile(r"^images/sha256/([0-9a-f]{2})/([0-9a-f]{64})$")
@@ -118,33 +120,37 @@ def _walk(folder: Path) -> Iterable[Path]:
                 yield Path(root) / name
 
 
-def _entry(out: Expanded, where: str, value: dict, base: Path, settings: Settings, owner: str) -> None:
-    """One manifest entry {path|s3|sha256, meta?}; anything wrong becomes a rejection naming `where`."""
-    named = [k for k in ("path", "s3", "sha256") if value.get(k) not in (None, "")]
+REFERENCES = ("path", "s3", "url", "sha256")  # the columns/keys that name an image in a manifest
+
+
+def _entry(where: str, value: dict, base: Path, settings: Settings, owner: str) -> Candidate | dict:
+    """One manifest entry {path|s3|url|sha256, meta?} -> a candidate, or a rejection naming `where`."""
+    named = [k for k in REFERENCES if value.get(k) not in (None, "")]
     label = str(value.get(named[0])) if named else where
     try:
         meta = check_meta(value.get("meta"))
         if len(named) != 1:
-            raise Refused("give exactly one of 'path', 's3' or 'sha256'")
+            raise Refused("give exactly one of 'path', 's3', 'url' or 'sha256'")
         ref = value[named[0]]
         if not isinstance(ref, str):
             raise Refused(f"{named[0]} must be a string")
         if named[0] == "sha256":
             if not SHA256.match(ref):
                 raise Refused("sha256 must be 64 lowercase hex characters")
-            out.candidates.append(Candidate(f"sha256:{ref}", sha256=ref, meta=meta))
-        elif named[0] == "s3" or ref.startswith("s3://"):
-            out.candidates.append(s3_candidate(ref, settings, owner, meta))
-        else:
-            path = Path(ref) if os.path.isabs(ref) else base / ref
-            if not path.is_file():
-                raise Refused(f"no such file: {path}")
-            out.candidates.append(_file(path, ref, meta))
-    except Refused as exc:
-        out.reject(label, f"{where}: {exc}")
+            return Candidate(f"sha256:{ref}", sha256=ref, meta=meta)
+        if named[0] == "url" or ref.startswith(("http://", "https://")):
+            return Candidate(check_url(ref), read=functools.partial(fetch_url, ref, settings), meta=meta)
+        if named[0] == "s3" or ref.startswith("s3://"):
+            return s3_candidate(ref, settings, owner, meta)
+        path = Path(ref) if os.path.isabs(ref) else base / ref
+        if not path.is_file():
+            raise Refused(f"no such file: {path}")
+        return _file(path, ref, meta)
+    except (Refused, FetchError) as exc:
+        return {"file": label, "reason": f"{where}: {exc}"}
 
 
-def _jsonl(out: Expanded, manifest: Path, settings: Settings, owner: str) -> None:
+def _jsonl(manifest: Path, settings: Settings, owner: str) -> Iterator[Candidate | dict]:
     with manifest.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             where = f"manifest {manifest} line {lineno}"
@@ -153,55 +159,67 @@ def _jsonl(out: Expanded, manifest: Path, settings: Settings, owner: str) -> Non
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
-                out.reject(where, f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")
+                yield {"file": where, "reason": f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"}
                 continue
             if not isinstance(value, dict):
-                out.reject(where, f"{where}: expected an object like {{\"path\": \"a.jpg\"}}")
+                yield {"file": where, "reason": f"{where}: expected an object like {{\"path\": \"a.jpg\"}}"}
                 continue
-            _entry(out, where, value, manifest.parent, settings, owner)
+            yield _entry(where, value, manifest.parent, settings, owner)
 
 
-def _csv(out: Expanded, manifest: Path, settings: Settings, owner: str) -> None:
+def _csv(manifest: Path, settings: Settings, owner: str) -> Iterator[Candidate | dict]:
     with manifest.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
-        if "path" not in header:
-            raise BadInput(f"manifest {manifest} needs a 'path' column in its header row; found {header}")
+        if not set(REFERENCES) & set(header):
+            raise BadInput(f"manifest {manifest} needs a 'path' column (or 's3', 'url', 'sha256') in its header row; "
+                           f"found {header}")
         for row in reader:
             where = f"manifest {manifest} line {reader.line_num}"
-            meta = {k: v for k, v in row.items() if k and k != "path" and v not in (None, "")}
-            path = (row.get("path") or "").strip()
-            value = {"s3": path} if path.startswith("s3://") else {"path": path}
-            _entry(out, where, {**value, "meta": meta or None}, manifest.parent, settings, owner)
+            meta = {k: v for k, v in row.items() if k and k not in REFERENCES and v not in (None, "")}
+            value = {k: (row.get(k) or "").strip() for k in REFERENCES if k in row}
+            if value.get("path", "").startswith("s3://"):
+                value["s3"] = value.pop("path")
+            yield _entry(where, {**value, "meta": meta or None}, manifest.parent, settings, owner)
 
 
-def from_paths(paths: Iterable[str | os.PathLike], settings: Settings, owner: str) -> Expanded:
-    """Expand CLI arguments: image files, folders (recursive), .jsonl/.csv manifests and s3:// URIs.
+def iter_paths(paths: Iterable[str | os.PathLike], settings: Settings, owner: str) -> Iterator[Candidate | dict]:
+    """Expand CLI arguments lazily: image files, folders (recursive), .jsonl/.csv manifests and s3:// URIs.
 
+    Yields candidates and rejections ({file, reason}) as it reads, so a manifest of any length streams.
     A named argument that does not exist is BadInput (a typo to fix); problems inside folders and manifests
     are rejections and the job goes on.
     """
-    out = Expanded()
     for raw in paths:
         text = os.fspath(raw)
         if text.startswith("s3://"):
             try:
-                out.candidates.append(s3_candidate(text, settings, owner))
+                yield s3_candidate(text, settings, owner)
             except Refused as exc:
-                out.reject(text, str(exc))
+                yield {"file": text, "reason": str(exc)}
             continue
         path = Path(text)
         if path.is_dir():
-            out.candidates.extend(_file(p, str(p)) for p in _walk(path))
+            yield from (_file(p, str(p)) for p in _walk(path))
         elif path.is_file() and path.suffix.lower() == ".jsonl":
-            _jsonl(out, path, settings, owner)
+            yield from _jsonl(path, settings, owner)
         elif path.is_file() and path.suffix.lower() == ".csv":
-            _csv(out, path, settings, owner)
+            yield from _csv(path, settings, owner)
         elif path.is_file():
-            out.candidates.append(_file(path, text))
+            yield _file(path, text)
         else:
-            raise BadInput(f"{text}: no such file or folder; name image files, folders, .jsonl/.csv manifests "
-                           "or s3:// URIs")
+            raise BadInput(f"{text}: no such file or folder; name image files, folders, .jsonl/.csv/.parquet "
+                           "manifests, .tar shards or s3:// URIs")
+
+
+def from_paths(paths: Iterable[str | os.PathLike], settings: Settings, owner: str) -> Expanded:
+    """iter_paths, collected (for small inputs and tests)."""
+    out = Expanded()
+    for got in iter_paths(paths, settings, owner):
+        if isinstance(got, Candidate):
+            out.candidates.append(got)
+        else:
+            out.rejected.append(got)
     return out
 
 

@@ -1,23 +1,29 @@
-"""submit: validate every file, store each distinct image once, record the job's items, then enqueue them."""
+"""submit: stream the inputs, validate each file, store each distinct image once, record and enqueue its items."""
 from __future__ import annotations
 
+import collections
 import functools
+import itertools
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 from capq.imaging import ImageInfo, InvalidImage, decode_budget, inspect_image
 from capq.settings import Settings
 from producer import choices, quota
 from producer.errors import BadInput
-from producer.sources import Candidate, Expanded, from_paths
+from producer.inputs import check_named, iter_inputs
+from producer.sources import Candidate, Expanded
+from producer.urls import FetchError
 from storage.blobs import image_store, sha256_hex
 from storage.errors import NotFound
 from storage.jobs import JobStore
 
-# (stage, done, total): stage is "validating" (once per file), then "recorded" and "enqueued" (once each).
+# (stage, done, total): stage is "validating" (once per input; total is the inputs read so far, final once the
+# input is exhausted), then "recorded" and "enqueued" (once each).
 Progress = Callable[[str, int, int], None]
 
 
@@ -36,8 +42,9 @@ class SubmitResult:
     uploaded: int = 0      # images new to this owner (never whether another owner stored the same bytes)
     new_items: int = 0     # image x model items added to the job by this call
     enqueued: int = 0      # image x model items sent to queues by this call (a resume sends what was left)
-    rejected: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)  # the first 1000, in input order
     counts: dict = field(default_factory=dict)
+    rejected_total: int = 0  # every rejection of this call (all are recorded on the job)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -61,77 +68,137 @@ def _check_resume(job: dict, owner: str, tier: str, models: list[str], preset: s
                        f"preset={job['preset']}; resubmit with the same options to resume it, or use a new job id")
 
 
-RECORD_CHUNK = 250  # images per MongoDB write while uploads go on
+RECORD_QUEUE_CHUNKS = 4   # chunks waiting for the MongoDB writer before reading stops (backpressure)
+RECENT_SHAS = 65_536      # distinct images remembered to skip repeated uploads; beyond, the job's unique keys dedupe
+KEPT_REJECTIONS = 1000    # rejections returned in SubmitResult; all of them are recorded on the job
+READY_PER_WINDOW = 16     # finished outcomes that may wait for a slower earlier one, per window slot
 
 
 class _Recorder:
-    """Records accepted images and their job items in chunks on one writer thread, so MongoDB writes overlap
-    the uploads instead of following them. Each image is recorded once (the caller dedupes by sha256)."""
+    """Records accepted images and their job items in chunks on one writer thread, so MongoDB writes overlap the
+    uploads. The queue to it is bounded: when MongoDB falls behind, reading the input waits. After each chunk
+    the items recorded so far are sent to the queues, so a long submission feeds workers as it goes; the last
+    chunk is sent by the caller once everything is recorded."""
 
-    def __init__(self, settings: Settings, jobs: JobStore, job_id: str, owner: str, models: list[str], preset: str):
+    def __init__(self, settings: Settings, jobs: JobStore, job_id: str, owner: str, models: list[str], preset: str,
+                 send: Callable[[], int]):
+        from storage.history import CaptionHistory
         from storage.images import ImageRecords
 
-        from storage.history import CaptionHistory
-
-        self.images, self.jobs, self.history = ImageRecords(settings), jobs, CaptionHistory(settings)
+        self.images, self.jobs, self.send, self.history = ImageRecords(settings), jobs, send, CaptionHistory(settings)
         self.job_id, self.owner, self.models, self.preset = job_id, owner, models, preset
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="record")
+        self.chunk_size = settings.submit_record_chunk
+        self.queue: queue.Queue = queue.Queue(RECORD_QUEUE_CHUNKS)
         self.pending: list[tuple[dict, dict | None]] = []
-        self.futures: list = []
-        self.lock = threading.Lock()
-        self.accepted = 0
-        self.new_to_owner = 0
+        self.accepted = self.new = self.named = self.sent = self.new_to_owner = 0
+        self.error: BaseException | None = None
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="record", daemon=True)
+        self.thread.start()
 
     def add(self, record: dict, meta: dict | None) -> None:
         self.accepted += 1
         self.pending.append((record, meta))
-        if len(self.pending) >= RECORD_CHUNK:
-            self.flush()
+        if len(self.pending) >= self.chunk_size:
+            self._put((self.pending, True))
+            self.pending = []
 
-    def flush(self) -> None:
-        chunk, self.pending = self.pending, []
-        if chunk:
-            self.futures.append(self.pool.submit(self._write, chunk))
+    def _put(self, entry) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.queue.put(entry, timeout=0.2)
+                return
+            except queue.Full:
+                continue
 
-    def _write(self, chunk: list[tuple[dict, dict | None]]) -> tuple[int, int]:
+    def _run(self) -> None:
+        while (entry := self.queue.get()) is not None:
+            if self.stopping or self.error is not None:
+                continue
+            chunk, send = entry
+            try:
+                self._write(chunk)
+                if send:
+                    self.sent += self.send()
+            except BaseException as exc:  # handed to the reading thread, which raises it
+                self.error = exc
+
+    def _write(self, chunk: list[tuple[dict, dict | None]]) -> None:
         fresh = [r for r, _ in chunk if "format" in r]  # known images have their record already
         self.images.record_many(fresh)
         # Asked before this chunk's items exist: "new" means new to this owner, whoever stored the bytes.
         owned = self.history.owned_shas(self.owner, [r["sha256"] for r in fresh])
-        with self.lock:
-            self.new_to_owner += sum(r["sha256"] not in owned for r in fresh)
+        self.new_to_owner += sum(r["sha256"] not in owned for r in fresh)
         items = [{"sha256": r["sha256"], "model": m, "preset": self.preset, "file_name": r["file_name"], "meta": meta}
                  for r, meta in chunk for m in self.models]
-        new = self.jobs.add_items(self.job_id, self.owner, items)
-        return len(new), len(items)
+        self.new += len(self.jobs.add_items(self.job_id, self.owner, items))
+        self.named += len(items)
 
     def finish(self) -> tuple[int, int]:
-        """Wait for every write; -> (items new to the job, items named). Re-raises a failed write."""
-        self.flush()
-        done = [f.result() for f in self.futures]
-        return sum(n for n, _ in done), sum(t for _, t in done)
+        """Write what is left (not sent: the caller sends it) and wait; -> (items new to the job, items named)."""
+        self._put((self.pending, False))
+        self.pending = []
+        self._put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.new, self.named
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        """After a failure: drop what is not written yet (a resume records it) and stop the writer."""
+        if self.thread.is_alive():
+            self.stopping = True
+            self.queue.put(None)
+            self.thread.join()
 
 
-@dataclass
-class _Checked:
-    seen: set[str] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    rejected: list[dict] = field(default_factory=list)
-    duplicates: int = 0
-    uploaded: int = 0
+class _Recent:
+    """The last RECENT_SHAS distinct images of this submission: memory stays flat however long the input."""
+
+    def __init__(self, cap: int = RECENT_SHAS):
+        self.cap, self.order, self.seen, self.lock = cap, collections.deque(), set(), threading.Lock()
 
     def first(self, sha: str) -> bool:
         with self.lock:
-            new = sha not in self.seen
+            if sha in self.seen:
+                return False
             self.seen.add(sha)
-            return new
+            self.order.append(sha)
+            if len(self.order) > self.cap:
+                self.seen.discard(self.order.popleft())
+            return True
 
 
-def _check_one(settings: Settings, c: Candidate, checked: _Checked):
-    """Read, inspect, hash and (first time this sha is seen) store one file. -> (sha, info, first, created)."""
+class _Rejections:
+    """Rejections recorded on the job in chunks as they come; the first KEPT_REJECTIONS are kept for the result."""
+
+    def __init__(self, jobs: JobStore, job_id: str):
+        self.jobs, self.job_id = jobs, job_id
+        self.buffer: list[tuple[int, dict]] = []
+        self.kept: list[tuple[int, dict]] = []
+        self.total = 0
+
+    def add(self, index: int, rejection: dict) -> None:
+        self.total += 1
+        self.buffer.append((index, rejection))
+        if len(self.kept) < KEPT_REJECTIONS:
+            self.kept.append((index, rejection))
+        if len(self.buffer) >= KEPT_REJECTIONS:
+            self.flush()
+
+    def flush(self) -> None:
+        # In the order the inputs were named, whatever order the threads finished in.
+        self.jobs.record_rejections(self.job_id, [r for _, r in sorted(self.buffer, key=lambda x: x[0])])
+        self.buffer = []
+
+    def listed(self) -> list[dict]:
+        return [r for _, r in sorted(self.kept, key=lambda x: x[0])]
+
+
+def _check_one(settings: Settings, c: Candidate, recent: _Recent):
+    """Read, hash and (first time this sha is seen) inspect and store one file. -> (sha, info, first)."""
     size = c.size() if c.size else None
     if size is not None and size > settings.max_image_bytes:
         raise InvalidImage(f"file is {size:,} bytes, over the {settings.max_image_bytes:,}-byte cap "
@@ -139,43 +206,25 @@ def _check_one(settings: Settings, c: Candidate, checked: _Checked):
     data = c.read()
     sha = sha256_hex(data)
     # Hashed before it is inspected: a copy of a file already in this submission costs no second decode.
-    first = checked.first(sha)
-    if not first:
-        return sha, None, False, False
+    if not recent.first(sha):
+        return sha, None, False
     info = inspect_image(data, settings.max_image_bytes, settings.max_image_pixels,
                          decode_budget(settings.decode_budget_pixels))
-    created = image_store(settings).put(data, info.content_type, sha)[1]
-    return sha, info, first, created
+    image_store(settings).put(data, info.content_type, sha)
+    return sha, info, True
 
 
-def _validate_and_store(settings: Settings, candidates: list[Candidate], checked: _Checked, recorder: _Recorder,
-                        progress: Progress) -> None:
-    failures: dict[int, str] = {}
-    pool = ThreadPoolExecutor(settings.upload_concurrency, thread_name_prefix="submit")
-    try:
-        futures = {pool.submit(_check_one, settings, c, checked): i for i, c in enumerate(candidates)}
-        for done, future in enumerate(as_completed(futures), 1):
-            i = futures[future]
-            try:
-                sha, info, first, created = future.result()
-            except InvalidImage as exc:
-                failures[i] = str(exc)
-            except NotFound:
-                failures[i] = "no such object in the bucket"
-            except OSError as exc:  # unreadable local file; service faults are not OSError and propagate
-                failures[i] = f"cannot read file: {exc.strerror or exc}"
-            else:
-                checked.uploaded += created
-                if first:
-                    recorder.add(_record(sha, info, candidates[i].name), candidates[i].meta)
-                else:
-                    checked.duplicates += 1
-            progress("validating", done, len(candidates))
-    finally:
-        # A failure (or an interrupting callback) must not wait for thousands of queued files.
-        pool.shutdown(wait=True, cancel_futures=True)
-    # Rejections in the order the files were named, whatever order the threads finished in.
-    checked.rejected += [{"file": candidates[i].name, "reason": failures[i]} for i in sorted(failures)]
+def _failure(exc: BaseException) -> str | None:
+    """The rejection reason for a per-item failure; None for a fault of a service (which stops the submission)."""
+    if isinstance(exc, InvalidImage):
+        return str(exc)
+    if isinstance(exc, FetchError):
+        return f"cannot fetch: {exc}"
+    if isinstance(exc, NotFound):
+        return "no such object in the bucket"
+    if isinstance(exc, OSError):  # unreadable local file; service faults are not OSError and propagate
+        return f"cannot read file: {exc.strerror or exc}"
+    return None
 
 
 def _record(sha: str, info: ImageInfo, name: str) -> dict:
@@ -183,33 +232,129 @@ def _record(sha: str, info: ImageInfo, name: str) -> dict:
             "height": info.height, "file_name": name}
 
 
-def _known(settings: Settings, owner: str, candidates: list[Candidate], checked: _Checked,
-           recorder: _Recorder) -> None:
-    """Images named by sha256: accepted only if this owner submitted them before (no bytes are read)."""
-    from storage.history import CaptionHistory
+class _Stream:
+    """One submission's pipeline: a window of candidates in flight on the upload threads, images named by sha256
+    checked in batches, and every outcome released in input order (so a job's items keep the order of its
+    input: shards stay contiguous in exports) to the recorder or the job's rejections."""
 
-    owned = CaptionHistory(settings).owned_names(owner, [c.sha256 for c in candidates])
-    for c in candidates:
-        if c.sha256 not in owned:
-            checked.rejected.append({"file": c.name, "reason": "not among your images: submit the file itself first"})
-        elif not checked.first(c.sha256):
-            checked.duplicates += 1
+    def __init__(self, settings: Settings, owner: str, recorder: _Recorder, rejections: _Rejections,
+                 progress: Progress):
+        from storage.history import CaptionHistory
+
+        self.settings, self.owner, self.recorder, self.rejections = settings, owner, recorder, rejections
+        self.progress, self.history = progress, CaptionHistory(settings)
+        self.recent = _Recent()
+        self.inflight: dict = {}
+        self.known: list[tuple[int, Candidate]] = []
+        # Finished outcomes waiting for an earlier, slower one; small records (the bytes are gone), bounded.
+        self.ready: dict[int, tuple] = {}
+        self.ready_max = READY_PER_WINDOW * settings.submit_window
+        self.read = self.next = self.duplicates = 0
+
+    def run(self, items: Iterable) -> None:
+        pool = ThreadPoolExecutor(self.settings.upload_concurrency, thread_name_prefix="submit")
+        try:
+            for index, got in enumerate(items):
+                self.read += 1
+                if isinstance(got, dict):
+                    self.ready[index] = ("rejected", got)
+                elif got.sha256 is not None:
+                    self.known.append((index, got))
+                    if len(self.known) >= self.settings.submit_record_chunk:
+                        self._known()
+                else:
+                    while len(self.inflight) >= self.settings.submit_window or len(self.ready) >= self.ready_max:
+                        self._unblock()
+                    self.inflight[pool.submit(_check_one, self.settings, got, self.recent)] = (index, got)
+                self._release()
+            while self.inflight or self.known:
+                self._unblock()
+        finally:
+            # A failure (or an interrupting callback) must not wait for the whole window.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _unblock(self) -> None:
+        """Make progress on what holds the release back: the pending sha256 batch, or the next upload to finish."""
+        if self.known and (not self.inflight or self.known[0][0] == self.next):
+            self._known()
         else:
-            # The name this owner gave the image, never another owner's name for the same bytes.
-            recorder.add({"sha256": c.sha256, "file_name": owned[c.sha256] or c.name}, c.meta)
+            self._collect()
+        self._release()
+
+    def _collect(self) -> None:
+        finished, _ = wait(list(self.inflight), return_when=FIRST_COMPLETED)
+        for future in finished:
+            index, c = self.inflight.pop(future)
+            try:
+                self.ready[index] = ("checked", c, future.result())
+            except Exception as exc:
+                reason = _failure(exc)
+                if reason is None:
+                    raise
+                self.ready[index] = ("rejected", {"file": c.name, "reason": reason})
+
+    def _known(self) -> None:
+        """Images named by sha256: accepted only if this owner submitted them before (no bytes are read)."""
+        batch, self.known = self.known, []
+        shas = [c.sha256 for _, c in batch]
+        # The name this owner gave the image, never another owner's name for the same bytes.
+        owned = self.history.owned_names(self.owner, shas)
+        for index, c in batch:
+            if c.sha256 in owned:
+                self.ready[index] = ("known", c, owned[c.sha256] or c.name)
+            else:
+                self.ready[index] = ("rejected", {"file": c.name,
+                                                  "reason": "not among your images: submit the file itself first"})
+
+    def _release(self) -> None:
+        while self.next in self.ready:
+            outcome = self.ready.pop(self.next)
+            if outcome[0] == "rejected":
+                self.rejections.add(self.next, outcome[1])
+            elif outcome[0] == "known":
+                _, c, name = outcome
+                if self.recent.first(c.sha256):
+                    self.recorder.add({"sha256": c.sha256, "file_name": name}, c.meta)
+                else:
+                    self.duplicates += 1
+            else:
+                _, c, (sha, info, first) = outcome
+                if first:
+                    self.recorder.add(_record(sha, info, c.name), c.meta)
+                else:
+                    self.duplicates += 1
+            self.next += 1
+            self.progress("validating", self.next, self.read)
 
 
-def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Candidate] | Expanded,
+def _items(settings: Settings, paths_or_uploads, owner: str, allow_local: bool) -> Iterable:
+    if isinstance(paths_or_uploads, Expanded):
+        return itertools.chain(paths_or_uploads.rejected, paths_or_uploads.candidates)
+    if not allow_local:
+        paths_or_uploads = list(paths_or_uploads)
+        if any(not isinstance(p, Candidate) for p in paths_or_uploads):
+            raise BadInput("this entry point reads only uploads and s3:// keys, never server paths")
+    elif isinstance(paths_or_uploads, (list, tuple)):
+        check_named(paths_or_uploads, settings, owner)
+    return iter_inputs(paths_or_uploads, settings, owner)
+
+
+def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Candidate] | Expanded,
            models: str | Iterable[str], tier: str | None = None, preset: str | None = None, owner: str = "local",
            job_id: str | None = None, idempotency_key: str | None = None, progress: Progress | None = None,
-           allow_local: bool = True) -> SubmitResult:
+           allow_local: bool = True, on_job: Callable[[str, bool], None] | None = None) -> SubmitResult:
     """Submit images for captioning by `models`; safe to repeat: the same job id or idempotency key resumes.
 
-    :param paths_or_uploads: local paths/folders/manifests/s3:// URIs (CLI), or Candidates (API uploads/items).
+    :param paths_or_uploads: local paths/folders/manifests/shards/s3:// URIs and prefixes (CLI), or Candidates
+        (API uploads/items), or any iterable of them: read lazily, so its length is not bounded by memory.
     :param allow_local: False for callers that must never read server-local paths (the API).
-    Every file is validated before anything is queued; bad files are listed in `rejected` and the job goes
-    on with the rest. An image is queued at most once per model x preset within a job, however often the
-    submission is repeated. A job with no accepted image finishes at once (state done).
+    :param on_job: called with (job id, created) once the job exists, before any input is read, so a caller
+        can show the id that resumes an interrupted submission.
+    Inputs stream through a window of CAPQ_SUBMIT_WINDOW candidates in flight; accepted images are recorded in
+    chunks of CAPQ_SUBMIT_RECORD_CHUNK and sent to the queues as they are recorded. Bad files are listed in
+    `rejected` (the first 1000; all are recorded on the job) and the job goes on with the rest. An image is
+    queued at most once per model x preset within a job, however often the submission is repeated. A job with
+    no accepted image finishes at once (state done). The job stays 'submitting' until the input is exhausted.
     Raises BadInput for unknown models/tier/preset and bad names; storage errors when a service is down
     (the job stays resumable).
     """
@@ -223,42 +368,38 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
     if idempotency_key is not None:
         choices.check_key(idempotency_key)
     quota.check(settings, owner, tier)  # issue 15: 429 / exit 2 with the reset time
-
-    if isinstance(paths_or_uploads, Expanded):
-        expanded = paths_or_uploads
-    else:
-        local = [p for p in paths_or_uploads if not isinstance(p, Candidate)]
-        if local and not allow_local:
-            raise BadInput("this entry point reads only uploads and s3:// keys, never server paths")
-        expanded = from_paths(local, settings, owner)
-        expanded.candidates += [p for p in paths_or_uploads if isinstance(p, Candidate)]
+    items = _items(settings, paths_or_uploads, owner, allow_local)
 
     jobs = JobStore(settings)
     job, created = jobs.create(owner, tier, models, preset, job_id=job_id, idempotency_key=idempotency_key)
     if not created:
         _check_resume(job, owner, tier, models, preset)
     job_id = job["_id"]
+    if on_job is not None:
+        on_job(job_id, created)
 
-    checked, recorder = _Checked(), _Recorder(settings, jobs, job_id, owner, models, preset)
+    from producer.enqueue import enqueue_pending
+
+    shard = settings.batch_size * settings.shard_batches
+    send = functools.partial(enqueue_pending, celery_app(settings), jobs, job_id, tier, shard)
+    rejections = _Rejections(jobs, job_id)
+    recorder = _Recorder(settings, jobs, job_id, owner, models, preset, send)
+    stream = _Stream(settings, owner, recorder, rejections, progress)
     try:
-        _validate_and_store(settings, [c for c in expanded.candidates if c.sha256 is None], checked, recorder,
-                            progress)
-        _known(settings, owner, [c for c in expanded.candidates if c.sha256 is not None], checked, recorder)
+        stream.run(items)
         new_items, named = recorder.finish()
     finally:
         recorder.close()
     quota.charge(settings, owner, new_items)
-    rejected = expanded.rejected + checked.rejected
-    jobs.record_rejections(job_id, rejected)
+    rejections.flush()
     progress("recorded", new_items, named)
 
-    from producer.enqueue import enqueue_pending
-
-    sent = enqueue_pending(celery_app(settings), jobs, job_id, tier, settings.batch_size * settings.shard_batches)
+    sent = recorder.sent + send()
     progress("enqueued", sent, sent)
     if sent or job["state"] == "submitting":
         jobs.set_state(job_id, "queued")
     job = jobs.refresh_counts(job_id)
     return SubmitResult(job_id=job_id, created=created, state=job["state"], models=models, tier=tier, preset=preset,
-                        accepted=recorder.accepted, duplicates=checked.duplicates, uploaded=recorder.new_to_owner,
-                        new_items=new_items, enqueued=sent, rejected=rejected, counts=job["counts"])
+                        accepted=recorder.accepted, duplicates=stream.duplicates, uploaded=recorder.new_to_owner,
+                        new_items=new_items, enqueued=sent, rejected=rejections.listed(),
+                        rejected_total=rejections.total, counts=job["counts"])

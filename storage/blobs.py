@@ -132,6 +132,26 @@ class ImageStore:
     def put_key(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type), key)
 
+    # Issue 16: listing a prefix and streaming large objects (shards, exports) without holding them in memory.
+    def list_keys(self, prefix: str):
+        """Every key under `prefix`, page by page (a listing of millions never sits in memory)."""
+        args = {"Bucket": self.bucket, "Prefix": prefix}
+        while True:
+            page = self._call(lambda: self.client.list_objects_v2(**args), prefix)
+            yield from (obj["Key"] for obj in page.get("Contents", []))
+            if not page.get("IsTruncated"):
+                return
+            args["ContinuationToken"] = page["NextContinuationToken"]
+
+    def open_key(self, key: str):
+        """A file-like stream of the object's bytes (read it sequentially)."""
+        return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"], key)
+
+    def upload_file(self, path: str, key: str, content_type: str = "application/octet-stream") -> None:
+        """Upload a local file (multipart when large) to `key`."""
+        self._call(lambda: self.client.upload_file(path, self.bucket, key, ExtraArgs={"ContentType": content_type}),
+                   key)
+
     def exists(self, sha256: str) -> bool:
         try:
             self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=object_key(sha256)), sha256)
