@@ -41,6 +41,8 @@ def test_each_architecture_captions_the_seed_images(settings, workers, tiny_mode
     local = load_captioner(model, str(tiny_models / model))
     expected = local.generate([local.preprocess(decode_rgb(data, settings.max_image_pixels)) for _, data in images], get_preset(model, "default"))
     assert [items[sha256_hex(data)]["caption"] for _, data in images] == expected
+    # Distinct captions per image make "in input order" mean something: a mix-up of images would show.
+    assert len(set(expected)) == len(images), expected
 
 
 def test_existing_caption_is_reused_not_recomputed(settings, workers):

@@ -44,6 +44,8 @@ def test_batches_of_4_match_one_by_one_in_input_order(name, captioners, seed_ima
     # I expect one stripped string per image, the same captions both ways, so in input order
     _check_captions(batched, len(seed_images))
     assert batched == single
+    # and captions that differ per image: were they all equal, a mix-up of images would pass unseen
+    assert len(set(batched)) == len(seed_images), batched
 
 
 @pytest.mark.parametrize("name", NAMES)
