@@ -101,15 +101,18 @@ def test_premium_submitted_after_a_free_backlog_is_served_first(settings, worker
 
 
 def test_free_tier_keeps_its_share_under_sustained_premium_load(settings, workers):
-    # Given 30 free and 30 premium shards queued together (weights premium=6, plus=3, free=1)
-    images = random_images(60, seed=2)
+    # Given 30 free, 20 plus and 30 premium shards queued together (weights premium=6, plus=3, free=1)
+    images = random_images(80, seed=2)
     free = make_job(settings, images[:30], "blip", tier="free", shard_size=1)
-    premium = make_job(settings, images[30:], "blip", tier="premium", shard_size=1)
+    plus = make_job(settings, images[30:50], "blip", tier="plus", shard_size=1)
+    premium = make_job(settings, images[50:], "blip", tier="premium", shard_size=1)
     workers.start("blip")
     wait_job(settings, free)
-    order = _finish_order(settings, [free, premium])
+    order = _finish_order(settings, [free, plus, premium])
     # I expect free to get one slot in ten while premium has work: not starved, not equal
     assert order[:20].count(free) == 2, order[:20]
+    # and plus its three in ten (swapped premium and plus weights would give it six)
+    assert order[:20].count(plus) == 6 and order[:20].count(premium) == 12, order[:20]
 
 
 def test_strict_priority_when_free_weight_is_zero(settings, workers):
