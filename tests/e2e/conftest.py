@@ -135,6 +135,20 @@ def wait_job(settings: Settings, job_id: str, timeout_s: float = 300, poll_s: fl
     raise AssertionError(f"job {job_id} did not finish: {jobs.counts(job_id)}")
 
 
+def wait_job_closed(settings: Settings, job_id: str, timeout_s: float = 300, poll_s: float = 0.3) -> dict:
+    """Poll the job document alone until it is closed. Unlike wait_job this never recounts (recounting closes
+    a job), so only the workers can close it: a worker that leaves its job open fails the test."""
+    jobs = JobStore(settings)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = jobs.get(job_id)
+        if job["state"] in ("done", "cancelled"):
+            return job
+        time.sleep(poll_s)
+    raise AssertionError(f"job {job_id} not closed by its workers: {jobs.get(job_id)['state']}, "
+                         f"exact counts {jobs.counts(job_id)}")
+
+
 def env_settings(settings: Settings, **overrides) -> tuple[Settings, dict]:
     env = {**settings_env(settings), **{f"CAPQ_{k.upper()}": str(v) for k, v in overrides.items()}}
     return load_settings(env), env

@@ -15,7 +15,7 @@ from storage.blobs import ImageStore, sha256_hex
 from storage.captions import CaptionStore
 from storage.jobs import JobStore
 from tests.conftest import SEED_IMAGES, free_port, settings_env
-from tests.e2e.conftest import env_settings, make_job, random_images, wait_job
+from tests.e2e.conftest import env_settings, make_job, random_images, wait_job, wait_job_closed
 
 
 def seed_images() -> list[tuple[str, bytes]]:
@@ -28,7 +28,8 @@ def test_each_architecture_captions_the_seed_images(settings, workers, tiny_mode
     workers.start(model)
     # If the 10 seed images are submitted
     images = seed_images()
-    job = wait_job(settings, make_job(settings, images, model))
+    # (the workers must close the job themselves: this waiter only reads it)
+    job = wait_job_closed(settings, make_job(settings, images, model))
     # I expect one string caption per image, and the same captions the model gives in-process (deterministic)
     assert job["counts"]["done"] == 10 and job["counts"]["failed"] == 0
     items = {it["sha256"]: it for it in JobStore(settings).items_of(job["_id"])}
@@ -68,7 +69,7 @@ def test_bad_images_are_failed_with_reasons_and_the_job_completes(settings, work
     job2 = make_job(settings, missing, "vit-gpt2", upload=False)
     assert not store.exists(sha256_hex(missing[0][1]))
 
-    job = wait_job(settings, job_id)
+    job = wait_job_closed(settings, job_id)
     assert job["counts"] == {"queued": 0, "done": 3, "failed": 3, "cancelled": 0, "total": 6}
     reasons = {it["file_name"]: it.get("error", "") for it in JobStore(settings).items_of(job_id) if it["state"] == "failed"}
     assert reasons["corrupt.jpg"].startswith("undecodable:")
@@ -138,7 +139,8 @@ def test_kill_9_mid_job_loses_nothing_and_duplicates_nothing(settings, workers):
     done_at_kill = jobs.counts(job_id)["done"]
     assert done_at_kill < 500
     workers.start("blip", env)
-    job = wait_job(s, job_id, timeout_s=600)
+    # The redelivered shard's worker must recount and close the job itself: the waiter only reads it.
+    job = wait_job_closed(s, job_id, timeout_s=600)
     assert job["counts"] == {"queued": 0, "done": 500, "failed": 0, "cancelled": 0, "total": 500}
     items = jobs.items_of(job_id)
     assert len(items) == 500 and len({it["sha256"] for it in items}) == 500
