@@ -16,6 +16,7 @@ from storage.captions import CaptionStore
 from storage.jobs import JobStore
 from tests.conftest import SEED_IMAGES, free_port, settings_env
 from tests.e2e.conftest import env_settings, make_job, random_images, wait_job, wait_job_closed
+from tests.unit.test_imaging import damaged_jpeg
 
 
 def seed_images() -> list[tuple[str, bytes]]:
@@ -61,7 +62,7 @@ def test_bad_images_are_failed_with_reasons_and_the_job_completes(settings, work
     good = seed_images()[:3]
     jpeg = good[0][1]
     bad = [("corrupt.jpg", b"\xff\xd8\xff\xe0 this is not really a jpeg"), ("truncated.jpg", jpeg[: len(jpeg) // 3]),
-           ("empty.jpg", b"")]
+           ("empty.jpg", b""), ("damaged.jpg", damaged_jpeg(jpeg))]
     store = ImageStore(settings)
     job_id = make_job(settings, good + bad, "vit-gpt2")
     # A missing object: recorded as an item but never uploaded.
@@ -70,11 +71,13 @@ def test_bad_images_are_failed_with_reasons_and_the_job_completes(settings, work
     assert not store.exists(sha256_hex(missing[0][1]))
 
     job = wait_job_closed(settings, job_id)
-    assert job["counts"] == {"queued": 0, "done": 3, "failed": 3, "cancelled": 0, "total": 6}
+    assert job["counts"] == {"queued": 0, "done": 3, "failed": 4, "cancelled": 0, "total": 7}
     reasons = {it["file_name"]: it.get("error", "") for it in JobStore(settings).items_of(job_id) if it["state"] == "failed"}
     assert reasons["corrupt.jpg"].startswith("undecodable:")
     assert reasons["truncated.jpg"].startswith("undecodable:") and "truncated" in reasons["truncated.jpg"]
     assert reasons["empty.jpg"].startswith("undecodable:") and "empty" in reasons["empty.jpg"]
+    # damage inside the compressed data, which submission's cheap check lets through, is caught by the decode
+    assert reasons["damaged.jpg"].startswith("undecodable: cannot decode image")
     job2 = wait_job(settings, job2)
     (item,) = JobStore(settings).items_of(job2["_id"])
     assert item["state"] == "failed" and item["error"].startswith("missing:")
