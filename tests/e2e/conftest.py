@@ -61,12 +61,14 @@ class Workers:
     def __init__(self, settings: Settings, models_dir: Path):
         self.settings, self.models_dir, self.procs = settings, models_dir, []
 
-    def start(self, model: str, extra_env: dict | None = None, args: list[str] = (), wait: bool = True) -> subprocess.Popen:
+    def start(self, model: str, extra_env: dict | None = None, args: list[str] = (), wait: bool = True,
+              launch: tuple[str, ...] = ("-m", "capq")) -> subprocess.Popen:
+        """`launch` is what runs `capq` (a fault test may name a module that plants a crash first)."""
         env = {**os.environ, **settings_env(self.settings), "CAPQ_LOG_JSON": "false", **(extra_env or {})}
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         log = open(LOG_DIR / f"worker-{model}-{time.strftime('%H%M%S')}-{len(self.procs)}.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "capq", "worker", "--model", model, "--checkpoint", str(self.models_dir / model),
+            [sys.executable, *launch, "worker", "--model", model, "--checkpoint", str(self.models_dir / model),
              *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         proc.log_path = log.name
         self.procs.append(proc)

@@ -14,7 +14,7 @@ from capq.stack import mongo_service
 from storage.blobs import ImageStore, sha256_hex
 from storage.captions import CaptionStore
 from storage.jobs import JobStore
-from tests.conftest import SEED_IMAGES, free_port, settings_env
+from tests.conftest import REPO, SEED_IMAGES, free_port, settings_env
 from tests.e2e.conftest import env_settings, make_job, random_images, wait_job, wait_job_closed
 from tests.unit.test_imaging import damaged_jpeg
 
@@ -148,6 +148,28 @@ def test_kill_9_mid_job_loses_nothing_and_duplicates_nothing(settings, workers):
     items = jobs.items_of(job_id)
     assert len(items) == 500 and len({it["sha256"] for it in items}) == 500
     assert CaptionStore(s).count({"job_id": job_id}) == 500
+
+
+def test_kill_between_caption_insert_and_result_insert_loses_and_duplicates_nothing(settings, workers, tmp_path):
+    # Given a worker that SIGKILLs itself right after its first caption insert, before any result is written
+    s, env = env_settings(settings, visibility_timeout_s=5, batch_size=4, shard_batches=2)
+    marker = tmp_path / "killed"
+    first = workers.start("git", {**env, "PYTHONPATH": str(REPO)}, launch=("-m", "tests.e2e.crash_hooks", str(marker)))
+    images = random_images(16, seed=8)
+    job_id = make_job(s, images, "git")
+    first.wait(300)
+    # the crash hit between the two writes: captions stored, their items still without a result
+    assert first.returncode == -9 and marker.read_text().strip() == "4"
+    jobs, captions = JobStore(s), CaptionStore(s)
+    assert captions.count({"job_id": job_id}) == 4 and jobs.counts(job_id)["done"] == 0
+    # If a healthy worker takes over (the killed worker's shard is redelivered)
+    workers.start("git", env)
+    job = wait_job_closed(s, job_id)
+    # I expect exact counts, one caption per image, and the orphaned captions reused rather than made again
+    assert job["counts"] == {"queued": 0, "done": 16, "failed": 0, "cancelled": 0, "total": 16}
+    assert captions.count({"sha256": {"$in": [sha256_hex(d) for _, d in images]}, "model": "git"}) == 16
+    items = jobs.items_of(job_id)
+    assert len({it["sha256"] for it in items}) == 16 and sum(bool(it["reused"]) for it in items) == 4
 
 
 def test_mongodb_outage_mid_job_loses_nothing(settings, workers, tmp_path):
