@@ -179,3 +179,36 @@ def test_an_unknown_preset_is_refused_before_any_work():
     with pytest.raises(ValueError, match="unknown preset"):
         caption_shard(worker(images, jobs), "j1", "poetic", list(images))
     assert jobs.results == {}
+
+
+# The Celery task over the pipeline: which errors are permanent (dead-lettered quietly) and which are bugs
+
+
+@pytest.fixture
+def task(monkeypatch):
+    """workers.tasks.caption_shard called as a plain function, over a fake worker; dead letters recorded."""
+    from workers import runtime, tasks
+
+    images = shades(2)
+    letters: list[str] = []
+    monkeypatch.setattr(runtime, "_current", worker(images, Jobs(list(images))))
+    monkeypatch.setattr(tasks, "_dead_letter", lambda task, args, error: letters.append(error))
+    return tasks.caption_shard, list(images), letters
+
+
+def test_an_unknown_preset_is_dead_lettered_as_permanent(task):
+    caption, shas, letters = task
+    assert caption("j1", MODEL, "poetic", shas) == {"dead": True}
+    assert len(letters) == 1 and letters[0].startswith("UnknownPreset: unknown preset 'poetic'")
+
+
+def test_a_value_error_from_a_bug_is_raised_not_taken_for_bad_input(task, monkeypatch):
+    caption, shas, letters = task
+
+    def broken(self, batch, preset):
+        raise ValueError("a bug in an adapter")
+
+    monkeypatch.setattr(ShadeCaptioner, "generate", broken)
+    with pytest.raises(ValueError, match="a bug in an adapter"):
+        caption("j1", MODEL, PRESET, shas)
+    assert letters == ["ValueError: a bug in an adapter"]
