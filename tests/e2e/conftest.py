@@ -1,9 +1,7 @@
 """e2e fixtures: tiny models, real worker processes, and jobs put straight into the stores."""
 from __future__ import annotations
 
-import io
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -12,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from PIL import Image
 
 from capq.names import WORKER_HEARTBEAT_KEY
+from capq.sample_images import random_images  # re-exported: tests import it from here
 from capq.settings import Settings, load_settings
 from producer.enqueue import enqueue_pending
 from storage.blobs import ImageStore, sha256_hex
@@ -41,18 +39,6 @@ def clean_redis(settings):
     flush_redis(settings)
     yield
     flush_redis(settings)
-
-
-def random_images(n: int, seed: int = 0, size: int = 48) -> list[tuple[str, bytes]]:
-    """n distinct small JPEGs (random noise, so every file has its own sha256)."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        img = Image.frombytes("RGB", (size, size), bytes(rng.getrandbits(8) for _ in range(size * size * 3)))
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=80)
-        out.append((f"img_{seed}_{i:05d}.jpg", buf.getvalue()))
-    return out
 
 
 class Workers:
