@@ -111,30 +111,26 @@ def make_job(settings: Settings, images: list[tuple[str, bytes]], model: str, ti
     return job["_id"]
 
 
-def wait_job(settings: Settings, job_id: str, timeout_s: float = 300, poll_s: float = 0.3) -> dict:
-    """Poll until the job has nothing queued. The timeout only stops a hung test; it is no speed check."""
+def wait_job(settings: Settings, job_id: str, timeout_s: float = 300, poll_s: float = 0.3,
+             recount: bool = True) -> dict:
+    """Poll until the job has nothing queued. The timeout only stops a hung test; it is no speed check.
+
+    Each poll recounts, which closes a finished job; with recount=False it only reads the job document, so
+    only the workers can close the job (see wait_job_closed)."""
     jobs = JobStore(settings)
+    read = jobs.refresh_counts if recount else jobs.get
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        job = jobs.refresh_counts(job_id)
+        job = read(job_id)
         if job["state"] in ("done", "cancelled"):
             return job
         time.sleep(poll_s)
-    raise AssertionError(f"job {job_id} did not finish: {jobs.counts(job_id)}")
+    raise AssertionError(f"job {job_id} did not finish (state {jobs.get(job_id)['state']}): {jobs.counts(job_id)}")
 
 
-def wait_job_closed(settings: Settings, job_id: str, timeout_s: float = 300, poll_s: float = 0.3) -> dict:
-    """Poll the job document alone until it is closed. Unlike wait_job this never recounts (recounting closes
-    a job), so only the workers can close it: a worker that leaves its job open fails the test."""
-    jobs = JobStore(settings)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = jobs.get(job_id)
-        if job["state"] in ("done", "cancelled"):
-            return job
-        time.sleep(poll_s)
-    raise AssertionError(f"job {job_id} not closed by its workers: {jobs.get(job_id)['state']}, "
-                         f"exact counts {jobs.counts(job_id)}")
+def wait_job_closed(settings: Settings, job_id: str, timeout_s: float = 300) -> dict:
+    """Wait for the workers to close the job themselves: a worker that leaves its job open fails the test."""
+    return wait_job(settings, job_id, timeout_s, recount=False)
 
 
 def env_settings(settings: Settings, **overrides) -> tuple[Settings, dict]:
