@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
 
+from storage.blobs import sha256_hex
 from storage.errors import NotFound, ServiceUnreachable
 from workers.pipeline import Worker, caption_shard
 from workers.presets import config_hash, get_preset
@@ -19,6 +21,9 @@ def png(shade: int) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 6), (shade, 0, 0)).save(buf, "PNG")
     return buf.getvalue()
+
+
+SHAS = [sha256_hex(png(10 * i)) for i in range(8)]  # the worker checks stored bytes against their address
 
 
 class Images:
@@ -54,6 +59,8 @@ class Jobs:
         self.state, self.shas = state, shas
         self.results: dict[str, dict] = dict(finished or {})
         self.settled: list[tuple[dict, bool]] = []
+        # The worker checks that the job still exists after writing (storage.owners.discard_late_writes).
+        self.mongo = SimpleNamespace(db={"jobs": SimpleNamespace(find_one=lambda query, fields=None: query)})
 
     def get(self, job_id, fields=None):
         return {"_id": job_id, "state": self.state, "owner": "alice"}
@@ -61,9 +68,11 @@ class Jobs:
     def open_items(self, job_id, model, preset, shas):
         return [{"sha256": sha, "file_name": f"{sha}.png"} for sha in shas if sha not in self.results]
 
-    def finish_items(self, job_id, owner, model, preset, outcomes):
+    def finish_items(self, job_id, owner, model, preset, outcomes, on_new=None):
         new = [out for out in outcomes if out["sha256"] not in self.results]
         self.results |= {out["sha256"]: out for out in new}
+        if on_new is not None:
+            on_new(new)
         return dict(Counter(out["state"] for out in new))
 
     def settle(self, job_id, new, recount=False):
@@ -94,7 +103,7 @@ def worker(images: dict[str, bytes], jobs: Jobs, captions: Captions | None = Non
 
 
 def shades(n: int) -> dict[str, bytes]:
-    return {f"sha{i:02d}": png(10 * i) for i in range(n)}
+    return {SHAS[i]: png(10 * i) for i in range(n)}
 
 
 def test_every_image_gets_its_own_caption_in_batches():
@@ -107,7 +116,7 @@ def test_every_image_gets_its_own_caption_in_batches():
     # I expect each image captioned once, by its own content, in batches of 3, 3, 2
     assert (result.done, result.failed, result.reused, result.skipped) == (8, 0, 0, 0)
     assert w.captioner.batches == [3, 3, 2]
-    assert {sha: r["caption"] for sha, r in jobs.results.items()} == {f"sha{i:02d}": f"shade {10 * i}" for i in range(8)}
+    assert {sha: r["caption"] for sha, r in jobs.results.items()} == {SHAS[i]: f"shade {10 * i}" for i in range(8)}
     assert all(r["state"] == "done" and not r["reused"] and r["file_name"] == f"{sha}.png"
                for sha, r in jobs.results.items())
     stored = {d["sha256"]: d for batch in w.captions.inserts for d in batch}
@@ -120,33 +129,34 @@ def test_every_image_gets_its_own_caption_in_batches():
 def test_a_cached_caption_is_reused_not_recomputed():
     images = shades(4)
     jobs = Jobs(list(images))
-    w = worker(images, jobs, Captions({"sha01": "made before"}))
+    w = worker(images, jobs, Captions({SHAS[1]: "made before"}))
     result = caption_shard(w, "j1", PRESET, list(images))
     assert (result.done, result.reused) == (3, 1) and sum(w.captioner.batches) == 3
-    assert jobs.results["sha01"]["caption"] == "made before" and jobs.results["sha01"]["reused"]
+    assert jobs.results[SHAS[1]]["caption"] == "made before" and jobs.results[SHAS[1]]["reused"]
     assert jobs.settled == [({"done": 4}, False)]
 
 
 def test_bad_and_missing_images_are_failed_with_reasons_and_the_rest_goes_on():
-    images = shades(3) | {"bad": b"not an image at all"}
-    shas = [*images, "gone"]
+    bad, gone = sha256_hex(b"not an image at all"), "0" * 64
+    images = shades(3) | {bad: b"not an image at all"}
+    shas = [*images, gone]
     jobs = Jobs(shas)
     w = worker(images, jobs)
     result = caption_shard(w, "j1", PRESET, shas)
     assert (result.done, result.failed) == (3, 2)
-    assert jobs.results["bad"]["state"] == "failed" and jobs.results["bad"]["error"].startswith("undecodable:")
-    assert jobs.results["gone"]["state"] == "failed" and jobs.results["gone"]["error"].startswith("missing:")
+    assert jobs.results[bad]["state"] == "failed" and jobs.results[bad]["error"].startswith("undecodable:")
+    assert jobs.results[gone]["state"] == "failed" and jobs.results[gone]["error"].startswith("missing:")
     assert sorted(w.failures) == ["missing", "undecodable"]
     assert jobs.settled == [({"done": 3, "failed": 2}, False)]
 
 
 def test_a_redelivered_shard_redoes_only_open_items_and_asks_for_a_recount():
     images = shades(5)
-    jobs = Jobs(list(images), finished={"sha00": {"sha256": "sha00", "state": "done", "caption": "first run"}})
+    jobs = Jobs(list(images), finished={SHAS[0]: {"sha256": SHAS[0], "state": "done", "caption": "first run"}})
     w = worker(images, jobs)
     result = caption_shard(w, "j1", PRESET, list(images))
     assert (result.done, result.skipped) == (4, 1) and sum(w.captioner.batches) == 4
-    assert jobs.results["sha00"]["caption"] == "first run"
+    assert jobs.results[SHAS[0]]["caption"] == "first run"
     assert jobs.settled == [({"done": 4}, True)]
 
 
