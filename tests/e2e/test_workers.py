@@ -172,11 +172,12 @@ def test_kill_between_caption_insert_and_result_insert_loses_and_duplicates_noth
     # If a healthy worker takes over (the killed worker's shard is redelivered)
     workers.start("git", env)
     job = wait_job_closed(s, job_id)
-    # I expect exact counts, one caption per image, and the orphaned captions reused rather than made again
+    # I expect exact counts, one caption per image, and each result carrying the one stored caption
     assert job["counts"] == {"queued": 0, "done": 16, "failed": 0, "cancelled": 0, "total": 16}
     assert captions.count({"sha256": {"$in": [sha256_hex(d) for _, d in images]}, "model": "git"}) == 16
     items = {it["sha256"]: it for it in jobs.items_of(job_id)}
-    assert len(items) == 16 and all(items[sha]["reused"] for sha in orphaned)
+    stored = {d["sha256"]: d["caption"] for d in captions.coll.find({"sha256": {"$in": list(items)}, "model": "git"})}
+    assert len(items) == 16 and all(items[sha]["caption"] == stored[sha] for sha in items)
 
 
 def test_mongodb_outage_mid_job_loses_nothing(settings, workers, tmp_path):
