@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup stack demo test bench clean-stack
+.PHONY: prereqs setup stack demo test bench clean-stack
+
+# System packages (Redis, venv; Java for the tests): installed as root, else named with their install command.
+prereqs:
+	PY=$(PY) .ci/prereqs $(PREREQS)
+
+test: PREREQS = test
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -13,7 +19,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: prereqs $(STAMP)
 
 stack: setup
 	$(BIN)/capq stack up

@@ -140,7 +140,7 @@ def raw_write_rate(s: Settings, n: int, bulk: int) -> float:
 
 def model_runs(n_images: int, dtypes: list[str]) -> None:
     """Full-size BLIP-base (random weights) on the CPU at batch 1 and batch 8, in each dtype."""
-    from tests.e2e.conftest import random_images
+    from capq.sample_images import random_images
 
     print("| run | images | wall s | images/s | share outside generate |")
     print("| --- | --- | --- | --- | --- |")
@@ -173,7 +173,7 @@ def model_runs(n_images: int, dtypes: list[str]) -> None:
 def plumbing_runs(n_images: int, rounds: int) -> None:
     """A no-op model through the real plumbing vs raw S3 GET, alternated so both see the same machine."""
     from storage.blobs import sha256_hex
-    from tests.e2e.conftest import random_images
+    from capq.sample_images import random_images
 
     s, env = bench_settings(8)
     proc = start_worker(env, ["-m", "bench.noop_worker"], "blip")

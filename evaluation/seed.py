@@ -68,13 +68,16 @@ def read_eval_file(path: Path) -> tuple[str, dict[str, str], dict[str, list[str]
 
 
 def load_seed_dir(seed_dir: Path) -> tuple[dict[str, dict[str, str]], dict[str, list[str]]]:
-    """({model: {image_name: caption}}, {image_name: refs}) from DIR/eval_result_json/*.json.
+    """({model: {image_name: caption}}, {image_name: refs}) from DIR/eval_result_json/*.json, or from DIR/*.json
+    when DIR is that eval_result_json/ folder itself (the folder that holds the files is the natural one to name).
 
     References come from the eval files' own ground_truth (as the notebook's did), first file first.
     """
-    files = sorted((Path(seed_dir) / "eval_result_json").glob("*.json"))
+    folder = Path(seed_dir)
+    files = sorted((folder / "eval_result_json").glob("*.json")) or sorted(folder.glob("*.json"))
     if not files:
-        raise SeedFormatError(f"{seed_dir}: no eval_result_json/*.json files; pass the seed folder itself")
+        raise SeedFormatError(f"{seed_dir}: no eval JSON files here nor in eval_result_json/ under it; pass the seed "
+                              "folder or its eval_result_json/ folder")
     by_model, refs = {}, {}
     for path in files:
         model, captions, truth = read_eval_file(path)

@@ -214,18 +214,28 @@ class JobStore:
     @translated
     def refresh_counts(self, job_id: str) -> dict:
         """Recompute counts exactly and close the job when nothing is queued. Costs a pass over the job's
-        items, so workers call it through settle, not per shard."""
-        counts = self.counts(job_id)
-        now = _now()
-        update: dict = {"$set": {"counts": counts, "updated_at": now},
-                        # Re-base the workers' running tallies (see settle) on the exact figures.
-                        "$max": {"total": counts["total"], "finished": counts["total"] - counts[OPEN]}}
-        job = self.jobs.find_one({"_id": job_id}, {"state": 1})
-        if job and job.get("state") in ("queued", "running") and counts[OPEN] == 0:
-            update["$set"] |= {"state": "done", "finished_at": now}
-        elif job and job.get("state") == "queued" and counts["total"] > counts[OPEN]:
-            update["$set"]["state"] = "running"
-        return self.jobs.find_one_and_update({"_id": job_id}, update, return_document=ReturnDocument.AFTER)
+        items, so workers call it through settle, not per shard.
+
+        Two recounts can race: a reader's, counted before a worker's last results, and the worker's, which
+        closes the job. The update is conditional on the state read before counting, and a recount whose
+        job changed state meanwhile counts again, so stale figures never land on a job just closed."""
+        for attempt in range(3):
+            job = self.jobs.find_one({"_id": job_id}, {"state": 1})
+            state = job.get("state") if job else None
+            counts = self.counts(job_id)
+            now = _now()
+            update: dict = {"$set": {"counts": counts, "updated_at": now},
+                            # Re-base the workers' running tallies (see settle) on the exact figures.
+                            "$max": {"total": counts["total"], "finished": counts["total"] - counts[OPEN]}}
+            if state in ("queued", "running") and counts[OPEN] == 0:
+                update["$set"] |= {"state": "done", "finished_at": now}
+            elif state == "queued" and counts["total"] > counts[OPEN]:
+                update["$set"]["state"] = "running"
+            # (after two changes of state under it, the third try writes unconditionally)
+            where = {"_id": job_id, "state": state} if attempt < 2 else {"_id": job_id}
+            after = self.jobs.find_one_and_update(where, update, return_document=ReturnDocument.AFTER)
+            if after is not None or job is None:
+                return after
 
     @translated
     def settle(self, job_id: str, new: dict[str, int], recount: bool = False) -> dict:

@@ -92,12 +92,16 @@ def preset_names(model: str) -> list[str]:
     return sorted(PRESETS.get(model, {}), key=lambda n: (n != "default", n))
 
 
+class UnknownPreset(ValueError):
+    """No such preset for that model: a permanent error for the shard that names it."""
+
+
 def get_preset(model: str, name: str = "default") -> dict[str, Any]:
-    """A copy of a model's named preset; ValueError names the presets that exist."""
+    """A copy of a model's named preset; UnknownPreset (a ValueError) names the presets that exist."""
     if model not in PRESETS:
-        raise ValueError(f"no presets for model {model!r}; models with presets: {sorted(PRESETS)}")
+        raise UnknownPreset(f"no presets for model {model!r}; models with presets: {sorted(PRESETS)}")
     if name not in PRESETS[model]:
-        raise ValueError(f"unknown preset {name!r} for model {model!r}; available: {preset_names(model)}")
+        raise UnknownPreset(f"unknown preset {name!r} for model {model!r}; available: {preset_names(model)}")
     return copy.deepcopy(PRESETS[model][name])
 
 

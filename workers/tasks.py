@@ -11,6 +11,7 @@ from storage.errors import NotFound, ServiceUnreachable
 from workers import metrics, pipeline, runtime
 from workers.celery_app import app
 from workers.deadletters import DeadLetters
+from workers.presets import UnknownPreset
 
 log = logging.getLogger("capq.worker")
 
@@ -45,8 +46,9 @@ def caption_shard(self, job_id: str, model: str, preset: str, shas: list[str], e
         log.warning("retrying shard in %ss: %s", countdown, exc)
         metrics.SHARDS.labels(model, "retried").inc()
         raise self.retry(exc=exc, countdown=countdown, max_retries=settings.task_max_retries)
-    except (NotFound, ValueError) as exc:
-        # Permanent: the job or preset does not exist. Retrying cannot help.
+    except (NotFound, UnknownPreset) as exc:
+        # Permanent: the job or preset does not exist. Retrying cannot help. (Any other error is a bug: it is
+        # dead-lettered below too, but raised, so that it shows as a failed task with its traceback.)
         metrics.SHARDS.labels(model, "dead").inc()
         _dead_letter(self, args, f"{type(exc).__name__}: {exc}")
         return {"dead": True}

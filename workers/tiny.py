@@ -9,12 +9,16 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 # Bump when a builder changes, so that folders from an older build are rebuilt.
-TINY_VERSION = "3"
+TINY_VERSION = "4"
 MARKER = ".capq-tiny-complete"
 SEED = 1234
 IMAGE_SIZE = 32
 HIDDEN = 32
 MAX_POSITIONS = 256  # the seed presets ask for up to 200 tokens
+# Weights drawn this wide make captions depend on the image, as a trained model's do. At the configs' own
+# ranges (BLIP's vision weights start at 1e-10) every image got one and the same caption, so a test could
+# not tell an image-caption mix-up from the right order.
+INIT_RANGE = 0.5
 
 # Captions in the style of COCO's, written for this file, so tiny tokenizers decode to real words.
 CORPUS = """\
@@ -99,7 +103,7 @@ def _gpt2_tokenizer(bos: str, eos: str, pad: str | None, unk: str, specials: lis
 
 def _vision(**extra) -> dict:
     return dict(hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=1, num_attention_heads=2,
-                image_size=IMAGE_SIZE, patch_size=8, **extra)
+                image_size=IMAGE_SIZE, patch_size=8, initializer_range=INIT_RANGE, **extra)
 
 
 def _build_blip(out: Path) -> None:
@@ -111,7 +115,8 @@ def _build_blip(out: Path) -> None:
                          intermediate_size=2 * HIDDEN, num_hidden_layers=1, num_attention_heads=2,
                          max_position_embeddings=MAX_POSITIONS, projection_dim=HIDDEN,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.sep_token_id,
-                         sep_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id),
+                         sep_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id,
+                         initializer_range=INIT_RANGE),
         vision_config=_vision(projection_dim=HIDDEN), projection_dim=HIDDEN, image_text_hidden_size=HIDDEN,
     )
     image_processor = BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
@@ -130,13 +135,14 @@ def _build_blip2(out: Path) -> None:
     text = OPTConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, word_embed_proj_dim=HIDDEN,
                      num_hidden_layers=1, ffn_dim=2 * HIDDEN, num_attention_heads=2,
                      max_position_embeddings=MAX_POSITIONS + n_query, bos_token_id=tokenizer.bos_token_id,
-                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                     init_std=INIT_RANGE)
     config = Blip2Config(
         vision_config=_vision(),
         qformer_config=dict(vocab_size=64, hidden_size=HIDDEN, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=2 * HIDDEN, encoder_hidden_size=HIDDEN),
+                            intermediate_size=2 * HIDDEN, encoder_hidden_size=HIDDEN, initializer_range=INIT_RANGE),
         text_config=text.to_dict(), num_query_tokens=n_query, image_text_hidden_size=HIDDEN,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), initializer_range=INIT_RANGE,
     )
     image_processor = BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     # The processor must agree with the model on how many <image> placeholders to insert.
@@ -152,7 +158,7 @@ def _build_git(out: Path) -> None:
         vision_config=_vision(), vocab_size=len(tokenizer), hidden_size=HIDDEN, num_hidden_layers=1,
         num_attention_heads=2, intermediate_size=2 * HIDDEN, max_position_embeddings=MAX_POSITIONS,
         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id, initializer_range=INIT_RANGE,
     )
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
                                             crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
@@ -167,7 +173,8 @@ def _build_vit_gpt2(out: Path) -> None:
     tokenizer = _gpt2_tokenizer(eot, eot, None, eot, [eot])
     eos = tokenizer.eos_token_id
     decoder = GPT2Config(vocab_size=len(tokenizer), n_embd=HIDDEN, n_layer=1, n_head=2,
-                         n_positions=MAX_POSITIONS, bos_token_id=eos, eos_token_id=eos)
+                         n_positions=MAX_POSITIONS, bos_token_id=eos, eos_token_id=eos,
+                         initializer_range=INIT_RANGE)
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(ViTConfig(**_vision()), decoder)
     # generate() needs a start token and a pad token; GPT-2 has neither, so both are eos (as in nlpconnect's).
     config.decoder_start_token_id = eos

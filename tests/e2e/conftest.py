@@ -1,9 +1,7 @@
 """e2e fixtures: tiny models, real worker processes, and jobs put straight into the stores."""
 from __future__ import annotations
 
-import io
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -12,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from PIL import Image
 
 from capq.names import WORKER_HEARTBEAT_KEY
+from capq.sample_images import random_images  # re-exported: tests import it from here
 from capq.settings import Settings, load_settings
 from producer.enqueue import enqueue_pending
 from storage.blobs import ImageStore, sha256_hex
@@ -43,30 +41,20 @@ def clean_redis(settings):
     flush_redis(settings)
 
 
-def random_images(n: int, seed: int = 0, size: int = 48) -> list[tuple[str, bytes]]:
-    """n distinct small JPEGs (random noise, so every file has its own sha256)."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        img = Image.frombytes("RGB", (size, size), bytes(rng.getrandbits(8) for _ in range(size * size * 3)))
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=80)
-        out.append((f"img_{seed}_{i:05d}.jpg", buf.getvalue()))
-    return out
-
-
 class Workers:
     """Starts `capq worker` subprocesses and always stops them."""
 
     def __init__(self, settings: Settings, models_dir: Path):
         self.settings, self.models_dir, self.procs = settings, models_dir, []
 
-    def start(self, model: str, extra_env: dict | None = None, args: list[str] = (), wait: bool = True) -> subprocess.Popen:
+    def start(self, model: str, extra_env: dict | None = None, args: list[str] = (), wait: bool = True,
+              launch: tuple[str, ...] = ("-m", "capq")) -> subprocess.Popen:
+        """`launch` is what runs `capq` (a fault test may name a module that plants a crash first)."""
         env = {**os.environ, **settings_env(self.settings), "CAPQ_LOG_JSON": "false", **(extra_env or {})}
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         log = open(LOG_DIR / f"worker-{model}-{time.strftime('%H%M%S')}-{len(self.procs)}.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "capq", "worker", "--model", model, "--checkpoint", str(self.models_dir / model),
+            [sys.executable, *launch, "worker", "--model", model, "--checkpoint", str(self.models_dir / model),
              *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         proc.log_path = log.name
         self.procs.append(proc)
@@ -123,16 +111,26 @@ def make_job(settings: Settings, images: list[tuple[str, bytes]], model: str, ti
     return job["_id"]
 
 
-def wait_job(settings: Settings, job_id: str, timeout_s: float = 300, poll_s: float = 0.3) -> dict:
-    """Poll until the job has nothing queued. The timeout only stops a hung test; it is no speed check."""
+def wait_job(settings: Settings, job_id: str, timeout_s: float = 300, poll_s: float = 0.3,
+             recount: bool = True) -> dict:
+    """Poll until the job has nothing queued. The timeout only stops a hung test; it is no speed check.
+
+    Each poll recounts, which closes a finished job; with recount=False it only reads the job document, so
+    only the workers can close the job (see wait_job_closed)."""
     jobs = JobStore(settings)
+    read = jobs.refresh_counts if recount else jobs.get
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        job = jobs.refresh_counts(job_id)
+        job = read(job_id)
         if job["state"] in ("done", "cancelled"):
             return job
         time.sleep(poll_s)
-    raise AssertionError(f"job {job_id} did not finish: {jobs.counts(job_id)}")
+    raise AssertionError(f"job {job_id} did not finish (state {jobs.get(job_id)['state']}): {jobs.counts(job_id)}")
+
+
+def wait_job_closed(settings: Settings, job_id: str, timeout_s: float = 300) -> dict:
+    """Wait for the workers to close the job themselves: a worker that leaves its job open fails the test."""
+    return wait_job(settings, job_id, timeout_s, recount=False)
 
 
 def env_settings(settings: Settings, **overrides) -> tuple[Settings, dict]:

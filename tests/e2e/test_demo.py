@@ -66,24 +66,33 @@ def _capq_children(pid: int) -> list[int]:
 
 
 def test_demo_stops_what_it_started_on_ctrl_c(demo_env):
-    # Given a demo with two workers and the API, interrupted as soon as the first worker is up
+    # Given a demo with two workers and the API, frozen (SIGSTOP) the moment it has started them. It submits
+    # only once every worker and the API answer, which takes each of them seconds (torch imports), so frozen
+    # here it cannot reach its job: with cached tiny models it could otherwise caption all 20 images before
+    # the Ctrl-C arrived, and exit 0.
     proc = subprocess.Popen([sys.executable, "-m", "capq", "demo", "--models", "blip,git"], env=demo_env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     started: list[int] = []
     try:
-        client = redis.Redis.from_url(demo_env["CAPQ_REDIS_URL"])
         deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None and time.monotonic() < deadline, "demo ended before its workers were up"
+        while len(started) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, "demo ended before starting its children"
+            time.sleep(0.02)
             started = _capq_children(proc.pid)
+        proc.send_signal(signal.SIGSTOP)
+        assert len(started) == 3, "two workers and the API"
+        # and left frozen until its first worker is up (its children run in sessions of their own)
+        client = redis.Redis.from_url(demo_env["CAPQ_REDIS_URL"])
+        while True:
+            assert time.monotonic() < deadline, "the demo's workers never came up"
             # Its Redis keeps data under CAPQ_HOME, so an earlier demo's heartbeats may linger: only its children count.
-            beats = client.keys(f"{WORKER_HEARTBEAT_KEY}*@{socket.gethostname()}:*") if started else []
+            beats = client.keys(f"{WORKER_HEARTBEAT_KEY}*@{socket.gethostname()}:*")
             if any(int(k.decode().rsplit(":", 1)[1]) in started for k in beats):
                 break
             time.sleep(0.1)
-        assert len(started) == 3, "two workers and the API"
-        # If I press Ctrl-C
+        # If I press Ctrl-C (delivered as it resumes)
         proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGCONT)
         # I expect exit code 130 and none of the processes it started left running
         assert proc.wait(60) == 130
         assert b"interrupted" in proc.stderr.read()
@@ -91,6 +100,7 @@ def test_demo_stops_what_it_started_on_ctrl_c(demo_env):
     finally:
         if proc.poll() is None:  # a failed assertion above: let the demo stop its children, then make sure
             proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGCONT)
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:

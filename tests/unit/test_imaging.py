@@ -7,7 +7,7 @@ import random
 import pytest
 from PIL import Image
 
-from capq.imaging import InvalidImage, inspect_image
+from capq.imaging import InvalidImage, decode_rgb, inspect_image
 
 CAPS = (10_000_000, 100_000_000)
 
@@ -56,6 +56,23 @@ def test_damage_inside_jpeg_data_passes_submission_and_is_left_to_the_worker():
     start = len(data) // 2
     data[start:start + 200] = bytes(200)  # zeros: no 0xFF, so no marker is made or broken
     assert inspect_image(bytes(data), *CAPS).format == "JPEG"
+
+
+def damaged_jpeg(data: bytes) -> bytes:
+    """`data` with a start-of-image marker spliced into the middle of its last scan's compressed data, as when
+    blocks of two files get interleaved: still ends with its end-of-image marker, so submission's cheap check
+    passes it, but the decoder stops on the stray marker."""
+    start = data.rfind(b"\xff\xda")
+    middle = (start + len(data)) // 2
+    return data[:middle] + b"\xff\xd8" + data[middle + 2:]
+
+
+def test_a_stray_marker_inside_jpeg_data_passes_submission_and_fails_the_workers_decode():
+    data = damaged_jpeg(_jpeg())
+    assert inspect_image(data, *CAPS).format == "JPEG"
+    with pytest.raises(InvalidImage, match="cannot decode image"):
+        decode_rgb(data, CAPS[1])
+    assert decode_rgb(_jpeg(), CAPS[1]).size == (96, 64)
 
 
 @pytest.mark.parametrize("data, message", [

@@ -44,6 +44,8 @@ def test_batches_of_4_match_one_by_one_in_input_order(name, captioners, seed_ima
     # I expect one stripped string per image, the same captions both ways, so in input order
     _check_captions(batched, len(seed_images))
     assert batched == single
+    # and captions that differ per image: were they all equal, a mix-up of images would pass unseen
+    assert len(set(batched)) == len(seed_images), batched
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -343,8 +345,9 @@ def test_fixed_cross_attention_cache_gives_the_same_beams(name, captioners, seed
 
 @pytest.fixture(scope="module")
 def image_bound_blip(tiny_models, tmp_path_factory):
-    """A tiny BLIP whose captions depend on the image, as a trained one's do: the tiny checkpoint's do not
-    (BLIP initialises vision weights at 1e-10), so it could not tell one image's captions from another's."""
+    """A tiny BLIP whose captions depend on the image, as a trained one's do (BLIP's own config initialises
+    vision weights at 1e-10), drawn here from its own seed so these parity checks do not move with the tiny
+    builder's weights."""
     import shutil
 
     import torch
