@@ -56,7 +56,9 @@ def flower(address: str = typer.Option("127.0.0.1"), port: int = typer.Option(55
         Console(stderr=True).print("[red]error:[/red] set FLOWER_BASIC_AUTH=user:password; Flower never runs open")
         raise typer.Exit(2)
     from workers.celery_app import app
+    from workers.flower_queues import install
 
+    install()  # issue 18: every queue shown, with or without a worker online
     # Flower reads FLOWER_BASIC_AUTH itself; passing it as a flag would show the password in `ps`.
     app.start(["flower", f"--address={address}", f"--port={port}"])
 
