@@ -29,3 +29,6 @@ EVAL_TASK = "capq.evaluate"
 
 # The captioning architectures capq ships adapters for (workers.models holds their details).
 MODEL_NAMES = ("blip", "blip2", "git", "vit-gpt2")
+
+# Issue 18: recent throughput of each worker (a sorted set per model), read for job ETAs.
+THROUGHPUT_KEY = f"{PREFIX}:throughput:"  # + model

@@ -105,6 +105,10 @@ class Settings(BaseModel):
     metrics_port: int = Field(0, ge=0, le=65535)
     log_json: bool = True
 
+    # Issue 18: production monitoring (exporter, ETAs, aliases, reference-free quality, tracing)
+    exporter_port: int = Field(9101, ge=1, le=65535)
+    throughput_window_s: int = Field(300, gt=0)
+
     @field_validator("redis_url")
     @classmethod
     def _redis(cls, v: str) -> str:

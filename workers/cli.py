@@ -152,3 +152,6 @@ def register(app: typer.Typer) -> None:
     app.command("health")(health)
     app.add_typer(models_app, name="models")
     app.add_typer(dlq_app, name="dlq")
+    from workers import ops_cli  # issue 18
+
+    ops_cli.register(app)
