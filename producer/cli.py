@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from capq.settings import get_settings
+from producer import aliases_cli
 from producer.errors import BadInput
 from producer.render import err, fail, out
 
@@ -67,7 +68,7 @@ def _watch(settings, job_id: str, as_json: bool) -> dict:
 @_exits
 def submit_cmd(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive), .jsonl/.csv manifests, s3:// URIs."),
-    model: str = typer.Option(..., "--model", "-m", help="Model(s), comma-separated: blip, blip2, git, vit-gpt2."),
+    model: str = typer.Option(..., "--model", "-m", help="Model(s), comma-separated: blip, blip2, git, vit-gpt2, or a model alias."),
     tier: Optional[str] = typer.Option(None, help="free, plus or premium (default CAPQ_DEFAULT_TIER)."),
     preset: Optional[str] = typer.Option(None, help="Generation preset (default CAPQ_DEFAULT_PRESET)."),
     owner: Optional[str] = typer.Option(None, help="Owner of the job (default $USER or 'local')."),
@@ -281,3 +282,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
     app.command("api")(api_cmd)
     app.command("demo")(demo_cmd)
+    aliases_cli.register(app)  # issue 18

@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Sequence
 from capq.imaging import ImageInfo, InvalidImage, inspect_image
 from capq.settings import Settings
 from producer import choices
+from producer.aliases import Route, expand
 from producer.errors import BadInput
 from producer.sources import Candidate, Expanded, from_paths
 from storage.blobs import image_store, sha256_hex
@@ -68,11 +69,13 @@ class _Recorder:
     """Records accepted images and their job items in chunks on one writer thread, so MongoDB writes overlap
     the uploads instead of following them. Each image is recorded once (the caller dedupes by sha256)."""
 
-    def __init__(self, settings: Settings, jobs: JobStore, job_id: str, owner: str, models: list[str], preset: str):
+    def __init__(self, settings: Settings, jobs: JobStore, job_id: str, owner: str, models: list[str], preset: str,
+                 route: Route | None = None):
         from storage.images import ImageRecords
 
         self.images, self.jobs = ImageRecords(settings), jobs
         self.job_id, self.owner, self.models, self.preset = job_id, owner, models, preset
+        self.route = route or (lambda sha: models)  # issue 18: an alias picks each image's model by its sha256
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="record")
         self.pending: list[tuple[dict, dict | None]] = []
         self.futures: list = []
@@ -92,7 +95,7 @@ class _Recorder:
     def _write(self, chunk: list[tuple[dict, dict | None]]) -> tuple[int, int]:
         self.images.record_many([r for r, _ in chunk if "format" in r])  # known images have their record already
         items = [{"sha256": r["sha256"], "model": m, "preset": self.preset, "file_name": r["file_name"], "meta": meta}
-                 for r, meta in chunk for m in self.models]
+                 for r, meta in chunk for m in self.route(r["sha256"])]
         new = self.jobs.add_items(self.job_id, self.owner, items)
         return len(new), len(items)
 
@@ -203,7 +206,7 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
     (the job stays resumable).
     """
     progress = progress or (lambda stage, done, total: None)
-    models = choices.parse_models(list(models) if not isinstance(models, str) else models)
+    models, route, aliases = expand(settings, list(models) if not isinstance(models, str) else models)
     tier = choices.check_tier(tier or settings.default_tier)
     preset = choices.check_preset(models, preset or settings.default_preset)
     owner = choices.check_owner(owner)
@@ -222,12 +225,13 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
         expanded.candidates += [p for p in paths_or_uploads if isinstance(p, Candidate)]
 
     jobs = JobStore(settings)
-    job, created = jobs.create(owner, tier, models, preset, job_id=job_id, idempotency_key=idempotency_key)
+    job, created = jobs.create(owner, tier, models, preset, job_id=job_id, idempotency_key=idempotency_key,
+                               meta={"aliases": aliases} if aliases else None)
     if not created:
         _check_resume(job, owner, tier, models, preset)
     job_id = job["_id"]
 
-    checked, recorder = _Checked(), _Recorder(settings, jobs, job_id, owner, models, preset)
+    checked, recorder = _Checked(), _Recorder(settings, jobs, job_id, owner, models, preset, route)
     try:
         _validate_and_store(settings, [c for c in expanded.candidates if c.sha256 is None], checked, recorder,
                             progress)
