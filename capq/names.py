@@ -32,3 +32,4 @@ MODEL_NAMES = ("blip", "blip2", "git", "vit-gpt2")
 
 # Issue 18: recent throughput of each worker (a sorted set per model), read for job ETAs.
 THROUGHPUT_KEY = f"{PREFIX}:throughput:"  # + model
+QUALITY_TASK = "capq.quality"  # issue 18: reference-free quality of production captions

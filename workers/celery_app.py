@@ -9,7 +9,7 @@ from capq.settings import Settings, get_settings
 
 
 def create_app(settings: Settings) -> Celery:
-    app = Celery("capq", broker=settings.redis_url, include=["workers.tasks", "evaluation.tasks"])
+    app = Celery("capq", broker=settings.redis_url, include=["workers.tasks", "evaluation.tasks", "evaluation.quality_tasks"])
     app.conf.update(
         # Results live in MongoDB; a result backend would only duplicate them.
         task_ignore_result=True,
