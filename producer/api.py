@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from capq.names import MODEL_NAMES, TIERS
 from capq.settings import Settings
-from producer import api_aliases, queries
+from producer import api_aliases, api_tracing, queries
 from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers
 from producer.errors import BadInput, CaptionTimeout, TooLarge
 from producer.sources import Candidate, Expanded, from_api_items, upload_name
@@ -198,4 +198,5 @@ def create_app(settings: Settings) -> FastAPI:
             await asyncio.sleep(0.2)
 
     api_aliases.install(app, settings, auth)
+    api_tracing.install(app, settings, auth)
     return app

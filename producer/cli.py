@@ -99,7 +99,8 @@ def submit_cmd(
         if result.rejected:
             err.print(rejections_table(result.rejected))
         err.print(f"job {result.job_id}: {result.accepted} image(s) accepted, {len(result.rejected)} rejected, "
-                  f"{result.enqueued} item(s) queued" + ("" if result.created else " (resumed)"))
+                  f"{result.enqueued} item(s) queued" + ("" if result.created else " (resumed)")
+                  + f"; trace {result.trace_id}")
         print(result.job_id, flush=True)
     final = _watch(settings, result.job_id, as_json) if wait else job_status(settings, result.job_id)
     if as_json:

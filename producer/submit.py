@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from capq import tracing
 from capq.imaging import ImageInfo, InvalidImage, inspect_image
 from capq.settings import Settings
 from producer import choices
@@ -18,6 +20,7 @@ from storage.blobs import image_store, sha256_hex
 from storage.errors import NotFound
 from storage.jobs import JobStore
 
+log = logging.getLogger("capq.producer")
 # (stage, done, total): stage is "validating" (once per file), then "recorded" and "enqueued" (once each).
 Progress = Callable[[str, int, int], None]
 
@@ -39,6 +42,7 @@ class SubmitResult:
     enqueued: int = 0      # image x model items sent to queues by this call (a resume sends what was left)
     rejected: list[dict] = field(default_factory=list)
     counts: dict = field(default_factory=dict)
+    trace_id: str | None = None  # issue 18: follow it in every service's logs
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -225,8 +229,9 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
         expanded.candidates += [p for p in paths_or_uploads if isinstance(p, Candidate)]
 
     jobs = JobStore(settings)
+    trace_id = tracing.ensure()  # issue 18: the API request's, or a new one for a CLI submission
     job, created = jobs.create(owner, tier, models, preset, job_id=job_id, idempotency_key=idempotency_key,
-                               meta={"aliases": aliases} if aliases else None)
+                               meta={"trace_id": trace_id} | ({"aliases": aliases} if aliases else {}))
     if not created:
         _check_resume(job, owner, tier, models, preset)
     job_id = job["_id"]
@@ -247,9 +252,11 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
 
     sent = enqueue_pending(celery_app(settings), jobs, job_id, tier, settings.batch_size * settings.shard_batches)
     progress("enqueued", sent, sent)
+    log.info("job %s: %d item(s) recorded, %d enqueued", job_id, new_items, sent, extra={"job_id": job_id})
     if sent or job["state"] == "submitting":
         jobs.set_state(job_id, "queued")
     job = jobs.refresh_counts(job_id)
     return SubmitResult(job_id=job_id, created=created, state=job["state"], models=models, tier=tier, preset=preset,
                         accepted=recorder.accepted, duplicates=checked.duplicates, uploaded=checked.uploaded,
-                        new_items=new_items, enqueued=sent, rejected=rejected, counts=job["counts"])
+                        new_items=new_items, enqueued=sent, rejected=rejected, counts=job["counts"],
+                        trace_id=trace_id)
