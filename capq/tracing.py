@@ -35,13 +35,14 @@ def current() -> str | None:
     return trace_id_var.get()
 
 
-def ensure() -> str:
-    """The trace id in hand, or a new one set for the rest of this context (a CLI submission starts one)."""
-    tid = trace_id_var.get()
-    if tid is None:
-        tid = new_trace_id()
-        trace_id_var.set(tid)
-    return tid
+@contextmanager
+def bound(trace_id: str) -> Iterator[str]:
+    """Run a block under `trace_id` (what it sends and logs carries it), then restore the id in hand before."""
+    token = trace_id_var.set(trace_id)
+    try:
+        yield trace_id
+    finally:
+        trace_id_var.reset(token)
 
 
 def celery_headers() -> dict:

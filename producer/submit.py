@@ -229,7 +229,7 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
         expanded.candidates += [p for p in paths_or_uploads if isinstance(p, Candidate)]
 
     jobs = JobStore(settings)
-    trace_id = tracing.ensure()  # issue 18: the API request's, or a new one for a CLI submission
+    trace_id = tracing.current() or tracing.new_trace_id()  # issue 18: the API request's, or this submission's own
     job, created = jobs.create(owner, tier, models, preset, job_id=job_id, idempotency_key=idempotency_key,
                                meta={"trace_id": trace_id} | ({"aliases": aliases} if aliases else {}))
     if not created:
@@ -250,9 +250,10 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
 
     from producer.enqueue import enqueue_pending
 
-    sent = enqueue_pending(celery_app(settings), jobs, job_id, tier, settings.batch_size * settings.shard_batches)
+    with tracing.bound(trace_id):  # the shards carry it to the workers
+        sent = enqueue_pending(celery_app(settings), jobs, job_id, tier, settings.batch_size * settings.shard_batches)
+        log.info("job %s: %d item(s) recorded, %d enqueued", job_id, new_items, sent, extra={"job_id": job_id})
     progress("enqueued", sent, sent)
-    log.info("job %s: %d item(s) recorded, %d enqueued", job_id, new_items, sent, extra={"job_id": job_id})
     if sent or job["state"] == "submitting":
         jobs.set_state(job_id, "queued")
     job = jobs.refresh_counts(job_id)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import httpx
 
 from storage.apikeys import ApiKeys
 from tests.conftest import REPO, free_port, settings_env
-from tests.e2e.conftest import LOG_DIR, random_images
+from tests.e2e.conftest import random_images
+from tests.e2e.procs import spawn_capq, stop, wait_http
 
 
 def _capq(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -32,22 +32,10 @@ def _submit(client: httpx.Client, images: list[tuple[str, bytes]]) -> dict[str, 
 def test_weight_changes_take_effect_without_restarting_the_api(settings, clean_redis):
     env = {**os.environ, **settings_env(settings), "CAPQ_LOG_JSON": "false"}
     key, _ = ApiKeys(settings).create("rollout", "premium")
-    port = free_port()
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    api = subprocess.Popen([sys.executable, "-m", "capq", "api", "--port", str(port)], env=env, cwd=REPO,
-                           stdout=open(LOG_DIR / f"api-aliases-{time.strftime('%H%M%S')}.log", "wb"),
-                           stderr=subprocess.STDOUT, start_new_session=True)
+    api = spawn_capq(env, "api-aliases", "api", "--port", str(port := free_port()))
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}, timeout=60)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "API never came up"
-            time.sleep(0.3)
+        wait_http(client, "/healthz")
         # Given caption-default = blip:100, git:0 and a running API
         assert _capq(env, "aliases", "set", "caption-default", "blip:100", "git:0").returncode == 0
         assert set(_submit(client, random_images(12, seed=181)).values()) == {"blip"}
@@ -68,9 +56,4 @@ def test_weight_changes_take_effect_without_restarting_the_api(settings, clean_r
         bad = _capq(env, "aliases", "set", "caption-default", "blip:lots")
         assert bad.returncode == 2 and "whole-number weight" in bad.stderr
     finally:
-        api.terminate()
-        try:
-            api.wait(15)
-        except subprocess.TimeoutExpired:
-            api.kill()
-            api.wait()
+        stop(api)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
-import time
 
 import httpx
 import jsonschema
@@ -16,7 +13,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO, free_port, settings_env
-from tests.e2e.conftest import LOG_DIR, make_job, random_images, wait_job
+from tests.e2e.conftest import make_job, random_images, wait_job
+from tests.e2e.procs import spawn_capq, stop, wait_http
 
 DASHBOARDS = sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json"))
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
@@ -82,50 +80,23 @@ def _exported(text: str) -> set[str]:
     return names
 
 
-def _spawn(env: dict, name: str, *args: str) -> subprocess.Popen:
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = open(LOG_DIR / f"{name}-{time.strftime('%H%M%S')}.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "capq", *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def _metrics(url: str) -> str:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            r = httpx.get(url, timeout=10)
-            if r.status_code == 200:
-                return r.text
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"{url} never answered"
-        time.sleep(0.3)
-
-
 def test_every_metric_queried_is_exported_by_a_live_process(settings, workers):
     # Given a worker that captioned a job, the API that answered a request, and the exporter, all running
     wport, eport, aport = free_port(), free_port(), free_port()
     workers.start("blip", args=["--metrics-port", str(wport)])
     wait_job(settings, make_job(settings, random_images(2, seed=7), "blip"))
     env = {**os.environ, **settings_env(settings), "CAPQ_LOG_JSON": "false"}
-    procs = [_spawn(env, "exporter", "exporter", "--port", str(eport), "--address", "127.0.0.1"),
-             _spawn(env, "api", "api", "--port", str(aport))]
+    procs = [spawn_capq(env, "exporter", "exporter", "--port", str(eport), "--address", "127.0.0.1"),
+             spawn_capq(env, "api", "api", "--port", str(aport))]
     try:
-        _metrics(f"http://127.0.0.1:{aport}/healthz")
+        client = httpx.Client(timeout=30)
+        wait_http(client, f"http://127.0.0.1:{aport}/healthz")
         exported = set()
-        for url in (f"http://127.0.0.1:{wport}/metrics", f"http://127.0.0.1:{eport}/metrics",
-                    f"http://127.0.0.1:{aport}/metrics"):
-            exported |= _exported(_metrics(url))
+        for port in (wport, eport, aport):
+            exported |= _exported(wait_http(client, f"http://127.0.0.1:{port}/metrics").text)
         # I expect every name a dashboard or an alert queries among the live series' names
         queried = {m for e in dashboard_exprs() + alert_exprs() for m in METRIC.findall(e)}
         assert queried - exported == set(), f"queried but not exported: {sorted(queried - exported)}"
         assert len(queried) >= 12
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop(*procs)

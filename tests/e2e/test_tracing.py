@@ -17,6 +17,7 @@ from storage.apikeys import ApiKeys
 from storage.db import mongo
 from tests.conftest import REPO, free_port, settings_env
 from tests.e2e.conftest import LOG_DIR, random_images, wait_job
+from tests.e2e.procs import spawn_capq, stop, wait_http
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -59,23 +60,11 @@ def test_one_trace_id_from_the_api_through_the_worker_to_captions_and_spans(sett
     traced = {"CAPQ_LOG_JSON": "true", "CAPQ_TRACING_OTLP_ENDPOINT": endpoint}
     worker = workers.start("blip", extra_env=traced)
     env = {**os.environ, **settings_env(settings), **traced}
-    port = free_port()
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    api_log = LOG_DIR / f"api-trace-{time.strftime('%H%M%S')}.log"
-    api = subprocess.Popen([sys.executable, "-m", "capq", "api", "--port", str(port)], env=env, cwd=REPO,
-                           stdout=open(api_log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    api = spawn_capq(env, "api-trace", "api", "--port", str(port := free_port()))
     try:
         key, _ = ApiKeys(settings).create("tracer", "premium")
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}, timeout=60)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "API never came up"
-            time.sleep(0.3)
+        wait_http(client, "/healthz")
         # Given a request that names its trace id (as a caller's own tracing would)
         resp = client.post("/v1/jobs", data={"models": "blip"}, headers={"X-Trace-Id": TRACE},
                            files=[("files", (n, d, "image/jpeg")) for n, d in random_images(3, seed=70)])
@@ -88,7 +77,7 @@ def test_one_trace_id_from_the_api_through_the_worker_to_captions_and_spans(sett
         assert db["jobs"].find_one({"_id": job_id})["trace_id"] == TRACE
         captions = list(db["captions"].find({"job_id": job_id}))
         assert len(captions) == 3 and {c.get("trace_id") for c in captions} == {TRACE}
-        api_lines = [l for l in _json_lines(str(api_log)) if l.get("trace_id") == TRACE]
+        api_lines = [l for l in _json_lines(api.log_path) if l.get("trace_id") == TRACE]
         assert any(l.get("logger") == "capq.api" and "POST /v1/jobs 202" in l["msg"] for l in api_lines), api_lines
         assert any(l.get("job_id") == job_id for l in api_lines)
         worker_lines = [l for l in _json_lines(worker.log_path) if l.get("trace_id") == TRACE]
@@ -117,10 +106,5 @@ def test_one_trace_id_from_the_api_through_the_worker_to_captions_and_spans(sett
         assert any(l.get("trace_id") == cli_trace and l.get("job_id") == submitted["job_id"]
                    for l in _json_lines(worker.log_path))
     finally:
-        api.terminate()
-        try:
-            api.wait(15)
-        except subprocess.TimeoutExpired:
-            api.kill()
-            api.wait()
+        stop(api)
         otlp.shutdown()

@@ -14,12 +14,10 @@ def test_only_well_formed_ids_are_accepted_from_callers():
     assert tracing.accept(None, "00-" + "0" * 32 + "-00f067aa0ba902b7-01") is None
 
 
-def test_ensure_starts_one_trace_and_headers_carry_it():
-    token = tracing.trace_id_var.set(None)
-    try:
-        assert tracing.celery_headers() == {}
-        tid = tracing.ensure()
-        assert tracing.accept(tid) == tid and tracing.ensure() == tid
+def test_bound_sets_the_id_for_a_block_and_headers_carry_it():
+    assert tracing.current() is None and tracing.celery_headers() == {}
+    tid = tracing.new_trace_id()
+    with tracing.bound(tid):
+        assert tracing.accept(tid) == tid
         assert tracing.celery_headers() == {tracing.CELERY_HEADER: tid}
-    finally:
-        tracing.trace_id_var.reset(token)
+    assert tracing.current() is None  # nothing leaks to the next submission in this process
