@@ -1,4 +1,5 @@
-"""score_metrics: the newest evaluation scores of each model as Prometheus gauges (read by `capq exporter`)."""
+"""score_metrics: the newest evaluation scores of each model and the weights of model aliases as Prometheus gauges
+(read by `capq exporter`)."""
 from __future__ import annotations
 
 import math
@@ -7,6 +8,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from capq.names import MODEL_NAMES
 from capq.settings import Settings
+from storage.aliases import AliasStore
 from storage.evaluations import EvaluationStore
 
 # Stored evaluation kinds: None are reference scores (BLEU, CIDEr, ...); the others need no references.
@@ -39,3 +41,10 @@ def score_families(settings: Settings):
                     low.add_metric(labels, float(ci[0]))
                     high.add_metric(labels, float(ci[1]))
     yield from (score, low, high, when)
+    weight = GaugeMetricFamily("capq_alias_weight", "Share of an alias's images each model gets (0-1)",
+                               labels=["alias", "model"])
+    for alias in AliasStore(settings).list():
+        total = sum(a["weight"] for a in alias["arms"]) or 1
+        for arm in alias["arms"]:
+            weight.add_metric([alias["name"], arm["model"]], arm["weight"] / total)
+    yield weight

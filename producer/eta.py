@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import redis
 
-from capq.names import TIERS, caption_queue
+from capq.names import TIERS, caption_queue, caption_queues
 from capq.settings import Settings
-from workers.queue_metrics import QueueState, read_queue, redis_client
+from workers.queue_metrics import QueueState, in_flight, read_queue, redis_client
 from workers.throughput import model_rates
 from workers.tiers import slot_schedule
 
@@ -52,12 +52,29 @@ class EtaSource:
         self.client = redis_client(settings)
         self.queues: dict[str, QueueState] = {}
         self.rates: dict[str, float | None] = {}
+        self.held: list[tuple[str, str | None, int, float]] | None = None
 
     def queue(self, model: str, tier: str) -> QueueState:
         name = caption_queue(model, tier)
         if name not in self.queues:
             self.queues[name] = read_queue(self.client, name)
         return self.queues[name]
+
+    def held_by_workers(self, model: str) -> list[tuple[str | None, int, float]]:
+        """(job id, images, taken_at) of the shards the model's workers hold now."""
+        if self.held is None:
+            self.held = in_flight(self.client)
+        queues = set(caption_queues(model))
+        return [(job, n, at) for q, job, n, at in self.held if q in queues]
+
+    def in_flight_s(self, model: str, rate: float) -> float:
+        """Seconds of work left in the shards the model's workers hold now: each worker goes at rate / workers,
+        and a shard taken t seconds ago has that much less to do. Everything queued waits behind it."""
+        held = [(n, at) for _job, n, at in self.held_by_workers(model)]
+        if not held:
+            return 0.0
+        per_worker, now = rate / max(1, len(held)), time.time()
+        return sum(max(0.0, n - (now - at) * per_worker) for n, at in held) / rate
 
     def rate(self, model: str) -> float | None:
         if model not in self.rates:
@@ -69,15 +86,18 @@ class EtaSource:
         q = self.queue(model, tier)
         through = q.through_job.get(job_id)
         out = {"model": model, "ahead_images": through or 0}
-        if through is None:  # nothing of this job waits for this model (in hand or done)
-            return out | {"eta_s": 0.0, "rate_images_per_s": self.rate(model)}
         rate = self.rate(model)
+        if through is None:  # nothing of this job waits in the queue: in a worker's hands, or done
+            mine = any(job == job_id for job, _n, _at in self.held_by_workers(model))
+            return out | {"eta_s": round(self.in_flight_s(model, rate), 1) if mine and rate else 0.0,
+                          "rate_images_per_s": rate}
         out["rate_images_per_s"] = None if rate is None else round(rate, 3)
         if rate is None:
             return out | {"eta_s": None, "reason": f"no {model} worker online with a measured throughput "
                                                    f"(in the last {self.settings.throughput_window_s} s)"}
         depths = {t: self.queue(model, t).images for t in TIERS if t != tier}
-        return out | {"eta_s": round(finish_seconds(tier, through, depths, self.settings.tier_weights, rate), 1)}
+        eta_s = self.in_flight_s(model, rate) + finish_seconds(tier, through, depths, self.settings.tier_weights, rate)
+        return out | {"eta_s": round(eta_s, 1)}
 
     def job_eta(self, job: dict) -> dict | None:
         """{eta_s, eta_at, per_model} for an unfinished job (the slowest model decides); None when finished."""

@@ -66,6 +66,26 @@ def read_queue(client: redis.Redis, name: str, scan: bool = True) -> QueueState:
     return state
 
 
+# kombu's Redis transport keeps each message a worker holds (acks_late: until it is done) in these two keys.
+KOMBU_UNACKED, KOMBU_UNACKED_INDEX = "unacked", "unacked_index"
+
+
+def in_flight(client: redis.Redis) -> list[tuple[str, str | None, int, float]]:
+    """Shards workers hold now: (queue, job id, images, taken_at). A dead worker's entry stays until it is restored; its
+    taken_at is old, so estimates treat it as finished."""
+    out = []
+    for tag, raw in client.hgetall(KOMBU_UNACKED).items():
+        try:
+            message, _exchange, routing_key = json.loads(raw)
+        except (ValueError, TypeError):
+            continue
+        job_id, images, _at = _shard(json.dumps(message))
+        taken_at = client.zscore(KOMBU_UNACKED_INDEX, tag)
+        if images and taken_at is not None:
+            out.append((routing_key, job_id, images, taken_at))
+    return out
+
+
 def redis_client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s,
                                 socket_timeout=max(settings.connect_timeout_s, 5), decode_responses=True)

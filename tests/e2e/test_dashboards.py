@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 
 import httpx
 import jsonschema
@@ -67,8 +68,20 @@ def test_dashboard_json_is_valid_and_covers_what_operators_need(path):
     for needed in ("capq_queue_shards", "capq_queue_oldest_age_seconds", "capq_workers_online",
                    "capq_images_captioned_total", "capq_model_latency_seconds_sum", "capq_caption_failures_total",
                    "capq_dead_letters", "capq_api_request_seconds_bucket", "capq_api_requests_total",
-                   "capq_eval_score"):
+                   "capq_eval_score", "capq_alias_weight"):
         assert needed in exprs, f"no panel queries {needed}"
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path):
+    # promtool parses each expression as a recording rule: a typo in a panel fails here, not on an operator's screen
+    from tests.unit.test_alerts import _promtool
+
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"capq:panel_{n}", "expr": e}
+                                                         for n, e in enumerate(dashboard_exprs())]}]}
+    (tmp_path / "panels.yml").write_text(yaml.safe_dump(rules))
+    run = subprocess.run([_promtool(), "check", "rules", "panels.yml"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"SUCCESS: {len(dashboard_exprs())} rules found" in run.stdout
 
 
 def _exported(text: str) -> set[str]:

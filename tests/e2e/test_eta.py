@@ -38,11 +38,11 @@ def test_eta_of_each_job_matches_its_actual_finish(settings, clean_redis):
     proc = _start_slow_worker(settings)
     try:
         # Given a worker at a known 10 images/s whose rate was seen on a warm-up job
-        wait_job(settings, make_job(settings, random_images(16, seed=80), "blip", shard_size=8))
+        wait_job(settings, make_job(settings, random_images(16, seed=80), "blip", shard_size=4))
         # If a backlog arrives: 40 free images, 24 plus, then 16 more free
-        a = make_job(settings, random_images(40, seed=81), "blip", tier="free", shard_size=8)
-        b = make_job(settings, random_images(24, seed=82), "blip", tier="plus", shard_size=8)
-        c = make_job(settings, random_images(16, seed=83), "blip", tier="free", shard_size=8)
+        a = make_job(settings, random_images(40, seed=81), "blip", tier="free", shard_size=4)
+        b = make_job(settings, random_images(24, seed=82), "blip", tier="plus", shard_size=4)
+        c = make_job(settings, random_images(16, seed=83), "blip", tier="free", shard_size=4)
         t0 = time.time()
         statuses = {j: job_status(settings, j) for j in (a, b, c)}
         assert all(s["eta"] for s in statuses.values()), statuses

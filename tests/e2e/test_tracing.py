@@ -53,6 +53,14 @@ def _json_lines(path: str) -> list[dict]:
     return out
 
 
+def _wait_log_line(path: str, wanted, timeout_s: float = 60) -> None:
+    """The worker logs a shard's line just after recording it, so the line may trail the job's end by a moment."""
+    deadline = time.monotonic() + timeout_s
+    while not any(wanted(line) for line in _json_lines(path)):
+        assert time.monotonic() < deadline, f"no such line in {path}: {_json_lines(path)[-5:]}"
+        time.sleep(0.2)
+
+
 def test_one_trace_id_from_the_api_through_the_worker_to_captions_and_spans(settings, workers):
     otlp = ThreadingHTTPServer(("127.0.0.1", free_port()), _Otlp)
     threading.Thread(target=otlp.serve_forever, daemon=True).start()
@@ -80,8 +88,8 @@ def test_one_trace_id_from_the_api_through_the_worker_to_captions_and_spans(sett
         api_lines = [l for l in _json_lines(api.log_path) if l.get("trace_id") == TRACE]
         assert any(l.get("logger") == "capq.api" and "POST /v1/jobs 202" in l["msg"] for l in api_lines), api_lines
         assert any(l.get("job_id") == job_id for l in api_lines)
-        worker_lines = [l for l in _json_lines(worker.log_path) if l.get("trace_id") == TRACE]
-        assert any("shard done" in l["msg"] and l.get("job_id") == job_id for l in worker_lines), worker_lines[-5:]
+        _wait_log_line(worker.log_path, lambda l: l.get("trace_id") == TRACE and "shard done" in l["msg"]
+                       and l.get("job_id") == job_id)
         # and no other request's id leaks onto the next one: a request without a header gets a new id
         other = client.get("/v1/jobs")
         assert other.headers["X-Trace-Id"] not in (TRACE, "") and len(other.headers["X-Trace-Id"]) == 32
@@ -103,8 +111,8 @@ def test_one_trace_id_from_the_api_through_the_worker_to_captions_and_spans(sett
         assert len(cli_trace) == 32 and cli_trace != TRACE
         wait_job(settings, submitted["job_id"])
         assert db["captions"].find_one({"job_id": submitted["job_id"]})["trace_id"] == cli_trace
-        assert any(l.get("trace_id") == cli_trace and l.get("job_id") == submitted["job_id"]
-                   for l in _json_lines(worker.log_path))
+        _wait_log_line(worker.log_path, lambda l: l.get("trace_id") == cli_trace
+                       and l.get("job_id") == submitted["job_id"])
     finally:
         stop(api)
         otlp.shutdown()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from capq.names import WORKER_HEARTBEAT_KEY
 from evaluation.score_metrics import score_families
+from storage.aliases import AliasStore
 from storage.db import mongo
 from tests.conftest import flush_redis
 from tests.e2e.conftest import make_job, random_images
@@ -55,6 +57,11 @@ def test_exporter_reports_queues_workers_dead_letters_and_scores(settings):
         assert s[("capq_eval_score", labels)] == 0.31
         assert round(s[("capq_eval_score_ci95_high", labels)], 4) == 0.33
         assert s[("capq_exporter_source_up", (("source", "redis"),))] == 1
+        # and an alias's weights as shares
+        AliasStore(settings).set("caption-default", [{"model": "blip", "weight": 90}, {"model": "git", "weight": 10}], "t")
+        s = _samples(settings)
+        assert s[("capq_alias_weight", (("alias", "caption-default"), ("model", "git")))] == pytest.approx(0.1)
     finally:
         flush_redis(settings)
         db["evaluations"].delete_many({"kind": "clipscore"})
+        db["model_aliases"].delete_many({})
