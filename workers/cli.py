@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from capq.settings import get_settings
+from workers import ops_cli
 
 models_app = typer.Typer(help="Captioning models, checkpoints and generation presets.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: work that kept failing.", no_args_is_help=True)
@@ -152,6 +153,4 @@ def register(app: typer.Typer) -> None:
     app.command("health")(health)
     app.add_typer(models_app, name="models")
     app.add_typer(dlq_app, name="dlq")
-    from workers import ops_cli  # issue 18
-
-    ops_cli.register(app)
+    ops_cli.register(app)  # issue 18
