@@ -105,6 +105,25 @@ class Settings(BaseModel):
     metrics_port: int = Field(0, ge=0, le=65535)
     log_json: bool = True
 
+    # Issue 12: security limits (docs/security.md)
+    # Bytes of one request body, counted while it streams (413 past it): multipart uploads, then anything else.
+    max_request_bytes: int = Field(128 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    max_files_per_request: int = Field(500, gt=0)
+    max_items_per_request: int = Field(10_000, gt=0)
+    # Images per key per hour, on top of the request budget (rate_limits_per_hour).
+    image_limits_per_hour: dict[str, int] = Field(
+        default_factory=lambda: {"free": 100, "plus": 300, "premium": 1000}
+    )
+    # Failed API keys per client address per window before that address gets 429.
+    auth_failure_limit: int = Field(20, gt=0)
+    auth_failure_window_s: int = Field(900, gt=0)
+    # Pixels decoded at once per process (API and worker threads share it); bounds memory under a flood.
+    decode_budget_pixels: int = Field(100_000_000, gt=0)
+    # Longest side a JPEG is decoded at in the worker (DCT scaling, never the full header size above it).
+    worker_decode_max_side_px: int = Field(1024, gt=0)
+    # Serve the API's /metrics on this separate port (0: on the API port itself, for local use only).
+    api_metrics_port: int = Field(0, ge=0, le=65535)
     # Issue 18: production monitoring (exporter, ETAs, aliases, reference-free quality, tracing)
     exporter_port: int = Field(9101, ge=1, le=65535)
     throughput_window_s: int = Field(300, gt=0)
@@ -151,7 +170,7 @@ class Settings(BaseModel):
             raise ValueError("at least one tier needs a weight above 0")
         return weights
 
-    @field_validator("rate_limits_per_hour", mode="before")
+    @field_validator("rate_limits_per_hour", "image_limits_per_hour", mode="before")
     @classmethod
     def _limits(cls, v):
         return _parse_tier_map(v, "limit")

@@ -141,9 +141,11 @@ def results_cmd(job: str = typer.Argument(..., help="Job id."),
         for row in rows:
             print(json.dumps(row))
         return
+    from producer.render import csv_cell
+
     writer = csv.DictWriter(sys.stdout, fieldnames=RESULT_FIELDS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
 
 
 @_exits
@@ -249,7 +251,12 @@ def api_cmd(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000
     from producer.api import create_app
 
     settings = get_settings()
-    setup_logging(settings.log_json)
+    setup_logging(settings.log_json, secrets=(settings.s3_secret_key,))
+    if settings.api_metrics_port:
+        from prometheus_client import start_http_server
+
+        # A port of its own, which compose and k8s never publish: the public port answers 404 on /metrics.
+        start_http_server(settings.api_metrics_port, addr=host)
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 

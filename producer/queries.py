@@ -61,7 +61,10 @@ def parse_since(value, now: datetime | None = None) -> datetime:
             raise BadInput(f"{hint}; got {value!r}") from None
     age = _AGE.match(value.strip())
     if age:
-        return now - timedelta(seconds=int(age.group(1)) * _UNITS[age.group(2)])
+        try:
+            return now - timedelta(seconds=int(age.group(1)) * _UNITS[age.group(2)])
+        except (OverflowError, ValueError):
+            raise BadInput(f"{hint}; the age {value!r} reaches before year 1") from None
     try:
         at = datetime.fromisoformat(value.strip())
     except ValueError:
@@ -94,7 +97,7 @@ def decode_cursor(cursor) -> tuple[datetime, str]:
         if not re.fullmatch(r"[0-9a-f]{24}", item_id):
             raise ValueError
         return datetime.fromtimestamp(int(ms) / 1000, timezone.utc), item_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, OverflowError, OSError, binascii.Error, UnicodeDecodeError):
         raise BadInput("cursor is not one this service returned; pass next_cursor from the previous page") from None
 
 

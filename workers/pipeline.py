@@ -7,9 +7,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from capq.imaging import InvalidImage, decode_rgb
+from capq.imaging import InvalidImage, PixelBudget, decode_rgb
 from capq.tracing import current as current_trace_id
-from storage.blobs import ImageStore
+from storage.blobs import ImageStore, sha256_hex
 from storage.captions import CaptionStore
 from storage.errors import NotFound
 from storage.jobs import JobStore
@@ -33,6 +33,11 @@ class Worker:
     on_batch: Callable[[int, float], None] = lambda size, model_s: None
     on_failure: Callable[[str], None] = lambda reason: None
     _pool: ThreadPoolExecutor = field(init=False, repr=False)
+    # Issue 12: the process's decode budget (CAPQ_DECODE_BUDGET_PIXELS) and a JPEG's longest decoded side.
+    decode_budget: PixelBudget | None = None
+    max_side_px: int = 1024
+    # With it, a cached caption is reused only for an owner who has it already (storage.history.CaptionHistory).
+    history: Any = None
 
     def __post_init__(self):
         self._pool = ThreadPoolExecutor(self.fetch_threads, thread_name_prefix="fetch")
@@ -56,7 +61,9 @@ def _fetch_one(w: Worker, sha: str) -> tuple[str, Any, str | None, float]:
     t0 = time.perf_counter()
     try:
         data = w.images.get(sha)
-        image = decode_rgb(data, w.max_pixels)
+        if sha256_hex(data) != sha:  # a stored object is trusted no more than an upload
+            return sha, None, "corrupt: the stored bytes do not hash to the image's sha256", time.perf_counter() - t0
+        image = decode_rgb(data, w.max_pixels, w.max_side_px, w.decode_budget)
         return sha, w.captioner.preprocess(image), None, time.perf_counter() - t0
     except NotFound:
         return sha, None, "missing: image object not found in the object store", time.perf_counter() - t0
@@ -157,6 +164,11 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> 
         result.skipped = len(shas)
         return result
 
+    if w.history is not None and cached:
+        # Another owner's caption of the same bytes is not handed over: an instant answer would tell this owner
+        # that someone else submitted them. The caption is computed again (the stored one stays: same key).
+        mine = w.history.captioned_shas(job["owner"], list(cached), w.model, preset_name)
+        cached = {sha: doc for sha, doc in cached.items() if sha in mine}
     reused = [sha for sha in items if sha in cached]
     if reused:
         recorded.update(_write(w, job, preset_name, items, [], [
