@@ -1,4 +1,4 @@
-"""logs: structured JSON log lines that carry the job id and Celery task id of the work in hand."""
+"""logs: structured JSON log lines that carry the job id, trace id and Celery task id of the work in hand."""
 from __future__ import annotations
 
 import contextvars
@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 import time
+
+from capq.tracing import trace_id_var
 
 job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("capq_job_id", default=None)
 
@@ -17,6 +19,9 @@ class JsonFormatter(logging.Formatter):
         job_id = getattr(record, "job_id", None) or job_id_var.get()
         if job_id:
             line["job_id"] = job_id
+        trace_id = getattr(record, "trace_id", None) or trace_id_var.get()  # issue 18
+        if trace_id:
+            line["trace_id"] = trace_id
         try:
             from celery import current_task
 

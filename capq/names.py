@@ -34,3 +34,6 @@ MODEL_NAMES = ("blip", "blip2", "git", "vit-gpt2")
 KEY_STATS_KEY = f"{PREFIX}:keystat:"  # + key prefix + ":" + what + ":" + window
 QUOTA_KEY = f"{PREFIX}:quota:"  # + owner + ":" + UTC day
 RETENTION_TASK = "capq.retention"
+# Issue 18: recent throughput of each worker (a sorted set per model), read for job ETAs.
+THROUGHPUT_KEY = f"{PREFIX}:throughput:"  # + model
+QUALITY_TASK = "capq.quality"  # issue 18: reference-free quality of production captions

@@ -188,6 +188,14 @@ class Settings(BaseModel):
     fetch_per_host: int = Field(4, gt=0)          # concurrent fetches per host
     fetch_max_redirects: int = Field(5, ge=0)
     fetch_allow_private: bool = False             # fetch from private/loopback/link-local addresses (tests, intranets)
+    # Issue 18: production monitoring (exporter, ETAs, aliases, reference-free quality, tracing)
+    exporter_port: int = Field(9101, ge=1, le=65535)
+    throughput_window_s: int = Field(300, gt=0)
+    quality_interval_s: int = Field(3600, gt=0)
+    quality_sample_size: int = Field(1000, gt=0)
+    clip_checkpoint: str = ""  # hub id or folder; empty: no CLIPScore, health signals only
+    clipscore_sample_size: int = Field(200, gt=0)
+    tracing_otlp_endpoint: str = ""  # empty: no OpenTelemetry spans (trace ids stay in the logs)
 
     @field_validator("redis_url")
     @classmethod

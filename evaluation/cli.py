@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from capq.settings import get_settings
+from evaluation import quality_cli
 
 refs_app = typer.Typer(help="Reference captions that evaluation scores against.", no_args_is_help=True)
 eval_app = typer.Typer(help="Caption quality: BLEU-1..4, ROUGE-L, CIDEr (and METEOR) with 95% intervals.",
@@ -20,6 +21,8 @@ err = Console(stderr=True)
 # The same names as evaluation.metrics.SCORE_NAMES; this module imports no metric code at load time, because
 # `capq` starts in the slim API image, which has no pycocoevalcap (tests/unit/test_deploy.py checks it).
 SCORE_NAMES = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider", "meteor")
+# Issue 18: scores of the reference-free evaluations (evaluation.quality) shown in the same history.
+REFERENCE_FREE_NAMES = ("clipscore", "empty_share", "repeated_share", "length_limit_share", "vocabulary")
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -50,7 +53,7 @@ def _cell(scores: dict, ci95: dict | None, name: str) -> str:
 
 
 def _score_rows(table: Table, runs: list[tuple[dict, dict | None]]) -> None:
-    for name in SCORE_NAMES:
+    for name in SCORE_NAMES + REFERENCE_FREE_NAMES:
         if any(scores.get(name) is not None for scores, _ in runs):
             table.add_row(name, *(_cell(scores, ci, name) for scores, ci in runs))
 
@@ -60,6 +63,7 @@ def _runs_table(docs: list[dict], title: str) -> Table:
     table = Table("", *(f"{d['model']}\n{str(d['created_at'])[:19]}" for d in docs), title=title)
     for label, get in (("checkpoint", lambda d: d.get("checkpoint")), ("preset", lambda d: d.get("preset")),
                        ("config", lambda d: d.get("config_hash")), ("trigger", lambda d: d.get("trigger")),
+                       ("kind", lambda d: d.get("kind") or "references"),
                        ("images", lambda d: d["image_count"]), ("image set", lambda d: d["image_set_hash"][:12]),
                        ("no refs / empty", lambda d: f"{d['counts']['no_reference']} / {d['counts']['empty']}")):
         table.add_row(label, *(str(get(d)) for d in docs))
@@ -131,11 +135,17 @@ def eval_history(model: Optional[str] = typer.Option(None, help="Only this model
 
 
 @eval_app.command("compare")
-def eval_compare(a: str = typer.Argument(..., help="Model A"), b: str = typer.Argument(..., help="Model B"),
+def eval_compare(a: str = typer.Argument(..., help="Model A, or a model alias to compare its arms"),
+                 b: Optional[str] = typer.Argument(None, help="Model B (omit when A is an alias)"),
                  preset: Optional[str] = typer.Option(None, help="Only captions made with this preset."),
                  as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON.")) -> None:
-    """A minus B on the images both captioned: difference, 95% interval and p-value (paired bootstrap)."""
+    """A minus B on the images both captioned: difference, 95% interval and p-value (paired bootstrap). With one
+    alias name: its arms on the captions of the jobs submitted to it (unpaired bootstrap of CLIPScore)."""
     from evaluation.run import compare_models
+
+    if b is None:  # issue 18: the arms of an alias
+        quality_cli.compare_alias(get_settings(), a, as_json)
+        return
 
     try:
         result = compare_models(get_settings(), a, b, preset=preset)
@@ -184,5 +194,6 @@ def eval_worker(concurrency: int = typer.Option(1, min=1, help="Evaluations at o
 
 
 def register(app: typer.Typer) -> None:
+    quality_cli.register(eval_app)  # issue 18
     app.add_typer(refs_app, name="refs")
     app.add_typer(eval_app, name="eval")

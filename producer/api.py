@@ -16,9 +16,8 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from capq.names import MODEL_NAMES, TIERS
 from capq.settings import Settings
+from producer import api_aliases, api_guard, api_owners, api_tracing, key_stats, queries
 from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers, take_images
-from producer import api_guard, api_owners, key_stats, queries
-from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers
 from producer.errors import BadInput, CaptionTimeout, TooLarge
 from producer.sources import Candidate, Expanded, from_api_items, upload_name
 from producer.api_export import parquet_results
@@ -235,4 +234,6 @@ def create_app(settings: Settings) -> FastAPI:
                                      "later")
             await asyncio.sleep(0.2)
 
+    api_aliases.install(app, settings, auth)
+    api_tracing.install(app, settings, auth)
     return app

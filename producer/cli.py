@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from capq.settings import get_settings
+from producer import aliases_cli
 from producer.errors import BadInput
 from producer.render import err, fail, out
 
@@ -68,7 +69,7 @@ def _watch(settings, job_id: str, as_json: bool) -> dict:
 def submit_cmd(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive), .jsonl/.csv/.parquet manifests, "
                                       ".tar shards or brace patterns, s3:// keys and s3://bucket/prefix/."),
-    model: str = typer.Option(..., "--model", "-m", help="Model(s), comma-separated: blip, blip2, git, vit-gpt2."),
+    model: str = typer.Option(..., "--model", "-m", help="Model(s), comma-separated: blip, blip2, git, vit-gpt2, or a model alias."),
     tier: Optional[str] = typer.Option(None, help="free, plus or premium (default CAPQ_DEFAULT_TIER)."),
     preset: Optional[str] = typer.Option(None, help="Generation preset (default CAPQ_DEFAULT_PRESET)."),
     owner: Optional[str] = typer.Option(None, help="Owner of the job (default $USER or 'local')."),
@@ -106,7 +107,8 @@ def submit_cmd(
         if result.rejected:
             err.print(rejections_table(result.rejected))
         err.print(f"job {result.job_id}: {result.accepted} image(s) accepted, {result.rejected_total} rejected, "
-                  f"{result.enqueued} item(s) queued" + ("" if result.created else " (resumed)"))
+                  f"{result.enqueued} item(s) queued" + ("" if result.created else " (resumed)")
+                  + f"; trace {result.trace_id}")
         print(result.job_id, flush=True)
     final = _watch(settings, result.job_id, as_json) if wait else job_status(settings, result.job_id)
     if as_json:
@@ -303,3 +305,4 @@ def register(app: typer.Typer) -> None:
     from producer import owners_cli  # issue 15: owners, usage, keys rotate, retention
 
     owners_cli.register(app)
+    aliases_cli.register(app)  # issue 18

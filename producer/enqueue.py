@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from capq.names import CAPTION_TASK, caption_queue
+from capq.tracing import celery_headers
 from storage.jobs import OPEN, JobStore
 
 
@@ -31,7 +32,7 @@ def enqueue_pending(app, jobs: JobStore, job_id: str, tier: str, shard_size: int
         shas = [it["sha256"] for it in shard if it["state"] == OPEN]  # a cancelled item stays unsent
         if shas:
             app.send_task(CAPTION_TASK, args=[job_id, shard[0]["model"], shard[0]["preset"], shas, time.time()],
-                          queue=caption_queue(shard[0]["model"], tier))
+                          queue=caption_queue(shard[0]["model"], tier), headers=celery_headers())
             sent += len(shas)
         jobs.mark_enqueued(job_id, shard[-1]["seq"])
     return sent

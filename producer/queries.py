@@ -12,6 +12,7 @@ from typing import Iterator
 from capq.settings import Settings
 from producer import choices
 from producer.errors import BadInput
+from producer.eta import with_etas
 from producer.sources import SHA256
 from storage.errors import NotFound
 from storage.jobs import JobStore
@@ -129,7 +130,7 @@ def job_status(settings: Settings, job_id, owner: str | None = None) -> dict:
     """The job with exact counts (recomputed from its items) and its rejected files."""
     jobs = JobStore(settings)
     owned_job(jobs, job_id, owner)
-    return public_job(jobs.refresh_counts(job_id)) | {"gpu_s": UsageStore(settings).job_gpu_s(job_id)}
+    return with_etas(settings, [public_job(jobs.refresh_counts(job_id))])[0] | {"gpu_s": UsageStore(settings).job_gpu_s(job_id)}
 
 
 def results(settings: Settings, job_id, owner: str | None = None, page: int = 1000) -> Iterator[dict]:
@@ -151,7 +152,7 @@ def results(settings: Settings, job_id, owner: str | None = None, page: int = 10
 
 def list_jobs(settings: Settings, owner: str | None = None, limit=50) -> list[dict]:
     owner = choices.check_owner(plain("owner", owner)) if owner is not None else None
-    return [public_job(j) for j in JobStore(settings).list(owner, _int("limit", limit, 1, MAX_LIMIT))]
+    return with_etas(settings, [public_job(j) for j in JobStore(settings).list(owner, _int("limit", limit, 1, MAX_LIMIT))])
 
 
 def history(settings: Settings, owner: str, image=None, model=None, job=None, since=None, limit=50, page=None,

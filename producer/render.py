@@ -63,21 +63,33 @@ def finished(job: dict) -> int:
     return c.get("done", 0) + c.get("failed", 0) + c.get("cancelled", 0)
 
 
+def eta_text(job: dict) -> str:
+    """'in 3m20s (07:02:11Z)', 'unknown: <why>' or '-' for a finished job (issue 18)."""
+    eta = job.get("eta")
+    if not eta:
+        return "-"
+    if eta["eta_s"] is None:
+        return f"unknown: {eta.get('reason', '')}"
+    m, s = divmod(int(round(eta["eta_s"])), 60)
+    return (f"in {m}m{s:02d}s" if m else f"in {s}s") + f" ({eta['eta_at'][11:19]}Z)"
+
+
 def job_table(job: dict) -> Table:
     c = job.get("counts", {})
-    table = Table("job", "owner", "state", "models", "tier", "preset", "done", "failed", "queued", "total",
+    table = Table("job", "owner", "state", "models", "tier", "preset", "done", "failed", "queued", "total", "eta",
                   title=None)
     table.add_row(safe(job["job_id"]), safe(job["owner"]), job["state"], ",".join(job["models"]), job["tier"],
-                  safe(job["preset"]), *(str(c.get(k, 0)) for k in ("done", "failed", "queued", "total")))
+                  safe(job["preset"]), *(str(c.get(k, 0)) for k in ("done", "failed", "queued", "total")),
+                  eta_text(job))
     return table
 
 
 def jobs_table(jobs: list[dict]) -> Table:
-    table = Table("job", "owner", "state", "models", "tier", "done/total", "created")
+    table = Table("job", "owner", "state", "models", "tier", "done/total", "created", "eta")
     for job in jobs:
         c = job.get("counts", {})
         table.add_row(safe(job["job_id"]), safe(job["owner"]), job["state"], ",".join(job["models"]), job["tier"],
-                      f"{finished(job)}/{c.get('total', 0)}", str(job.get("created_at") or "")[:19])
+                      f"{finished(job)}/{c.get('total', 0)}", str(job.get("created_at") or "")[:19], eta_text(job))
     return table
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import functools
 import itertools
+import logging
 import os
 import queue
 import threading
@@ -11,9 +12,11 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
+from capq import tracing
 from capq.imaging import ImageInfo, InvalidImage, decode_budget, inspect_image
 from capq.settings import Settings
 from producer import choices, quota
+from producer.aliases import Route, expand
 from producer.errors import BadInput
 from producer.inputs import check_named, iter_inputs
 from producer.sources import Candidate, Expanded
@@ -24,6 +27,7 @@ from storage.jobs import JobStore
 
 # (stage, done, total): stage is "validating" (once per input; total is the inputs read so far, final once the
 # input is exhausted), then "recorded" and "enqueued" (once each).
+log = logging.getLogger("capq.producer")
 Progress = Callable[[str, int, int], None]
 
 
@@ -45,6 +49,7 @@ class SubmitResult:
     rejected: list[dict] = field(default_factory=list)  # the first 1000, in input order
     counts: dict = field(default_factory=dict)
     rejected_total: int = 0  # every rejection of this call (all are recorded on the job)
+    trace_id: str | None = None  # issue 18: follow it in every service's logs
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -81,12 +86,13 @@ class _Recorder:
     chunk is sent by the caller once everything is recorded."""
 
     def __init__(self, settings: Settings, jobs: JobStore, job_id: str, owner: str, models: list[str], preset: str,
-                 send: Callable[[], int]):
+                 send: Callable[[], int], route: Route | None = None):
         from storage.history import CaptionHistory
         from storage.images import ImageRecords
 
         self.images, self.jobs, self.send, self.history = ImageRecords(settings), jobs, send, CaptionHistory(settings)
         self.job_id, self.owner, self.models, self.preset = job_id, owner, models, preset
+        self.route = route or (lambda sha: models)  # issue 18: an alias picks each image's model by its sha256
         self.chunk_size = settings.submit_record_chunk
         self.queue: queue.Queue = queue.Queue(RECORD_QUEUE_CHUNKS)
         self.pending: list[tuple[dict, dict | None]] = []
@@ -132,7 +138,7 @@ class _Recorder:
         owned = self.history.owned_shas(self.owner, [r["sha256"] for r in fresh])
         self.new_to_owner += sum(r["sha256"] not in owned for r in fresh)
         items = [{"sha256": r["sha256"], "model": m, "preset": self.preset, "file_name": r["file_name"], "meta": meta}
-                 for r, meta in chunk for m in self.models]
+                 for r, meta in chunk for m in self.route(r["sha256"])]
         self.new += len(self.jobs.add_items(self.job_id, self.owner, items))
         self.named += len(items)
 
@@ -359,7 +365,7 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     (the job stays resumable).
     """
     progress = progress or (lambda stage, done, total: None)
-    models = choices.parse_models(list(models) if not isinstance(models, str) else models)
+    models, route, aliases = expand(settings, list(models) if not isinstance(models, str) else models)
     tier = choices.check_tier(tier or settings.default_tier)
     preset = choices.check_preset(models, preset or settings.default_preset)
     owner = choices.check_owner(owner)
@@ -371,7 +377,9 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     items = _items(settings, paths_or_uploads, owner, allow_local)
 
     jobs = JobStore(settings)
-    job, created = jobs.create(owner, tier, models, preset, job_id=job_id, idempotency_key=idempotency_key)
+    trace_id = tracing.current() or tracing.new_trace_id()  # issue 18: the API request's, or this submission's own
+    job, created = jobs.create(owner, tier, models, preset, job_id=job_id, idempotency_key=idempotency_key,
+                               meta={"trace_id": trace_id} | ({"aliases": aliases} if aliases else {}))
     if not created:
         _check_resume(job, owner, tier, models, preset)
     job_id = job["_id"]
@@ -381,9 +389,12 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     from producer.enqueue import enqueue_pending
 
     shard = settings.batch_size * settings.shard_batches
-    send = functools.partial(enqueue_pending, celery_app(settings), jobs, job_id, tier, shard)
+    def send() -> int:
+        with tracing.bound(trace_id):  # the shards carry it to the workers (the recorder thread sends too)
+            return enqueue_pending(celery_app(settings), jobs, job_id, tier, shard)
+
     rejections = _Rejections(jobs, job_id)
-    recorder = _Recorder(settings, jobs, job_id, owner, models, preset, send)
+    recorder = _Recorder(settings, jobs, job_id, owner, models, preset, send, route)
     stream = _Stream(settings, owner, recorder, rejections, progress)
     try:
         stream.run(items)
@@ -395,6 +406,7 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     progress("recorded", new_items, named)
 
     sent = recorder.sent + send()
+    log.info("job %s: %d item(s) recorded, %d enqueued", job_id, new_items, sent, extra={"job_id": job_id})
     progress("enqueued", sent, sent)
     if sent or job["state"] == "submitting":
         jobs.set_state(job_id, "queued")
@@ -402,4 +414,4 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     return SubmitResult(job_id=job_id, created=created, state=job["state"], models=models, tier=tier, preset=preset,
                         accepted=recorder.accepted, duplicates=stream.duplicates, uploaded=recorder.new_to_owner,
                         new_items=new_items, enqueued=sent, rejected=rejections.listed(),
-                        rejected_total=rejections.total, counts=job["counts"])
+                        rejected_total=rejections.total, counts=job["counts"], trace_id=trace_id)

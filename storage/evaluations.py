@@ -42,3 +42,12 @@ class EvaluationStore:
         """The newest `limit` evaluations, optionally of one model."""
         query = {"model": model} if model else {}
         return [_public(d) for d in self.coll.find(query, sort=[("created_at", DESCENDING)], limit=limit)]
+
+    # Issue 18: evaluation kinds beside reference scores ("health", "clipscore"); documents without one are
+    # reference evaluations.
+    @translated
+    def newest(self, model: str, kind: str | None = None) -> dict | None:
+        """The newest whole-history evaluation of `model` of this kind (None: reference scores), if any."""
+        doc = self.coll.find_one({"model": model, "kind": kind, "scope.job_id": None, "scope.since": None},
+                                 sort=[("created_at", DESCENDING)])
+        return _public(doc) if doc else None

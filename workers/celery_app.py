@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Exchange, Queue
 
-from capq.names import EVAL_QUEUE, EVAL_TASK, RETENTION_TASK
+from capq.names import EVAL_QUEUE, EVAL_TASK, MODEL_NAMES, RETENTION_TASK, caption_queues
 from capq.settings import Settings, get_settings
 
 
@@ -16,7 +17,8 @@ def _retention_schedule(settings: Settings) -> dict:
 
 
 def create_app(settings: Settings) -> Celery:
-    app = Celery("capq", broker=settings.redis_url, include=["workers.tasks", "evaluation.tasks", "workers.retention"])
+    app = Celery("capq", broker=settings.redis_url,
+                 include=["workers.tasks", "evaluation.tasks", "workers.retention", "evaluation.quality_tasks"])
     app.conf.update(
         # Results live in MongoDB; a result backend would only duplicate them.
         task_ignore_result=True,
@@ -34,6 +36,9 @@ def create_app(settings: Settings) -> Celery:
         },
         broker_connection_retry_on_startup=True,
         task_default_queue=EVAL_QUEUE,
+        # Issue 18: every queue declared (as Celery would create it), so Flower lists each one with no worker online.
+        task_queues=[Queue(q, Exchange(q), routing_key=q)
+                     for q in [*(q for m in MODEL_NAMES for q in caption_queues(m)), EVAL_QUEUE]],
         task_routes={EVAL_TASK: {"queue": EVAL_QUEUE}},
         # Events feed Flower.
         worker_send_task_events=True,

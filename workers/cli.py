@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from capq.settings import get_settings
+from workers import ops_cli
 
 models_app = typer.Typer(help="Captioning models, checkpoints and generation presets.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: work that kept failing.", no_args_is_help=True)
@@ -57,7 +58,9 @@ def flower(address: str = typer.Option("127.0.0.1"), port: int = typer.Option(55
                                    "empty, not the .env.example placeholder); Flower never runs open")
         raise typer.Exit(2)
     from workers.celery_app import app
+    from workers.flower_queues import install
 
+    install()  # issue 18: every queue shown, with or without a worker online
     # Flower reads FLOWER_BASIC_AUTH itself; passing it as a flag would show the password in `ps`.
     app.start(["flower", f"--address={address}", f"--port={port}"])
 
@@ -153,3 +156,4 @@ def register(app: typer.Typer) -> None:
     app.command("health")(health)
     app.add_typer(models_app, name="models")
     app.add_typer(dlq_app, name="dlq")
+    ops_cli.register(app)  # issue 18

@@ -9,6 +9,7 @@ import time
 
 import redis
 
+from capq import tracing
 from capq.names import WORKER_HEARTBEAT_KEY
 from capq.settings import Settings
 
@@ -35,6 +36,7 @@ def consume(settings: Settings, name: str, queues: list[str], pool: list[str], l
     """Start the heartbeat (read by `capq health --service worker`), then consume `queues` until shut down."""
     from workers.celery_app import app
 
+    tracing.connect_celery(settings)  # issue 18: tasks log under their submission's trace id
     threading.Thread(target=_heartbeat, args=(settings, worker_id(name)), daemon=True).start()
     app.worker_main(["worker", "--queues", ",".join(queues), *pool, "--events", "--hostname",
                      f"{name}@%h-{os.getpid()}", "--loglevel", loglevel, "--without-gossip", "--without-mingle"])

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from capq.imaging import InvalidImage, PixelBudget, decode_rgb
+from capq.tracing import current as current_trace_id
 from storage.blobs import ImageStore, sha256_hex
 from storage.captions import CaptionStore
 from storage.errors import NotFound
@@ -109,6 +110,7 @@ def _run_batch(w: Worker, job_id: str, preset_name: str, preset: dict, chash: st
     for _, reason in bad:
         w.on_failure(reason.split(":", 1)[0])
     docs = []
+    trace_id = current_trace_id()
     if good:
         t0 = time.perf_counter()
         texts = w.captioner.generate([x for _, x, _ in good], preset)
@@ -120,6 +122,7 @@ def _run_batch(w: Worker, job_id: str, preset_name: str, preset: dict, chash: st
             "config_hash": chash, "caption": text, "job_id": job_id, "worker_id": w.worker_id,
             "timings": {"fetch_s": round(fetch_s, 4), "model_s": round(model_s / len(good), 4),
                         "batch_size": len(good)},
+            **({"trace_id": trace_id} if trace_id else {}),  # issue 18: the submission's trace
         } for (sha, _, fetch_s), text in zip(good, texts)]
         # The batch's generate time, shared evenly among its images: what each caption cost.
         outcomes += [{"sha256": d["sha256"], "state": "done", "caption": d["caption"], "config_hash": chash,

@@ -8,7 +8,7 @@ from capq.logs import job_id_var
 from capq.names import CAPTION_TASK
 from capq.settings import get_settings
 from storage.errors import NotFound, ServiceUnreachable
-from workers import metrics, pipeline, runtime
+from workers import metrics, pipeline, runtime, throughput
 from workers.celery_app import app
 from workers.deadletters import DeadLetters
 from workers.presets import UnknownPreset
@@ -57,6 +57,8 @@ def caption_shard(self, job_id: str, model: str, preset: str, shas: list[str], e
         _dead_letter(self, args, f"{type(exc).__name__}: {exc}")
         raise
     metrics.SHARDS.labels(model, "ok").inc()
+    if result.wall_s:  # issue 18: the worker's live rate, for ETAs
+        throughput.record(settings, model, w.worker_id, result.done + result.reused + result.failed, result.wall_s)
     metrics.IMAGES_CAPTIONED.labels(model, "model").inc(result.done)
     metrics.IMAGES_CAPTIONED.labels(model, "reused").inc(result.reused)
     usage_tier = (self.request.delivery_info or {}).get("routing_key", "").rsplit(".", 1)[-1] or "unknown"

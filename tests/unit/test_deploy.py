@@ -42,7 +42,7 @@ NO_SCHEMA_KINDS = {
 # Environment variables a capq container may get besides CAPQ_* settings.
 EXTRA_CAPQ_ENV = {"HF_HUB_OFFLINE", "HF_HOME", "FLOWER_BASIC_AUTH", "NVIDIA_VISIBLE_DEVICES"}
 # Third-party images configured by their own variables.
-THIRD_PARTY_SERVICES = {"redis", "mongo", "minio", "minio-init"}
+THIRD_PARTY_SERVICES = {"redis", "mongo", "minio", "minio-init", "prometheus", "grafana"}
 # Runtime packages the slim API image must never carry.
 HEAVY = {"torch", "transformers", "tokenizers", "safetensors"}
 

@@ -1,0 +1,141 @@
+"""quality: reference-free quality of each model's newest production captions (health signals and CLIPScore), stored
+in the evaluation history beside BLEU/CIDEr, and the comparison of an alias's arms."""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from datetime import datetime, timezone
+
+from capq.imaging import InvalidImage, decode_rgb
+from capq.names import MODEL_NAMES
+from capq.settings import Settings
+from evaluation.health import health_signals, hits_limit, length_limit
+from storage.blobs import ImageStore
+from storage.caption_samples import CaptionSamples
+from storage.errors import NotFound
+from storage.evaluations import EvaluationStore
+from workers.presets import get_preset
+
+log = logging.getLogger("capq.eval")
+
+
+@functools.lru_cache(maxsize=16)
+def _token_counter(checkpoint: str):
+    """Count tokens with the checkpoint's own tokenizer when it loads offline; else count words (an undercount,
+    recorded as length_unit "words")."""
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
+        return (lambda text: len(tok(text, add_special_tokens=False)["input_ids"])), "tokens"
+    except Exception:  # noqa: BLE001 - any load failure falls back to words
+        return (lambda text: len(text.split())), "words"
+
+
+def _sample_fields(sample: list[dict]) -> dict:
+    from evaluation.run import image_set_hash
+
+    shas = [c["sha256"] for c in sample]
+    return {"image_count": len(sample), "image_set_hash": image_set_hash(shas),
+            "checkpoints": sorted({c["checkpoint"] for c in sample if c.get("checkpoint")}),
+            "preset": ", ".join(sorted({c.get("preset") or "" for c in sample} - {""})) or None,
+            "sample": {"newest_at": sample[0].get("created_at"), "oldest_at": sample[-1].get("created_at")},
+            "scope": {"job_id": None, "since": None, "preset": None}}
+
+
+def health_doc(model: str, sample: list[dict], trigger: str) -> dict:
+    units, flags = set(), []
+    for c in sample:
+        count, unit = _token_counter(c.get("checkpoint") or "")
+        units.add(unit)
+        try:
+            limit = length_limit(get_preset(model, c.get("preset") or "default")["generate"])
+        except ValueError:
+            limit = None
+        flags.append(hits_limit(count(c.get("caption") or ""), limit))
+    scores = health_signals([c.get("caption") or "" for c in sample], flags)
+    return {"kind": "health", "model": model, **_sample_fields(sample), "scores": scores, "ci95": {},
+            "counts": {"captions": len(sample), "scored": len(sample), "no_reference": 0,
+                       "empty": round(scores["empty_share"] * len(sample))},
+            "length_unit": "tokens" if units == {"tokens"} else "words", "trigger": trigger}
+
+
+def clip_doc(settings: Settings, model: str, sample: list[dict], trigger: str) -> dict | None:
+    """CLIPScore of up to clipscore_sample_size (image, caption) pairs with a 95% bootstrap interval; None when no
+    image of the sample can be read."""
+    from evaluation.clipscore import clip_scores, mean_ci95
+
+    store, images, kept = ImageStore(settings), [], []
+    for c in sample[:settings.clipscore_sample_size]:
+        try:
+            images.append(decode_rgb(store.get(c["sha256"]), settings.max_image_pixels))
+            kept.append(c)
+        except (NotFound, InvalidImage) as exc:
+            log.info("clipscore skips %s: %s", c["sha256"][:12], exc)
+    if not kept:
+        return None
+    scores = clip_scores(settings.clip_checkpoint, images, [c.get("caption") or "" for c in kept])
+    mean, ci = mean_ci95(scores, settings.bootstrap_samples)
+    return {"kind": "clipscore", "model": model, **_sample_fields(kept), "scores": {"clipscore": mean},
+            "ci95": {"clipscore": list(ci)}, "per_image": {c["sha256"]: s for c, s in zip(kept, scores)},
+            "clip_checkpoint": settings.clip_checkpoint, "bootstrap_samples": settings.bootstrap_samples,
+            "counts": {"captions": len(kept), "scored": len(kept), "no_reference": 0,
+                       "empty": sum(1 for c in kept if not (c.get("caption") or "").strip())},
+            "trigger": trigger}
+
+
+def measure_quality(settings: Settings, model: str | None = None, trigger: str = "manual",
+                    clip: bool = True) -> list[dict]:
+    """Store a health evaluation (and a CLIPScore one when CAPQ_CLIP_CHECKPOINT is set and clip is True) of each
+    model's newest CAPQ_QUALITY_SAMPLE_SIZE captions; returns the stored documents. Models with no captions are
+    skipped."""
+    store, stored = EvaluationStore(settings), []
+    for name in [model] if model else MODEL_NAMES:
+        started = time.perf_counter()
+        sample = CaptionSamples(settings).newest(name, settings.quality_sample_size)
+        if not sample:
+            continue
+        docs = [health_doc(name, sample, trigger)]
+        if clip and settings.clip_checkpoint:
+            docs.append(clip_doc(settings, name, sample, trigger))
+        for doc in filter(None, docs):
+            doc["created_at"] = datetime.now(timezone.utc)
+            doc["duration_s"] = round(time.perf_counter() - started, 3)
+            stored.append(store.insert(doc))
+    return stored
+
+
+def compare_alias_arms(settings: Settings, alias: str, clip: bool = True) -> dict:
+    """Each arm of `alias` measured on the captions of the jobs submitted to it: health signals per arm and, with a
+    CLIP checkpoint, CLIPScore per arm and each pair's difference with its interval and p-value (unpaired
+    bootstrap: the arms caption different images)."""
+    from evaluation.clipscore import compare_unpaired
+    from storage.aliases import AliasStore
+
+    arms = AliasStore(settings).get_many([alias]).get(alias)
+    if arms is None:
+        raise ValueError(f"no alias {alias!r}; `capq aliases list` shows them")
+    reads = CaptionSamples(settings)
+    jobs = reads.alias_jobs(alias)
+    out: dict = {"alias": alias, "arms": arms, "jobs": len(jobs), "per_arm": {}, "diff": {}}
+    clip_scores_by_arm = {}
+    for arm in arms:
+        sample = reads.newest(arm["model"], settings.quality_sample_size, job_ids=jobs)
+        if not sample:
+            out["per_arm"][arm["model"]] = {"captions": 0}
+            continue
+        entry = {"captions": len(sample), "health": health_doc(arm["model"], sample, "manual")["scores"]}
+        if clip and settings.clip_checkpoint:
+            doc = clip_doc(settings, arm["model"], sample, "manual")
+            if doc:
+                entry["clipscore"] = {"mean": doc["scores"]["clipscore"], "ci95": doc["ci95"]["clipscore"],
+                                      "images": doc["image_count"]}
+                clip_scores_by_arm[arm["model"]] = list(doc["per_image"].values())
+        out["per_arm"][arm["model"]] = entry
+    names = list(clip_scores_by_arm)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            out["diff"][f"{a} - {b}"] = compare_unpaired(clip_scores_by_arm[a], clip_scores_by_arm[b],
+                                                         settings.bootstrap_samples)
+    return out

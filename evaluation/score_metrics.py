@@ -1,0 +1,50 @@
+"""score_metrics: the newest evaluation scores of each model and the weights of model aliases as Prometheus gauges
+(read by `capq exporter`)."""
+from __future__ import annotations
+
+import math
+
+from prometheus_client.core import GaugeMetricFamily
+
+from capq.names import MODEL_NAMES
+from capq.settings import Settings
+from storage.aliases import AliasStore
+from storage.evaluations import EvaluationStore
+
+# Stored evaluation kinds: None are reference scores (BLEU, CIDEr, ...); the others need no references.
+KINDS = {None: "references", "health": "health", "clipscore": "clipscore"}
+
+
+def score_families(settings: Settings):
+    """capq_eval_score{model,kind,score} with its 95% interval bounds and the evaluation's time."""
+    store = EvaluationStore(settings)
+    score = GaugeMetricFamily("capq_eval_score", "Newest evaluation score", labels=["model", "kind", "score"])
+    low = GaugeMetricFamily("capq_eval_score_ci95_low", "Lower bound of its 95% interval",
+                            labels=["model", "kind", "score"])
+    high = GaugeMetricFamily("capq_eval_score_ci95_high", "Upper bound of its 95% interval",
+                             labels=["model", "kind", "score"])
+    when = GaugeMetricFamily("capq_eval_timestamp_seconds", "When the newest evaluation was made",
+                             labels=["model", "kind"])
+    for model in MODEL_NAMES:
+        for kind, kind_label in KINDS.items():
+            doc = store.newest(model, kind)
+            if doc is None:
+                continue
+            when.add_metric([model, kind_label], doc["created_at"].timestamp())
+            for name, value in (doc.get("scores") or {}).items():
+                if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+                    continue
+                labels = [model, kind_label, name]
+                score.add_metric(labels, float(value))
+                ci = (doc.get("ci95") or {}).get(name)
+                if ci:
+                    low.add_metric(labels, float(ci[0]))
+                    high.add_metric(labels, float(ci[1]))
+    yield from (score, low, high, when)
+    weight = GaugeMetricFamily("capq_alias_weight", "Share of an alias's images each model gets (0-1)",
+                               labels=["alias", "model"])
+    for alias in AliasStore(settings).list():
+        total = sum(a["weight"] for a in alias["arms"]) or 1
+        for arm in alias["arms"]:
+            weight.add_metric([alias["name"], arm["model"]], arm["weight"] / total)
+    yield weight
