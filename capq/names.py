@@ -29,3 +29,9 @@ EVAL_TASK = "capq.evaluate"
 
 # The captioning architectures capq ships adapters for (workers.models holds their details).
 MODEL_NAMES = ("blip", "blip2", "git", "vit-gpt2")
+
+# Issue 14: translation runs on its own queue, so a caption worker never waits on a provider.
+TRANSLATE_QUEUE = f"{PREFIX}.translate"
+TRANSLATE_TASK = "capq.translate_captions"
+TRANSLATE_CACHE_KEY = f"{PREFIX}:tr:"  # + target + ":" + sha256 of the text
+TRANSLATE_PROVIDERS = ("google", "azure", "aws", "offline")

@@ -75,6 +75,8 @@ def submit_cmd(
     idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key", help="Same key again resumes the job."),
     wait: bool = typer.Option(False, "--wait", help="Wait until every image is captioned."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines; the last holds job_id, counts and rejections."),
+    translate: Optional[str] = typer.Option(None, "--translate", help="Also translate each caption into this "
+                                            "language (e.g. vi), on the translation worker's queue."),
 ) -> None:
     """Validate, upload and queue images for captioning; prints the job id."""
     from producer.queries import job_status
@@ -90,7 +92,7 @@ def submit_cmd(
                 bar.update(description=f"{stage} {done} item(s)")
 
         result = submit(settings, paths, model, tier, preset, owner or default_owner(), job_id, idempotency_key,
-                        progress)
+                        progress, translate=translate)
     if as_json:
         for r in result.rejected:
             print(json.dumps({"event": "rejected", **r}), flush=True)
@@ -128,18 +130,28 @@ def status_cmd(job: str = typer.Argument(..., help="Job id."),
 
 @_exits
 def results_cmd(job: str = typer.Argument(..., help="Job id."),
-                fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv.")) -> None:
+                fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
+                lang: Optional[str] = typer.Option(None, "--lang", help="Add each caption's translation into this "
+                                                   "language (translated on demand when missing).")) -> None:
     """One record per image x model: sha256, file_name, model, preset, caption, status, error."""
     from producer.queries import RESULT_FIELDS, results
 
     if fmt not in ("jsonl", "csv"):
         raise BadInput(f"--format must be jsonl or csv, not {fmt!r}")
     rows = results(get_settings(), job)
+    fields = RESULT_FIELDS
+    if lang is not None:
+        from translation.results import check_lang, with_translations
+
+        rows, summary = with_translations(get_settings(), rows, check_lang(lang))
+        fields = RESULT_FIELDS + ("translation",)
+        if summary["error"]:
+            err.print(f"translation: {summary['error']}")
     if fmt == "jsonl":
         for row in rows:
             print(json.dumps(row))
         return
-    writer = csv.DictWriter(sys.stdout, fieldnames=RESULT_FIELDS, extrasaction="ignore")
+    writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
 

@@ -191,11 +191,12 @@ def _known(settings: Settings, owner: str, candidates: list[Candidate], checked:
 def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Candidate] | Expanded,
            models: str | Iterable[str], tier: str | None = None, preset: str | None = None, owner: str = "local",
            job_id: str | None = None, idempotency_key: str | None = None, progress: Progress | None = None,
-           allow_local: bool = True) -> SubmitResult:
+           allow_local: bool = True, translate: str | None = None) -> SubmitResult:
     """Submit images for captioning by `models`; safe to repeat: the same job id or idempotency key resumes.
 
     :param paths_or_uploads: local paths/folders/manifests/s3:// URIs (CLI), or Candidates (API uploads/items).
     :param allow_local: False for callers that must never read server-local paths (the API).
+    :param translate: a language code: each caption is also translated into it, by the translation worker.
     Every file is validated before anything is queued; bad files are listed in `rejected` and the job goes
     on with the rest. An image is queued at most once per model x preset within a job, however often the
     submission is repeated. A job with no accepted image finishes at once (state done).
@@ -211,6 +212,10 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
         choices.check_job_id(job_id)
     if idempotency_key is not None:
         choices.check_key(idempotency_key)
+    if translate is not None:
+        from translation.results import check_lang
+
+        translate = check_lang(translate)
 
     if isinstance(paths_or_uploads, Expanded):
         expanded = paths_or_uploads
@@ -222,7 +227,8 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
         expanded.candidates += [p for p in paths_or_uploads if isinstance(p, Candidate)]
 
     jobs = JobStore(settings)
-    job, created = jobs.create(owner, tier, models, preset, job_id=job_id, idempotency_key=idempotency_key)
+    job, created = jobs.create(owner, tier, models, preset, job_id=job_id, idempotency_key=idempotency_key,
+                               meta={"translate": translate} if translate else None)
     if not created:
         _check_resume(job, owner, tier, models, preset)
     job_id = job["_id"]

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from celery import Celery
 
-from capq.names import EVAL_QUEUE, EVAL_TASK
+from capq.names import EVAL_QUEUE, EVAL_TASK, TRANSLATE_QUEUE, TRANSLATE_TASK
 from capq.settings import Settings, get_settings
 
 
 def create_app(settings: Settings) -> Celery:
-    app = Celery("capq", broker=settings.redis_url, include=["workers.tasks", "evaluation.tasks"])
+    app = Celery("capq", broker=settings.redis_url, include=["workers.tasks", "evaluation.tasks", "translation.tasks"])
     app.conf.update(
         # Results live in MongoDB; a result backend would only duplicate them.
         task_ignore_result=True,
@@ -26,7 +26,7 @@ def create_app(settings: Settings) -> Celery:
         },
         broker_connection_retry_on_startup=True,
         task_default_queue=EVAL_QUEUE,
-        task_routes={EVAL_TASK: {"queue": EVAL_QUEUE}},
+        task_routes={EVAL_TASK: {"queue": EVAL_QUEUE}, TRANSLATE_TASK: {"queue": TRANSLATE_QUEUE}},
         # Events feed Flower.
         worker_send_task_events=True,
         task_send_sent_event=True,
