@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from capq.names import MODEL_NAMES, TIERS
 from capq.settings import Settings
-from producer import queries
+from producer import api_catalog, api_translate, queries
 from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers
 from producer.errors import BadInput, CaptionTimeout, TooLarge
 from producer.sources import Candidate, Expanded, from_api_items, upload_name
@@ -153,10 +153,18 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}/results", tags=["jobs"])
     def get_results(job_id: str, format: str = Query("json", pattern="^(json|jsonl)$"),
+                    lang: str | None = Query(None, description="add translations into this language (e.g. vi)"),
                     caller: Caller = Depends(auth)):
         rows = queries.results(settings, job_id, caller.owner)
         first = next(rows, None)  # raises NotFound here, before a streamed body has started
         head = [first] if first else []
+        if lang is not None:  # Issue 14: translated from the memory, or on demand
+            from translation.results import check_lang, with_translations
+
+            translated, summary = with_translations(settings, head + list(rows), check_lang(lang))
+            head, rows = translated, iter(())
+            if format == "json":
+                return {"job_id": job_id, "results": head, "translation": summary}
         if format == "json":
             return {"job_id": job_id, "results": head + list(rows)}
         return StreamingResponse((json.dumps(r) + "\n" for r in itertools.chain(head, rows)),
@@ -165,10 +173,16 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/captions", tags=["captions"])
     def captions(image: str | None = None, model: str | None = None, job: str | None = None,
                  since: str | None = None, limit: str = "50", page: str | None = None, cursor: str | None = None,
-                 caller: Caller = Depends(auth)) -> dict:
-        """Your caption history, newest first; page with `page` or with `cursor` (next_cursor)."""
-        return queries.history(settings, caller.owner, image=image, model=model, job=job, since=since,
-                               limit=limit, page=page, cursor=cursor, allow_files=False)
+                 lang: str | None = None, caller: Caller = Depends(auth)) -> dict:
+        """Your caption history, newest first; page with `page` or with `cursor` (next_cursor); `lang` adds
+        translations."""
+        found = queries.history(settings, caller.owner, image=image, model=model, job=job, since=since,
+                                limit=limit, page=page, cursor=cursor, allow_files=False)
+        if lang is not None:  # Issue 14
+            from translation.results import check_lang, with_translations
+
+            found["items"], found["translation"] = with_translations(settings, found["items"], check_lang(lang))
+        return found
 
     @app.post("/v1/caption", tags=["captions"])
     async def caption_one(file: UploadFile = File(..., description="one image"), model: str = Form("blip"),
@@ -197,4 +211,7 @@ def create_app(settings: Settings) -> FastAPI:
                                      "later")
             await asyncio.sleep(0.2)
 
+    # Issue 14: what the web UI reads (models, queues, evaluations, images) and translation.
+    api_catalog.install(app, settings, auth)
+    api_translate.install(app, settings, auth)
     return app
