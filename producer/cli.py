@@ -269,14 +269,20 @@ def demo_cmd(models: str = typer.Option("blip,blip2,git,vit-gpt2", help="Models 
                                                             "tiny offline models"),
              device: str = typer.Option("cpu", help="cpu or cuda:N for the workers."),
              no_api: bool = typer.Option(False, "--no-api", help="Submit directly instead of over HTTP."),
-             timeout_s: float = typer.Option(600, help="Give up waiting for captions after this long.")) -> None:
+             timeout_s: float = typer.Option(600, help="Give up waiting for captions after this long."),
+             keep_running: bool = typer.Option(False, "--keep-running", help="Then leave the stack, workers, API "
+                                               "and web UI running and print the UI's URL (Ctrl-C stops them)."),
+             ui_host: str = typer.Option("127.0.0.1", "--ui-host", help="With --keep-running: the UI's address."),
+             ui_port: int = typer.Option(8501, "--ui-port", min=1, max=65535,
+                                         help="With --keep-running: the UI's port.")) -> None:
     """The main job end to end: stack, models, workers, API, submit the seed images, print captions."""
     import httpx
 
     from producer.demo import DemoError, run_demo
 
     try:
-        code = run_demo(get_settings(), models, checkpoint or [], device, not no_api, timeout_s)
+        code = run_demo(get_settings(), models, checkpoint or [], device, not no_api, timeout_s, keep_running,
+                        ui_host, ui_port)
     except (DemoError, httpx.HTTPError) as exc:
         fail(exc)
         code = 1

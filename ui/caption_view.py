@@ -11,14 +11,18 @@ from ui.common import LANGUAGES, attempt, show_problem
 FOLLOW_S = 120  # how long the page follows a job before offering to keep following
 
 
-def _pick(models: list[dict]) -> tuple[list[str], str, str]:
+def _pick(models: list[dict], translation: dict | None) -> tuple[list[str], str, str]:
     names = [m["model"] for m in models]
     chosen = st.multiselect("Models", names, default=names[:1], key="caption_models")
     infos = [m for m in models if m["model"] in chosen]
     common = sorted(set.intersection(*(set(m["presets"]) for m in infos))) if infos else ["default"]
     preset = st.selectbox("Preset", common, index=common.index("default") if "default" in common else 0,
                           key="caption_preset")
-    lang = st.selectbox("Translate into", list(LANGUAGES), format_func=LANGUAGES.get, key="caption_lang")
+    # Like the seed, translate by default when the API can: into its default language.
+    default = translation["default_lang"] if translation and translation["available"] else ""
+    langs = list(LANGUAGES) + ([default] if default not in LANGUAGES else [])
+    lang = st.selectbox("Translate into", langs, index=langs.index(default),
+                        format_func=lambda code: LANGUAGES.get(code, code), key="caption_lang")
     for m in infos:
         if m["workers_online"] == 0:
             st.warning(f"No worker is online for {m['model']}: its captions wait in the queue until one starts "
@@ -44,7 +48,7 @@ def _grid(place, job: dict, rows: list[dict], models: list[str]) -> None:
                 elif r["status"] != "done":
                     col.error(f"{r['status']}: {r.get('error') or ''}")
                 else:
-                    col.markdown(f"🇬🇧 {r['caption']}")
+                    col.markdown(f"**en:** {r['caption']}")
                     latency = job["latency"].setdefault(f"{r['sha256']}:{model}", time.time() - job["t0"])
                     col.caption(f"latency {latency:.1f} s (submitted → caption)")
                     if r.get("translation"):
@@ -58,15 +62,20 @@ def _follow(api: Api, job: dict) -> None:
     deadline = time.monotonic() + FOLLOW_S
     while True:
         try:
-            body = api.results(job["id"], job["lang"] or None)
+            rows = api.results(job["id"])["results"]
+            open_ = sum(r["status"] == "queued" for r in rows)
+            _grid(place, job, rows, job["models"])
+            if not open_ and job["lang"]:
+                # Translated once the captions are in, so a caption's latency never includes its translation.
+                body = api.results(job["id"], job["lang"])
+                rows = body["results"]
+                _grid(place, job, rows, job["models"])
+                if body["translation"].get("error"):
+                    status.info(f"Translation unavailable: {body['translation']['error']}. "
+                                "The captions are not affected.")
         except ApiProblem as problem:
             show_problem(problem)
             return
-        rows = body["results"]
-        _grid(place, job, rows, job["models"])
-        open_ = sum(r["status"] == "queued" for r in rows)
-        if body.get("translation") and body["translation"].get("error"):
-            status.info(f"Translation unavailable: {body['translation']['error']}. The captions are not affected.")
         if not open_:
             st.success(f"{len(rows)} caption(s) ready.")
             return
@@ -84,7 +93,7 @@ def render(api: Api) -> None:
         return
     files = st.file_uploader("Images", type=["jpg", "jpeg", "png", "webp", "bmp", "gif"], accept_multiple_files=True,
                              key="caption_files")
-    models, preset, lang = _pick(catalogue["models"])
+    models, preset, lang = _pick(catalogue["models"], attempt(api.translation))
     if st.button("Generate captions", type="primary", disabled=not files or not models, key="caption_go"):
         uploads = [(f.name, f.getvalue()) for f in files]
         answer = attempt(api.submit, uploads, models, preset)

@@ -26,7 +26,7 @@ def ui_cmd(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     if api_key:
         env["CAPQ_UI_API_KEY"] = api_key
     args = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", host, "--server.port", str(port),
-            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
     typer.echo(f"capq UI on http://{host}:{port} (API {env['CAPQ_UI_API_URL']})", err=True)
     try:
         raise typer.Exit(subprocess.call(args, env=env))

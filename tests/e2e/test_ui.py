@@ -94,7 +94,7 @@ def test_caption_page_captions_a_seed_image_with_translation_then_jobs_and_histo
     # I expect the caption with its model, latency and the translation, side by side
     shown = texts(at)
     assert "1 caption(s) ready." in shown and "**blip**" in shown and "latency" in shown
-    caption = next(m.value for m in at.markdown if m.value.startswith("🇬🇧 ")).removeprefix("🇬🇧 ")
+    caption = next(m.value for m in at.markdown if m.value.startswith("**en:** ")).removeprefix("**en:** ")
     assert f"**vi:** [vi] {caption}" in shown
     # The Jobs page lists the job, with its results table and both downloads
     jobs = app(api_url, key, "Jobs")
