@@ -19,8 +19,14 @@ def ui_cmd(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
                                                  help="Key the UI starts with (default CAPQ_UI_API_KEY; a user can "
                                                       "also paste one in the sidebar).")) -> None:
     """Serve the web UI: caption images, follow jobs, browse history, evaluations and queues."""
+    import importlib.util
+
     from capq.settings import get_settings
 
+    if importlib.util.find_spec("streamlit") is None:
+        typer.echo("error: streamlit is not installed here; the UI has its own image (deploy/Dockerfile.ui), or "
+                   "pip install -r deploy/requirements-ui.txt", err=True)
+        raise typer.Exit(2)
     settings = get_settings()
     env = {**os.environ, "CAPQ_UI_API_URL": api or settings.ui_api_url}
     if api_key:
