@@ -17,7 +17,8 @@ err = Console(stderr=True)
 
 
 @translate_app.command("worker")
-def worker(concurrency: int = typer.Option(4, min=1, help="Translations in flight (threads; providers are I/O)."),
+def worker(concurrency: Optional[int] = typer.Option(None, min=1, help="Translations in flight (threads; providers "
+                                                    "are I/O); default CAPQ_TRANSLATE_CONCURRENCY."),
            loglevel: str = typer.Option("INFO")) -> None:
     """Consume the capq.translate queue: captions of jobs submitted with --translate."""
     from capq.logs import setup_logging
@@ -29,8 +30,8 @@ def worker(concurrency: int = typer.Option(4, min=1, help="Translations in fligh
     if not settings.translate_chain:
         err.print("[yellow]warning:[/yellow] CAPQ_TRANSLATE_PROVIDERS is empty: every translation will be "
                   "reported unavailable (captions are not affected)")
-    consume(settings, "translate", [TRANSLATE_QUEUE], ["--pool", "threads", "--concurrency", str(concurrency)],
-            loglevel)
+    threads = concurrency or settings.translate_concurrency
+    consume(settings, "translate", [TRANSLATE_QUEUE], ["--pool", "threads", "--concurrency", str(threads)], loglevel)
 
 
 @translate_app.command("text")
