@@ -15,6 +15,7 @@ from storage.translations import TranslationMemory
 from translation.providers import Provider, ProviderError, RateLimited, build_provider
 
 log = logging.getLogger("capq.translate")
+BATCH = 50  # texts per provider request
 
 
 class TranslationUnavailable(Exception):
@@ -106,10 +107,11 @@ class Translator:
         missing = [s for s in todo if todo[s] not in out]
         remembered = [Translation(todo[s], target, doc["translation"], doc["provider"], doc.get("source_lang"), "memory")
                       for s, doc in self.memory.lookup(missing, target).items()]
+        known = {t.text for t in remembered}
         fresh: list[Translation] = []
         send: dict[str, str | None] = {}
         for s in missing:
-            if todo[s] in {t.text for t in remembered}:
+            if todo[s] in known:
                 continue
             lang = detect_language(todo[s])
             if same_language(lang, target):
@@ -117,8 +119,13 @@ class Translator:
             else:
                 send[todo[s]] = lang
         failures: list[str] = []
-        if send:
-            made, failures = self._through_chain(list(send), target)
+        made: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(send), BATCH):
+            # Providers cap a request (Google v2: 128 texts): each slice goes through the chain on its own.
+            got, why = self._through_chain(list(send)[start:start + BATCH], target)
+            made |= got
+            failures += [w for w in why if w not in failures]
+        if made:
             fresh += [Translation(text, target, made[text][0], made[text][1], send[text], "provider") for text in made]
             self.memory.remember([{"text_sha256": text_sha(t.text), "target": target, "text": t.text,
                                    "translation": t.translation, "provider": t.provider, "source_lang": t.source_lang}

@@ -185,3 +185,18 @@ def test_offline_marian_provider_with_a_tiny_model(settings, tmp_path_factory):
     from translation.offline import MarianProvider
 
     assert MarianProvider(str(folder)).translate(texts[:1], "vi") == [found[texts[0]].translation]
+
+
+def test_many_texts_go_in_slices_and_a_slice_that_fails_everywhere_leaves_the_rest_translated(settings, stand_in):
+    from translation.service import BATCH
+
+    s = tsettings(settings, stand_in, "google")
+    texts = [caption() for _ in range(BATCH + 3)]
+    stand_in.answers["google"].append((500, {"error": "boom"}, {}))  # the first slice fails, the second passes
+    with pytest.raises(TranslationUnavailable, match="google answered 500") as partial:
+        Translator(s).translate(texts, "vi")
+    assert [len(r["body"]["q"]) for r in stand_in.of("google")] == [BATCH, 3]
+    assert sorted(partial.value.done) == sorted(texts[BATCH:])
+    # The failed slice is translated by the next call; the memory answers for the rest
+    found = Translator(s).translate(texts, "vi")
+    assert {found[t].via for t in texts[BATCH:]} == {"cache"} and {found[t].via for t in texts[:BATCH]} == {"provider"}
