@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,12 +25,6 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = REPO.parent / "shared" / "seed" / "test_images" / "images" / "000000006818.jpg"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class DevTools:
@@ -84,6 +77,7 @@ def main() -> int:
         print("chromium not found: apt-get install -y chromium", file=sys.stderr)
         return 1
     from capq.settings import get_settings
+    from producer.demo import _free_port
     from translation.tiny import make_tiny_marian
 
     marian = make_tiny_marian(get_settings().models_dir / "tiny-marian")

@@ -10,13 +10,10 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from evaluation.references import import_file
-from evaluation.run import run_evaluation
 from storage.apikeys import ApiKeys
-from storage.db import mongo
 from tests.conftest import REPO, SEED_IMAGES, free_port, settings_env
 from tests.e2e.conftest import LOG_DIR
-from tests.integration.test_evaluation import GROUND_TRUTH, add_images, add_seed_captions
+from tests.integration.test_api_catalog import seed_evaluations
 from tests.integration.test_translation import StandIn
 from ui.client import Api, ApiProblem
 
@@ -143,14 +140,7 @@ def test_api_errors_read_as_plain_words_and_the_page_stays_usable(settings, api_
 
 
 def test_evaluations_page_shows_the_seed_table_history_and_a_comparison(settings, api_url):
-    db = mongo(settings)
-    for name in ("images", "captions", "references", "evaluations"):
-        db[name].delete_many({})
-    shas = add_images(db)
-    import_file(settings, GROUND_TRUTH)
-    add_seed_captions(db, shas)
-    run_evaluation(settings, model="git")
-    run_evaluation(settings, model="blip")
+    seed_evaluations(settings)
     key, _ = ApiKeys(settings).create("ui-eval", "premium")
     at = app(api_url, key, "Evaluations")
     assert not at.exception, at.exception

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
 import time
 
 import pytest
@@ -72,15 +71,20 @@ def test_images_by_sha256_are_the_owners_only(client, csettings):
     assert client.get(f"/v1/images/{sha}").status_code == 401
 
 
-def test_evaluations_history_and_paired_compare(client, csettings):
-    db = mongo(csettings)
+def seed_evaluations(settings) -> None:
+    """The seed's images, references and captions of git and blip, evaluated (git first, then blip)."""
+    db = mongo(settings)
     for name in ("images", "captions", "references", "evaluations"):
         db[name].delete_many({})
     shas = add_images(db)
-    import_file(csettings, GROUND_TRUTH)
+    import_file(settings, GROUND_TRUTH)
     add_seed_captions(db, shas)
-    run_evaluation(csettings, model="git")
-    run_evaluation(csettings, model="blip")
+    run_evaluation(settings, model="git")
+    run_evaluation(settings, model="blip")
+
+
+def test_evaluations_history_and_paired_compare(client, csettings):
+    seed_evaluations(csettings)
     key = key_for(csettings, "vera")
     runs = client.get("/v1/evaluations", headers=key).json()["evaluations"]
     assert [r["model"] for r in runs] == ["blip", "git"]  # newest first
