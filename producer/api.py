@@ -23,16 +23,16 @@ from producer.submit import submit
 REQUESTS = Counter("capq_api_requests_total", "API requests", ["method", "route", "status"])
 LATENCY = Histogram("capq_api_request_seconds", "API request latency", ["method", "route"])
 MAX_FILES = 500  # per request; more is a job for several requests or a manifest of s3:// keys
-JSON_FIELDS = {"models", "tier", "preset", "items", "idempotency_key"}
+JSON_FIELDS = {"models", "tier", "preset", "items", "idempotency_key", "translate"}
 _TEXT = {"type": "string"}
 JOB_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["files", "models"], "properties": {
         "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
         "models": {"type": "string", "example": "blip,git"}, "tier": {"type": "string", "enum": list(TIERS)},
-        "preset": _TEXT, "idempotency_key": _TEXT}}},
+        "preset": _TEXT, "idempotency_key": _TEXT, "translate": {"type": "string", "example": "vi"}}}},
     "application/json": {"schema": {"type": "object", "required": ["models", "items"], "properties": {
         "models": {"type": "array", "items": {"type": "string", "enum": list(MODEL_NAMES)}},
-        "tier": {"type": "string", "enum": list(TIERS)}, "preset": _TEXT, "idempotency_key": _TEXT,
+        "tier": {"type": "string", "enum": list(TIERS)}, "preset": _TEXT, "idempotency_key": _TEXT, "translate": _TEXT,
         "items": {"type": "array", "items": {"type": "object", "properties": {
             "s3": {"type": "string", "example": "s3://capq-images/owners/alice/cat.jpg"},
             "sha256": _TEXT, "meta": {"type": "object"}}}}}}}}}}
@@ -72,7 +72,7 @@ async def _job_request(request: Request, settings: Settings, caller: Caller) -> 
         for i, upload in enumerate(uploads):
             await _read_upload(upload, i, settings.max_image_bytes, out)
         fields = {}
-        for name in ("models", "tier", "preset", "idempotency_key"):
+        for name in ("models", "tier", "preset", "idempotency_key", "translate"):
             values = form.getlist(name)
             if any(not isinstance(v, str) for v in values):
                 raise BadInput(f"form field {name!r} must be text, not a file")
@@ -139,7 +139,8 @@ def create_app(settings: Settings) -> FastAPI:
         fields, expanded = await _job_request(request, settings, caller)
         result = await run_in_threadpool(
             submit, settings, expanded, fields.get("models") or [], _tier(caller, fields.get("tier")),
-            fields.get("preset"), caller.owner, None, fields.get("idempotency_key"), None, False)
+            fields.get("preset"), caller.owner, None, fields.get("idempotency_key"), None, False,
+            fields.get("translate") or None)
         return result.as_dict() | {"status_url": f"/v1/jobs/{result.job_id}",
                                    "results_url": f"/v1/jobs/{result.job_id}/results"}
 

@@ -96,7 +96,7 @@ def render(api: Api) -> None:
     models, preset, lang = _pick(catalogue["models"], attempt(api.translation))
     if st.button("Generate captions", type="primary", disabled=not files or not models, key="caption_go"):
         uploads = [(f.name, f.getvalue()) for f in files]
-        answer = attempt(api.submit, uploads, models, preset)
+        answer = attempt(api.submit, uploads, models, preset, None, lang or None)
         if answer is not None:
             for r in answer.get("rejected", []):
                 st.warning(f"{r['file']} was not accepted: {r['reason']}")

@@ -77,8 +77,9 @@ class Api:
         return self.get("/v1/queues", "The queue view")
 
     def submit(self, files: list[tuple[str, bytes]], models: list[str], preset: str | None,
-               tier: str | None = None) -> dict:
+               tier: str | None = None, translate: str | None = None) -> dict:
         data = {"models": ",".join(models)} | ({"preset": preset} if preset else {}) | ({"tier": tier} if tier else {})
+        data |= {"translate": translate} if translate else {}
         return self._call("POST", "/v1/jobs", "Submitting", data=data,
                           files=[("files", (name, blob, "application/octet-stream")) for name, blob in files]).json()
 

@@ -120,3 +120,13 @@ def test_openapi_documents_the_ui_routes(client):
     paths = set(client.get("/openapi.json").json()["paths"])
     assert {"/v1/models", "/v1/queues", "/v1/evaluations", "/v1/evaluations/compare", "/v1/images/{sha256}",
             "/v1/translate"} <= paths
+
+
+def test_a_job_submitted_over_http_can_ask_for_translation(client, csettings):
+    from storage.jobs import JobStore
+
+    key = key_for(csettings, "xena")
+    job = upload(client, key, [("a.jpg", SEED_IMAGES[3].read_bytes())], translate="vi").json()
+    assert JobStore(csettings).get(job["job_id"], ("translate",))["translate"] == "vi"
+    bad = upload(client, key, [("a.jpg", SEED_IMAGES[3].read_bytes())], translate="{$ne: 1}")
+    assert bad.status_code == 400 and "language code" in bad.json()["error"]
