@@ -1,7 +1,9 @@
 """api_catalog: what the web UI reads besides jobs: models and queues, evaluations, and an owner's image bytes."""
 from __future__ import annotations
 
+import base64
 import io
+import re
 
 from fastapi import Depends, FastAPI, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
@@ -14,6 +16,7 @@ from producer.queries import _int, plain
 from storage.errors import NotFound
 
 THUMB_PX = 256
+MAX_THUMBS = 50
 SHA_PATTERN = "^[0-9a-fA-F]{64}$"
 
 
@@ -36,7 +39,7 @@ def thumbnail(data: bytes, px: int = THUMB_PX) -> bytes:
 
 
 def install(app: FastAPI, settings: Settings, auth) -> None:
-    """GET /v1/models, /v1/queues, /v1/evaluations, /v1/evaluations/compare, /v1/images/{sha256}."""
+    """GET /v1/models, /v1/queues, /v1/evaluations, /v1/evaluations/compare, /v1/thumbnails, /v1/images/{sha256}."""
 
     @app.get("/v1/models", tags=["catalogue"])
     def models(caller: Caller = Depends(auth)) -> dict:
@@ -80,6 +83,26 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
             return await run_in_threadpool(compare_models, settings, a, b, plain("preset", preset))
         except CompareError as exc:
             raise ApiError(409, str(exc)) from None
+
+    @app.get("/v1/thumbnails", tags=["images"])
+    def thumbnails(sha256: list[str] = Query(..., description=f"up to {MAX_THUMBS} of your images' sha256s"),
+                   caller: Caller = Depends(auth)) -> dict:
+        """JPEG thumbnails of several of your images in one request (a results page costs one request, not one
+        per row): {"thumbnails": {sha256: "data:image/jpeg;base64,..."}}; shas not among yours are left out."""
+        from storage.blobs import ImageStore
+        from storage.history import CaptionHistory
+
+        shas = list(dict.fromkeys(s.lower() for s in sha256))
+        if len(shas) > MAX_THUMBS or any(not re.fullmatch(SHA_PATTERN, s) for s in shas):
+            raise BadInput(f"give 1 to {MAX_THUMBS} sha256 values (64 hex characters each)")
+        out = {}
+        store = ImageStore(settings)
+        for sha in sorted(CaptionHistory(settings).owned_shas(caller.owner, shas)):
+            try:
+                out[sha] = "data:image/jpeg;base64," + base64.b64encode(thumbnail(store.get(sha))).decode()
+            except NotFound:
+                continue
+        return {"thumbnails": out}
 
     @app.get("/v1/images/{sha256}", tags=["images"],
              responses={200: {"content": {"image/jpeg": {}, "application/octet-stream": {}}}})

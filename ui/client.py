@@ -110,6 +110,12 @@ class Api:
         return self._call("GET", f"/v1/images/{sha256}", "The image",
                           params={"size": "thumb" if thumb else "full"}).content
 
+    def thumbnails(self, shas: list[str]) -> dict[str, str]:
+        """{sha256: data URL} for those of `shas` that are the caller's, in one request."""
+        if not shas:
+            return {}
+        return self.get("/v1/thumbnails", "The thumbnails", sha256=list(dict.fromkeys(shas)))["thumbnails"]
+
     def evaluations(self, model: str | None = None, limit: int = 500) -> list[dict]:
         return self.get("/v1/evaluations", "The evaluations", model=model, limit=limit)["evaluations"]
 

@@ -1,7 +1,6 @@
 """common: what every page shares: the API from the sidebar's settings, error display, thumbnails."""
 from __future__ import annotations
 
-import base64
 from typing import Callable, TypeVar
 
 import streamlit as st
@@ -32,12 +31,15 @@ def attempt(fn: Callable[..., T], *args, **kwargs) -> T | None:
         return None
 
 
-def thumbnail_url(api: Api, sha256: str) -> str | None:
-    """A data: URL of the image's thumbnail (the browser cannot send the API key itself); kept per session."""
+def thumbnail_urls(api: Api, shas: list[str]) -> dict[str, str]:
+    """Data URLs of the images' thumbnails (the browser cannot send the API key itself), fetched in one request
+    for those not seen yet in this session; an image that cannot be shown is simply left out."""
     cache = st.session_state.setdefault("_thumbs", {})
-    if sha256 not in cache:
+    todo = [s for s in dict.fromkeys(shas) if s not in cache]
+    if todo:
         try:
-            cache[sha256] = "data:image/jpeg;base64," + base64.b64encode(api.image(sha256, thumb=True)).decode()
+            found = api.thumbnails(todo)
         except ApiProblem:
-            cache[sha256] = None
-    return cache[sha256]
+            found = {}
+        cache.update({s: found.get(s) for s in todo})
+    return {s: cache[s] for s in shas if cache.get(s)}

@@ -6,7 +6,7 @@ import datetime as dt
 import streamlit as st
 
 from ui.client import Api
-from ui.common import LANGUAGES, attempt, thumbnail_url
+from ui.common import LANGUAGES, attempt, thumbnail_urls
 
 PAGE = 20
 
@@ -32,7 +32,8 @@ def render(api: Api) -> None:
     if not items:
         st.info("No captions match." if page == 1 else "No more captions: go back a page.")
         return
-    st.dataframe([{"thumbnail": thumbnail_url(api, r["sha256"]), "when": (r.get("updated_at") or "")[:19],
+    thumbs = thumbnail_urls(api, [r["sha256"] for r in items])
+    st.dataframe([{"thumbnail": thumbs.get(r["sha256"]), "when": (r.get("updated_at") or "")[:19],
                    "file": r.get("file_name"), "model": r["model"], "caption": r.get("caption"),
                    **({"translation": r.get("translation")} if lang else {}), "job": r["job_id"][:12],
                    "sha256": r["sha256"]} for r in items],

@@ -7,7 +7,7 @@ import io
 import streamlit as st
 
 from ui.client import Api
-from ui.common import LANGUAGES, attempt, thumbnail_url
+from ui.common import LANGUAGES, attempt, thumbnail_urls
 
 CSV_FIELDS = ("sha256", "file_name", "model", "preset", "caption", "translation", "status", "error")
 THUMBS = 50  # rows that get a thumbnail; a large job's table stays quick
@@ -65,7 +65,8 @@ def _job_detail(api: Api, job: dict) -> None:
     rows = body["results"]
     if body.get("translation", {}).get("error"):
         st.info(f"Translation unavailable: {body['translation']['error']}")
-    table = [{"thumbnail": thumbnail_url(api, r["sha256"]) if n < THUMBS else None, **r} for n, r in enumerate(rows)]
+    thumbs = thumbnail_urls(api, [r["sha256"] for r in rows[:THUMBS]])
+    table = [{"thumbnail": thumbs.get(r["sha256"]), **r} for r in rows]
     st.dataframe(table, column_config={"thumbnail": st.column_config.ImageColumn("image")}, hide_index=True,
                  column_order=["thumbnail", "file_name", "model", "caption"] + (["translation"] if lang else [])
                  + ["status", "error", "sha256"], key="jobs_results")

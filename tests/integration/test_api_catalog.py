@@ -67,6 +67,11 @@ def test_images_by_sha256_are_the_owners_only(client, csettings):
     nobody = client.get(f"/v1/images/{'0' * 64}", headers=bob)
     assert theirs.status_code == nobody.status_code == 404
     assert theirs.json()["error"].replace(sha[:12], "X") == nobody.json()["error"].replace("0" * 12, "X")
+    # Several thumbnails in one request: only the caller's come back
+    many = client.get("/v1/thumbnails", params={"sha256": [sha, "0" * 64]}, headers=alice).json()["thumbnails"]
+    assert list(many) == [sha] and many[sha].startswith("data:image/jpeg;base64,")
+    assert client.get("/v1/thumbnails", params={"sha256": [sha]}, headers=bob).json() == {"thumbnails": {}}
+    assert client.get("/v1/thumbnails", params={"sha256": ["nope"]}, headers=alice).status_code == 400
     assert client.get("/v1/images/not-a-sha", headers=alice).status_code == 422
     assert client.get(f"/v1/images/{sha}").status_code == 401
 
@@ -119,7 +124,7 @@ def test_translation_unavailable_is_reported_never_a_job_error(client, csettings
 def test_openapi_documents_the_ui_routes(client):
     paths = set(client.get("/openapi.json").json()["paths"])
     assert {"/v1/models", "/v1/queues", "/v1/evaluations", "/v1/evaluations/compare", "/v1/images/{sha256}",
-            "/v1/translate"} <= paths
+            "/v1/thumbnails", "/v1/translate"} <= paths
 
 
 def test_a_job_submitted_over_http_can_ask_for_translation(client, csettings):
