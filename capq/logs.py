@@ -25,12 +25,15 @@ class JsonFormatter(logging.Formatter):
         except Exception:  # logging must never raise
             pass
         if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
+            line["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(line, default=str)
 
 
-def setup_logging(json_lines: bool, level: int = logging.INFO) -> None:
+def setup_logging(json_lines: bool, level: int = logging.INFO, secrets: tuple[str, ...] = ()) -> None:
+    from capq.redact import RedactingFilter
+
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter(secrets))  # no password of a connection URL reaches a log line
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -30,6 +30,11 @@ EVAL_TASK = "capq.evaluate"
 # The captioning architectures capq ships adapters for (workers.models holds their details).
 MODEL_NAMES = ("blip", "blip2", "git", "vit-gpt2")
 
+# Issue 15: per-key request/image counters and per-owner daily quotas
+KEY_STATS_KEY = f"{PREFIX}:keystat:"  # + key prefix + ":" + what + ":" + window
+QUOTA_KEY = f"{PREFIX}:quota:"  # + owner + ":" + UTC day
+RETENTION_TASK = "capq.retention"
+
 # Issue 14: translation runs on its own queue, so a caption worker never waits on a provider.
 TRANSLATE_QUEUE = f"{PREFIX}.translate"
 TRANSLATE_TASK = "capq.translate_captions"

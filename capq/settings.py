@@ -52,6 +52,53 @@ def _parse_tier_map(value: str | Mapping[str, int], what: str) -> dict[str, int]
     return {t: items[t] for t in TIERS}
 
 
+def _pairs(value, example: str) -> dict[str, str]:
+    """'a=1,b=2' -> {'a': '1', 'b': '2'}."""
+    if isinstance(value, Mapping):
+        return {str(k): v for k, v in value.items()}
+    out = {}
+    for part in filter(None, (p.strip() for p in str(value).split(","))):
+        name, sep, number = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected NAME=NUMBER pairs like {example!r}, got {part!r}")
+        out[name.strip()] = number.strip()
+    return out
+
+
+def _parse_prices(value) -> dict[str, float]:
+    """'blip:cuda=1.2,*:cpu=0.05' -> {'blip:cuda': 1.2, '*:cpu': 0.05}: USD per GPU-hour by model:device."""
+    from capq.names import MODEL_NAMES
+
+    prices = {}
+    for name, number in _pairs(value, "blip:cuda=1.2,*:cpu=0.05").items():
+        model, sep, device = name.partition(":")
+        if not sep or model not in (*MODEL_NAMES, "*") or not device:
+            raise ValueError(f"price key {name!r} must be MODEL:DEVICE, MODEL one of {list(MODEL_NAMES)} or '*', "
+                             "DEVICE such as cuda, cpu or '*'")
+        try:
+            prices[name] = float(number)
+        except (TypeError, ValueError):
+            raise ValueError(f"price for {name!r} is not a number: {number!r}") from None
+        if prices[name] < 0:
+            raise ValueError(f"price for {name!r} must be 0 or more")
+    return prices
+
+
+def _parse_quotas(value) -> dict[str, int]:
+    """'free=500,plus=5000' -> {'free': 500, 'plus': 5000}; tiers left out have no quota."""
+    quotas = {}
+    for name, number in _pairs(value, "free=500,plus=5000").items():
+        if name not in TIERS:
+            raise ValueError(f"unknown tier {name!r}; tiers are {list(TIERS)}")
+        try:
+            quotas[name] = int(number)
+        except (TypeError, ValueError):
+            raise ValueError(f"quota for {name!r} is not a whole number: {number!r}") from None
+        if quotas[name] < 0:
+            raise ValueError(f"quota for {name!r} must be 0 or more")
+    return quotas
+
+
 class Settings(BaseModel):
     """Every knob of every capq service. Only `load_settings` reads the environment."""
 
@@ -105,6 +152,33 @@ class Settings(BaseModel):
     metrics_port: int = Field(0, ge=0, le=65535)
     log_json: bool = True
 
+    # Issue 12: security limits (docs/security.md)
+    # Bytes of one request body, counted while it streams (413 past it): multipart uploads, then anything else.
+    max_request_bytes: int = Field(128 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    max_files_per_request: int = Field(500, gt=0)
+    max_items_per_request: int = Field(10_000, gt=0)
+    # Images per key per hour, on top of the request budget (rate_limits_per_hour).
+    image_limits_per_hour: dict[str, int] = Field(
+        default_factory=lambda: {"free": 100, "plus": 300, "premium": 1000}
+    )
+    # Failed API keys per client address per window before that address gets 429.
+    auth_failure_limit: int = Field(20, gt=0)
+    auth_failure_window_s: int = Field(900, gt=0)
+    # Pixels decoded at once per process (API and worker threads share it); bounds memory under a flood.
+    decode_budget_pixels: int = Field(100_000_000, gt=0)
+    # Longest side a JPEG is decoded at in the worker (DCT scaling, never the full header size above it).
+    worker_decode_max_side_px: int = Field(1024, gt=0)
+    # Serve the API's /metrics on this separate port (0: on the API port itself, for local use only).
+    api_metrics_port: int = Field(0, ge=0, le=65535)
+    # Issue 15: owners' data, usage, quotas, keys and retention
+    retention_days: int = Field(0, ge=0)  # 0 = keep forever
+    retention_interval_s: int = Field(86400, gt=0)
+    key_rotation_grace_s: int = Field(86400, ge=0)
+    # USD per GPU-hour by "model:device" ("*" matches any); the most specific entry wins.
+    gpu_hour_prices: dict[str, float] = Field(default_factory=dict)
+    # Items (image x model) an owner may submit per UTC day, by tier; a tier left out has no quota.
+    daily_image_quotas: dict[str, int] = Field(default_factory=dict)
     # Issue 14: caption translation (providers tried in order) and the web UI
     translate_providers: str = ""  # comma list of google, azure, aws, offline; empty = translation unavailable
     translate_target: str = "vi"
@@ -162,10 +236,20 @@ class Settings(BaseModel):
             raise ValueError("at least one tier needs a weight above 0")
         return weights
 
-    @field_validator("rate_limits_per_hour", mode="before")
+    @field_validator("rate_limits_per_hour", "image_limits_per_hour", mode="before")
     @classmethod
     def _limits(cls, v):
         return _parse_tier_map(v, "limit")
+
+    @field_validator("gpu_hour_prices", mode="before")
+    @classmethod
+    def _prices(cls, v):
+        return _parse_prices(v)
+
+    @field_validator("daily_image_quotas", mode="before")
+    @classmethod
+    def _quotas(cls, v):
+        return _parse_quotas(v)
 
     @field_validator("translate_providers")
     @classmethod

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
+import logging
 import time
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, Response, UploadFile
@@ -14,7 +16,8 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from capq.names import MODEL_NAMES, TIERS
 from capq.settings import Settings
-from producer import api_catalog, api_translate, queries
+from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers, take_images
+from producer import api_catalog, api_guard, api_owners, api_translate, key_stats, queries
 from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers
 from producer.errors import BadInput, CaptionTimeout, TooLarge
 from producer.sources import Candidate, Expanded, from_api_items, upload_name
@@ -22,7 +25,9 @@ from producer.submit import submit
 
 REQUESTS = Counter("capq_api_requests_total", "API requests", ["method", "route", "status"])
 LATENCY = Histogram("capq_api_request_seconds", "API request latency", ["method", "route"])
-MAX_FILES = 500  # per request; more is a job for several requests or a manifest of s3:// keys
+# The methods the API answers; any other token a client sends is counted as "other", not as a new series.
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+log = logging.getLogger("capq.api")
 JSON_FIELDS = {"models", "tier", "preset", "items", "idempotency_key", "translate"}
 _TEXT = {"type": "string"}
 JOB_BODY = {"requestBody": {"required": True, "content": {
@@ -51,21 +56,27 @@ def _tier(caller: Caller, asked) -> str:
 
 
 async def _read_upload(upload: StarletteUpload, index: int, cap: int, out: Expanded) -> None:
-    """Read at most cap+1 bytes: an oversized file is rejected without being held in memory."""
+    """An oversized file is rejected unread; the others stay in their spooled temporary files and are read
+    one at a time by the submit threads, so a job never holds all its files in memory at once."""
     name = upload_name(upload.filename, index)
-    data = await upload.read(cap + 1)
-    if len(data) > cap:
-        size = upload.size or len(data)
+    size = upload.size if upload.size is not None else len(await upload.read(cap + 1))
+    if size > cap:
         out.reject(name, f"file is over the {cap:,}-byte cap (CAPQ_MAX_IMAGE_BYTES): {size:,} bytes")
     else:
-        out.candidates.append(Candidate(name, read=lambda: data, size=lambda: len(data)))
+        out.candidates.append(Candidate(name, read=functools.partial(_spooled, upload.file, cap),
+                                        size=lambda: size))
+
+
+def _spooled(file, cap: int) -> bytes:
+    file.seek(0)
+    return file.read(cap + 1)
 
 
 async def _job_request(request: Request, settings: Settings, caller: Caller) -> tuple[dict, Expanded]:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     out = Expanded()
     if kind == "multipart/form-data":
-        form = await request.form(max_files=MAX_FILES, max_fields=50)
+        form = await request.form(max_files=settings.max_files_per_request, max_fields=50)
         uploads = [f for f in form.getlist("files") if isinstance(f, StarletteUpload)]
         if not uploads:
             raise BadInput("no images: attach them as multipart file field 'files' (e.g. curl -F files=@a.jpg)")
@@ -88,7 +99,11 @@ async def _job_request(request: Request, settings: Settings, caller: Caller) -> 
         unknown = sorted(set(body) - JSON_FIELDS)
         if unknown:
             raise BadInput(f"unknown field(s) {unknown}; allowed: {sorted(JSON_FIELDS)}")
-        out.candidates = from_api_items(body.get("items"), settings, caller.owner)
+        items = body.get("items")
+        if isinstance(items, list) and len(items) > settings.max_items_per_request:
+            raise BadInput(f"{len(items):,} items is over the {settings.max_items_per_request:,}-item cap per request "
+                           "(CAPQ_MAX_ITEMS_PER_REQUEST); split the manifest over several jobs")
+        out.candidates = from_api_items(items, settings, caller.owner)
         return body, out
     raise BadInput("send multipart/form-data (file field 'files' + fields models, tier, preset) or "
                    "application/json {\"models\": [...], \"items\": [{\"s3\": ...} | {\"sha256\": ...}]}")
@@ -100,6 +115,8 @@ def create_app(settings: Settings) -> FastAPI:
                   "(X-API-Key or Authorization: Bearer). Errors are {\"error\": message}.")
     auth = authenticator(settings)
     install_error_handlers(app)
+    api_guard.install(app, settings, auth)
+    api_owners.install(app, settings, auth)  # issue 15
 
     @app.middleware("http")
     async def _metrics(request: Request, call_next):
@@ -112,35 +129,51 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             # The route template, not the raw path: job ids must not become label values.
             route = getattr(request.scope.get("route"), "path", "unmatched")
-            REQUESTS.labels(request.method, route, str(status)).inc()
-            LATENCY.labels(request.method, route).observe(time.perf_counter() - t0)
+            method = request.method if request.method in METHODS else "other"  # a client's token is no label
+            REQUESTS.labels(method, route, str(status)).inc()
+            LATENCY.labels(method, route).observe(time.perf_counter() - t0)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict:
-        """200 when Redis and MongoDB answer."""
+        """200 when Redis and MongoDB answer; a 503 names the service down, never its address."""
         import redis
 
         from storage.db import mongo
 
+        down = []
         try:
             mongo(settings).ping()
+        except Exception as exc:
+            log.warning("healthz: database check failed: %s", exc)
+            down.append("database (MongoDB)")
+        try:
             redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s).ping()
         except Exception as exc:
-            raise ApiError(503, f"unhealthy: {exc}") from None
+            log.warning("healthz: broker check failed: %s", exc)
+            down.append("broker (Redis)")
+        if down:
+            raise ApiError(503, f"unhealthy: {' and '.join(down)} unreachable")
         return {"status": "ok"}
 
     @app.get("/metrics", tags=["ops"])
     def metrics() -> Response:
+        if settings.api_metrics_port:  # served on that private port instead (capq api starts it)
+            raise ApiError(404, "no route GET /metrics; see /docs for the API")
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/jobs", status_code=202, tags=["jobs"], openapi_extra=JOB_BODY)
     async def create_job(request: Request, caller: Caller = Depends(auth)) -> dict:
         """Submit images (multipart uploads) or a manifest of your own s3:// keys / sha256s (JSON)."""
-        fields, expanded = await _job_request(request, settings, caller)
-        result = await run_in_threadpool(
-            submit, settings, expanded, fields.get("models") or [], _tier(caller, fields.get("tier")),
-            fields.get("preset"), caller.owner, None, fields.get("idempotency_key"), None, False,
-            fields.get("translate") or None)
+        try:
+            fields, expanded = await _job_request(request, settings, caller)
+            take_images(settings, caller, len(expanded.candidates))
+            result = await run_in_threadpool(
+                submit, settings, expanded, fields.get("models") or [], _tier(caller, fields.get("tier")),
+                fields.get("preset"), caller.owner, None, fields.get("idempotency_key"), None, False,
+                fields.get("translate") or None)
+        finally:
+            await request.close()  # the spooled uploads' temporary files go now, not at garbage collection
+        key_stats.add_images(settings, caller.key_prefix, result.new_items)
         return result.as_dict() | {"status_url": f"/v1/jobs/{result.job_id}",
                                    "results_url": f"/v1/jobs/{result.job_id}/results"}
 
@@ -193,8 +226,10 @@ def create_app(settings: Settings) -> FastAPI:
         await _read_upload(file, 0, settings.max_image_bytes, expanded)
         if expanded.rejected:
             raise TooLarge(expanded.rejected[0]["reason"])
+        take_images(settings, caller, 1)
         result = await run_in_threadpool(submit, settings, expanded, [model], caller.tier, preset, caller.owner,
                                          None, None, None, False)
+        key_stats.add_images(settings, caller.key_prefix, result.new_items)
         if result.rejected:
             raise BadInput(f"{result.rejected[0]['file']}: {result.rejected[0]['reason']}")
         deadline = time.monotonic() + settings.caption_wait_s

@@ -1,6 +1,7 @@
 """apiauth: API keys -> (owner, tier) with a per-key rate limit, and the API's JSON error bodies."""
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Callable
@@ -13,8 +14,9 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from capq.settings import Settings
+from producer import key_stats
 from producer.errors import BadInput, CaptionTimeout
-from producer.ratelimit import LimiterUnavailable, RateLimiter
+from producer.ratelimit import AuthFailures, ImageBudget, LimiterUnavailable, RateLimiter
 from storage.apikeys import ApiKeys
 from storage.errors import NotFound, StorageError
 
@@ -36,22 +38,34 @@ class Caller:
     owner: str
     tier: str
     key_prefix: str
+    key_hash: str = ""  # counts the key's images (ratelimit.ImageBudget)
+    role: str = "user"  # issue 15: "user" or "admin"
 
 
 def authenticator(settings: Settings) -> Callable[..., Caller]:
-    """A FastAPI dependency: resolve the presented key, count the request against its tier's hourly budget."""
+    """A FastAPI dependency: resolve the presented key, count the request against its tier's hourly budget.
+
+    Its `resolve(key, address)` does the work; the API's guard (producer.api_guard) calls it from the
+    headers before any body byte is read, and the dependency then returns the caller the guard found.
+    Failed keys are counted per client address: past settings.auth_failure_limit that address gets 429
+    before its key is looked up.
+    """
     keys, limiter = ApiKeys(settings), RateLimiter(settings)
+    failures = AuthFailures(settings, limiter.redis)
     header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
     bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 
-    def caller(api_key: str | None = Security(header),
-               token: HTTPAuthorizationCredentials | None = Security(bearer)) -> Caller:
-        key = api_key or (token.credentials if token else None)
+    def resolve(key: str | None, address: str) -> Caller:
         challenge = {"WWW-Authenticate": "Bearer"}
         if not key:
             raise ApiError(401, f"missing API key: {HOW_TO_KEY}", challenge)
+        wait_s = failures.blocked(address)
+        if wait_s:
+            raise ApiError(429, f"too many failed API keys from your address; retry in {wait_s}s with a valid key",
+                           {"Retry-After": str(wait_s)})
         record = keys.lookup(key)
         if record is None:
+            failures.failed(address)
             raise ApiError(401, f"API key not recognised (wrong or revoked): {HOW_TO_KEY}", challenge)
         decision = limiter.hit(record["key_hash"], record["tier"])
         if not decision.allowed:
@@ -59,9 +73,36 @@ def authenticator(settings: Settings) -> Callable[..., Caller]:
                                 f"hour per key; retry in {decision.retry_after_s}s or ask for a higher tier",
                            {"Retry-After": str(decision.retry_after_s), "X-RateLimit-Limit": str(decision.limit),
                             "X-RateLimit-Remaining": "0"})
-        return Caller(record["owner"], record["tier"], record["prefix"])
+        key_stats.touch(settings, record["prefix"])
+        return Caller(record["owner"], record["tier"], record["prefix"], record["key_hash"], record.get("role", "user"))
 
+    def caller(request: Request, api_key: str | None = Security(header),
+               token: HTTPAuthorizationCredentials | None = Security(bearer)) -> Caller:
+        known = request.scope.get("state", {}).get("capq_caller")  # producer.api_guard.CALLER_KEY
+        if known is not None:
+            return known
+        key = api_key or (token.credentials if token else None)
+        return resolve(key, request.client.host if request.client else "unknown")
+
+    caller.resolve = resolve
     return caller
+
+
+def take_images(settings: Settings, caller: Caller, images: int) -> None:
+    """Count a request's images against the key's hourly image budget; 429 (nothing counted) when over it."""
+    decision = _image_budget(settings).take(caller.key_hash, caller.tier, images)
+    if not decision.allowed:
+        raise ApiError(429, f"image limit reached: tier {caller.tier} allows {decision.limit} images per hour per "
+                            f"key ({decision.remaining} left this hour, this request has {images}); retry in "
+                            f"{decision.retry_after_s}s, send fewer images, or ask for a higher tier "
+                            "(CAPQ_IMAGE_LIMITS_PER_HOUR)",
+                       {"Retry-After": str(decision.retry_after_s), "X-RateLimit-Limit": str(decision.limit),
+                        "X-RateLimit-Remaining": str(decision.remaining)})
+
+
+@functools.cache
+def _image_budget(settings: Settings) -> ImageBudget:
+    return ImageBudget(settings)
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -103,7 +144,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StorageError)
     async def _storage(request: Request, exc: StorageError):
         log.error("storage error on %s %s: %s", request.method, request.url.path, exc)
-        return _error(503, f"a backing service failed: {exc}; retry shortly", {"Retry-After": "5"})
+        # The log has the (password-masked) detail; the caller learns which service, never its address.
+        return _error(503, f"{getattr(exc, 'service', 'a backing service')} unreachable or failing; retry shortly",
+                      {"Retry-After": "5"})
 
     @app.exception_handler(KombuOperationalError)
     async def _broker(request: Request, exc: KombuOperationalError):

@@ -151,9 +151,11 @@ def results_cmd(job: str = typer.Argument(..., help="Job id."),
         for row in rows:
             print(json.dumps(row))
         return
+    from producer.render import csv_cell
+
     writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
 
 
 @_exits
@@ -209,33 +211,37 @@ def cancel_cmd(job: str = typer.Argument(..., help="Job id.")) -> None:
 @_exits
 def keys_create(owner: str = typer.Option(..., help="Owner the key acts for."),
                 tier: str = typer.Option(..., help="free, plus or premium."),
-                note: Optional[str] = typer.Option(None, help="A reminder of what the key is for.")) -> None:
+                note: Optional[str] = typer.Option(None, help="A reminder of what the key is for."),
+                role: str = typer.Option("user", help="user (its own data) or admin (the admin API routes).")) -> None:
     """Create an API key and print it once (only its hash is stored)."""
-    from producer.choices import check_owner, check_tier
-    from storage.apikeys import ApiKeys
+    from producer.keys_admin import create_key
 
-    key, record = ApiKeys(get_settings()).create(check_owner(owner), check_tier(tier), note)
-    err.print(f"key {record['prefix']}... for owner {owner}, tier {tier}; store it now, it is not shown again")
+    key, record = create_key(get_settings(), owner, tier, role, note)
+    err.print(f"key {record['prefix']}... for owner {owner}, tier {tier}, role {role}; store it now, it is not "
+              "shown again")
     print(key)
 
 
 @keys_app.command("list")
 @_exits
 def keys_list(owner: Optional[str] = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
-    """Keys by prefix (the keys themselves are not stored)."""
+    """Keys by prefix with their use this hour and day (the keys themselves are not stored)."""
     from rich.table import Table
 
-    from storage.apikeys import ApiKeys
+    from producer.keys_admin import list_keys
 
-    keys = ApiKeys(get_settings()).list(owner)
+    keys = list_keys(get_settings(), owner)
     if as_json:
         for k in keys:
             print(json.dumps(k, default=str))
         return
-    table = Table("prefix", "owner", "tier", "created", "revoked", "note")
+    table = Table("prefix", "owner", "tier", "role", "created", "last used", "req h/d", "images h/d", "revoked",
+                  "expires", "note")
     for k in keys:
-        table.add_row(k["prefix"], k["owner"], k["tier"], str(k["created_at"])[:19],
-                      str(k.get("revoked_at") or "")[:19], k.get("note") or "")
+        table.add_row(k["prefix"], k["owner"], k["tier"], k["role"], str(k["created_at"])[:19],
+                      str(k["last_used_at"] or "")[:19], f"{k['requests_hour']}/{k['requests_day']}",
+                      f"{k['images_hour']}/{k['images_day']}", str(k.get("revoked_at") or "")[:19],
+                      str(k.get("expires_at") or "")[:19], k.get("note") or "")
     out.print(table if keys else "no keys")
 
 
@@ -259,7 +265,12 @@ def api_cmd(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000
     from producer.api import create_app
 
     settings = get_settings()
-    setup_logging(settings.log_json)
+    setup_logging(settings.log_json, secrets=(settings.s3_secret_key,))
+    if settings.api_metrics_port:
+        from prometheus_client import start_http_server
+
+        # A port of its own, which compose and k8s never publish: the public port answers 404 on /metrics.
+        start_http_server(settings.api_metrics_port, addr=host)
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 
@@ -299,3 +310,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
     app.command("api")(api_cmd)
     app.command("demo")(demo_cmd)
+    from producer import owners_cli  # issue 15: owners, usage, keys rotate, retention
+
+    owners_cli.register(app)

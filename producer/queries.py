@@ -15,6 +15,7 @@ from producer.errors import BadInput
 from producer.sources import SHA256
 from storage.errors import NotFound
 from storage.jobs import JobStore
+from storage.usage import UsageStore
 
 MAX_LIMIT = 1000
 _AGE = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -60,7 +61,10 @@ def parse_since(value, now: datetime | None = None) -> datetime:
             raise BadInput(f"{hint}; got {value!r}") from None
     age = _AGE.match(value.strip())
     if age:
-        return now - timedelta(seconds=int(age.group(1)) * _UNITS[age.group(2)])
+        try:
+            return now - timedelta(seconds=int(age.group(1)) * _UNITS[age.group(2)])
+        except (OverflowError, ValueError):
+            raise BadInput(f"{hint}; the age {value!r} reaches before year 1") from None
     try:
         at = datetime.fromisoformat(value.strip())
     except ValueError:
@@ -93,7 +97,7 @@ def decode_cursor(cursor) -> tuple[datetime, str]:
         if not re.fullmatch(r"[0-9a-f]{24}", item_id):
             raise ValueError
         return datetime.fromtimestamp(int(ms) / 1000, timezone.utc), item_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, OverflowError, OSError, binascii.Error, UnicodeDecodeError):
         raise BadInput("cursor is not one this service returned; pass next_cursor from the previous page") from None
 
 
@@ -125,7 +129,7 @@ def job_status(settings: Settings, job_id, owner: str | None = None) -> dict:
     """The job with exact counts (recomputed from its items) and its rejected files."""
     jobs = JobStore(settings)
     owned_job(jobs, job_id, owner)
-    return public_job(jobs.refresh_counts(job_id))
+    return public_job(jobs.refresh_counts(job_id)) | {"gpu_s": UsageStore(settings).job_gpu_s(job_id)}
 
 
 def results(settings: Settings, job_id, owner: str | None = None, page: int = 1000) -> Iterator[dict]:

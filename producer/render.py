@@ -1,6 +1,7 @@
 """render: rich tables and progress bars for the producer's CLI (stderr for progress, stdout for answers)."""
 from __future__ import annotations
 
+import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -9,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 out = Console()
 err = Console(stderr=True)
@@ -50,6 +52,12 @@ def progress_bar(description: str) -> Iterator[Bar]:
         bar.stop()
 
 
+def safe(value) -> Text:
+    """User text (file names, captions, owners, reasons) as a literal cell: never read as rich markup, and with
+    terminal control characters (escape sequences, carriage returns) shown as '?' instead of obeyed."""
+    return Text("".join("?" if unicodedata.category(c) == "Cc" else c for c in str(value if value is not None else "")))
+
+
 def finished(job: dict) -> int:
     c = job.get("counts", {})
     return c.get("done", 0) + c.get("failed", 0) + c.get("cancelled", 0)
@@ -59,8 +67,8 @@ def job_table(job: dict) -> Table:
     c = job.get("counts", {})
     table = Table("job", "owner", "state", "models", "tier", "preset", "done", "failed", "queued", "total",
                   title=None)
-    table.add_row(job["job_id"], job["owner"], job["state"], ",".join(job["models"]), job["tier"], job["preset"],
-                  *(str(c.get(k, 0)) for k in ("done", "failed", "queued", "total")))
+    table.add_row(safe(job["job_id"]), safe(job["owner"]), job["state"], ",".join(job["models"]), job["tier"],
+                  safe(job["preset"]), *(str(c.get(k, 0)) for k in ("done", "failed", "queued", "total")))
     return table
 
 
@@ -68,7 +76,7 @@ def jobs_table(jobs: list[dict]) -> Table:
     table = Table("job", "owner", "state", "models", "tier", "done/total", "created")
     for job in jobs:
         c = job.get("counts", {})
-        table.add_row(job["job_id"], job["owner"], job["state"], ",".join(job["models"]), job["tier"],
+        table.add_row(safe(job["job_id"]), safe(job["owner"]), job["state"], ",".join(job["models"]), job["tier"],
                       f"{finished(job)}/{c.get('total', 0)}", str(job.get("created_at") or "")[:19])
     return table
 
@@ -76,15 +84,15 @@ def jobs_table(jobs: list[dict]) -> Table:
 def rejections_table(rejected: list[dict]) -> Table:
     table = Table("rejected file", "reason", title=f"{len(rejected)} file(s) rejected")
     for r in rejected:
-        table.add_row(str(r.get("file")), str(r.get("reason")))
+        table.add_row(safe(r.get("file")), safe(r.get("reason")))
     return table
 
 
 def history_table(items: list[dict]) -> Table:
     table = Table("when", "image", "model", "caption", "job")
     for it in items:
-        table.add_row(str(it.get("updated_at") or "")[:19], it.get("file_name") or it["sha256"][:12], it["model"],
-                      it.get("caption") or "", it["job_id"][:12])
+        table.add_row(str(it.get("updated_at") or "")[:19], safe(it.get("file_name") or it["sha256"][:12]), it["model"],
+                      safe(it.get("caption") or ""), safe(it["job_id"][:12]))
     return table
 
 
@@ -93,12 +101,22 @@ def captions_grid(rows: list[dict], models: list[str]) -> Table:
     by_image: dict[str, dict[str, str]] = {}
     for r in rows:
         name = Path(r.get("file_name") or r["sha256"]).name
-        cell = r.get("caption") if r.get("status") == "done" else f"[red]{r.get('status')}: {r.get('error') or ''}[/red]"
-        by_image.setdefault(name, {})[r["model"]] = cell or ""
+        cell = (safe(r.get("caption") or "") if r.get("status") == "done"
+                else Text.assemble((f"{r.get('status')}: ", "red"), (safe(r.get("error") or ""), "red")))
+        by_image.setdefault(name, {})[r["model"]] = cell
     table = Table(show_lines=True)
     table.add_column("image", no_wrap=True)  # file names are the row keys: never cut them
     for m in models:
         table.add_column(m)
     for name in sorted(by_image):
-        table.add_row(name, *(by_image[name].get(m, "") for m in models))
+        table.add_row(safe(name), *(by_image[name].get(m, "") for m in models))
     return table
+
+
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A CSV cell a spreadsheet shows as text: one starting like a formula (= + - @, tab, CR) gets a leading
+    apostrophe (OWASP's advice), so a file name such as '=HYPERLINK(...)' is never evaluated."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_LEADS) else value

@@ -51,12 +51,24 @@ def check_meta(meta) -> dict | None:
         return None
     if not isinstance(meta, dict):
         raise Refused("meta must be a JSON object")
-    bad = [k for k in meta if not isinstance(k, str) or not k or k.startswith("$") or "." in k]
+    bad = _bad_keys(meta)
     if bad:
-        raise Refused(f"meta keys must be non-empty and contain no '$' prefix or '.': {bad}")
+        raise Refused(f"meta keys, at every depth, must be non-empty and contain no '$' prefix or '.': {bad}")
     if len(json.dumps(meta, default=str)) > MAX_META_BYTES:
         raise Refused(f"meta is over {MAX_META_BYTES} bytes of JSON")
     return meta
+
+
+def _bad_keys(value, depth: int = 0) -> list:
+    """Keys that MongoDB could read as operators or paths, inside nested objects and lists too."""
+    if depth > 20:
+        return ["<nested deeper than 20 levels>"]
+    if isinstance(value, list):
+        return [k for v in value for k in _bad_keys(v, depth + 1)]
+    if not isinstance(value, dict):
+        return []
+    bad = [k for k in value if not isinstance(k, str) or not k or k.startswith("$") or "." in k]
+    return bad + [k for v in value.values() for k in _bad_keys(v, depth + 1)]
 
 
 def s3_candidate(uri, settings: Settings, owner: str, meta: dict | None = None) -> Candidate:
@@ -87,7 +99,9 @@ def s3_candidate(uri, settings: Settings, owner: str, meta: dict | None = None) 
         from storage.blobs import image_store
 
         store = image_store(settings)
-        return Candidate(uri, read=lambda: store.get_key(key), size=lambda: store.size_of_key(key), meta=meta)
+        # The read is bounded itself: the object may grow between the size check and the GET.
+        return Candidate(uri, read=lambda: store.get_key(key, settings.max_image_bytes),
+                         size=lambda: store.size_of_key(key), meta=meta)
     raise Refused(f"key {key!r} is outside your prefix {owner_prefix(owner)!r}; allowed: {allowed}")
 
 

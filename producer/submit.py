@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from capq.imaging import ImageInfo, InvalidImage, inspect_image
+from capq.imaging import ImageInfo, InvalidImage, decode_budget, inspect_image
 from capq.settings import Settings
-from producer import choices
+from producer import choices, quota
 from producer.errors import BadInput
 from producer.sources import Candidate, Expanded, from_paths
 from storage.blobs import image_store, sha256_hex
@@ -33,7 +33,7 @@ class SubmitResult:
     preset: str
     accepted: int = 0      # distinct images that passed validation
     duplicates: int = 0    # files whose bytes repeat an earlier file of this submission
-    uploaded: int = 0      # objects written to S3 (the rest were stored already)
+    uploaded: int = 0      # images new to this owner (never whether another owner stored the same bytes)
     new_items: int = 0     # image x model items added to the job by this call
     enqueued: int = 0      # image x model items sent to queues by this call (a resume sends what was left)
     rejected: list[dict] = field(default_factory=list)
@@ -71,12 +71,16 @@ class _Recorder:
     def __init__(self, settings: Settings, jobs: JobStore, job_id: str, owner: str, models: list[str], preset: str):
         from storage.images import ImageRecords
 
-        self.images, self.jobs = ImageRecords(settings), jobs
+        from storage.history import CaptionHistory
+
+        self.images, self.jobs, self.history = ImageRecords(settings), jobs, CaptionHistory(settings)
         self.job_id, self.owner, self.models, self.preset = job_id, owner, models, preset
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="record")
         self.pending: list[tuple[dict, dict | None]] = []
         self.futures: list = []
+        self.lock = threading.Lock()
         self.accepted = 0
+        self.new_to_owner = 0
 
     def add(self, record: dict, meta: dict | None) -> None:
         self.accepted += 1
@@ -90,7 +94,12 @@ class _Recorder:
             self.futures.append(self.pool.submit(self._write, chunk))
 
     def _write(self, chunk: list[tuple[dict, dict | None]]) -> tuple[int, int]:
-        self.images.record_many([r for r, _ in chunk if "format" in r])  # known images have their record already
+        fresh = [r for r, _ in chunk if "format" in r]  # known images have their record already
+        self.images.record_many(fresh)
+        # Asked before this chunk's items exist: "new" means new to this owner, whoever stored the bytes.
+        owned = self.history.owned_shas(self.owner, [r["sha256"] for r in fresh])
+        with self.lock:
+            self.new_to_owner += sum(r["sha256"] not in owned for r in fresh)
         items = [{"sha256": r["sha256"], "model": m, "preset": self.preset, "file_name": r["file_name"], "meta": meta}
                  for r, meta in chunk for m in self.models]
         new = self.jobs.add_items(self.job_id, self.owner, items)
@@ -128,10 +137,14 @@ def _check_one(settings: Settings, c: Candidate, checked: _Checked):
         raise InvalidImage(f"file is {size:,} bytes, over the {settings.max_image_bytes:,}-byte cap "
                            "(CAPQ_MAX_IMAGE_BYTES)")
     data = c.read()
-    info = inspect_image(data, settings.max_image_bytes, settings.max_image_pixels)
     sha = sha256_hex(data)
+    # Hashed before it is inspected: a copy of a file already in this submission costs no second decode.
     first = checked.first(sha)
-    created = image_store(settings).put(data, info.content_type, sha)[1] if first else False
+    if not first:
+        return sha, None, False, False
+    info = inspect_image(data, settings.max_image_bytes, settings.max_image_pixels,
+                         decode_budget(settings.decode_budget_pixels))
+    created = image_store(settings).put(data, info.content_type, sha)[1]
     return sha, info, first, created
 
 
@@ -174,18 +187,16 @@ def _known(settings: Settings, owner: str, candidates: list[Candidate], checked:
            recorder: _Recorder) -> None:
     """Images named by sha256: accepted only if this owner submitted them before (no bytes are read)."""
     from storage.history import CaptionHistory
-    from storage.images import ImageRecords
 
-    owned = CaptionHistory(settings).owned_shas(owner, [c.sha256 for c in candidates])
-    records = ImageRecords(settings)
+    owned = CaptionHistory(settings).owned_names(owner, [c.sha256 for c in candidates])
     for c in candidates:
         if c.sha256 not in owned:
             checked.rejected.append({"file": c.name, "reason": "not among your images: submit the file itself first"})
         elif not checked.first(c.sha256):
             checked.duplicates += 1
         else:
-            known = records.get(c.sha256) or {}
-            recorder.add({"sha256": c.sha256, "file_name": (known.get("file_names") or [c.name])[0]}, c.meta)
+            # The name this owner gave the image, never another owner's name for the same bytes.
+            recorder.add({"sha256": c.sha256, "file_name": owned[c.sha256] or c.name}, c.meta)
 
 
 def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Candidate] | Expanded,
@@ -212,6 +223,7 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
         choices.check_job_id(job_id)
     if idempotency_key is not None:
         choices.check_key(idempotency_key)
+    quota.check(settings, owner, tier)  # issue 15: 429 / exit 2 with the reset time
     if translate is not None:
         from translation.results import check_lang
 
@@ -241,6 +253,7 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
         new_items, named = recorder.finish()
     finally:
         recorder.close()
+    quota.charge(settings, owner, new_items)
     rejected = expanded.rejected + checked.rejected
     jobs.record_rejections(job_id, rejected)
     progress("recorded", new_items, named)
@@ -253,5 +266,5 @@ def submit(settings: Settings, paths_or_uploads: Sequence[str | os.PathLike | Ca
         jobs.set_state(job_id, "queued")
     job = jobs.refresh_counts(job_id)
     return SubmitResult(job_id=job_id, created=created, state=job["state"], models=models, tier=tier, preset=preset,
-                        accepted=recorder.accepted, duplicates=checked.duplicates, uploaded=checked.uploaded,
+                        accepted=recorder.accepted, duplicates=checked.duplicates, uploaded=recorder.new_to_owner,
                         new_items=new_items, enqueued=sent, rejected=rejected, counts=job["counts"])

@@ -18,18 +18,19 @@ def hash_key(key: str) -> str:
 
 
 class ApiKeys:
-    """The api_keys collection: {key_hash, prefix, owner, tier, note, created_at, revoked_at}."""
+    """The api_keys collection: {key_hash, prefix, owner, tier, note, created_at, revoked_at, role, expires_at?}."""
 
     def __init__(self, settings: Settings):
         self.mongo = mongo(settings)
         self.coll = self.mongo["api_keys"]
 
     @translated
-    def create(self, owner: str, tier: str, note: str | None = None) -> tuple[str, dict]:
+    def create(self, owner: str, tier: str, note: str | None = None, role: str = "user") -> tuple[str, dict]:
         """Make a key for `owner` at `tier`; returns (the key, its record). Only the hash is stored."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         doc = {"key_hash": hash_key(key), "prefix": key[:len(KEY_PREFIX) + PREFIX_CHARS], "owner": owner,
-               "tier": tier, "note": note, "created_at": datetime.now(timezone.utc), "revoked_at": None}
+               "tier": tier, "note": note, "created_at": datetime.now(timezone.utc), "revoked_at": None,
+               "role": role}
         self.coll.insert_one(doc)
         doc.pop("_id", None)
         return key, {k: v for k, v in doc.items() if k != "key_hash"}
@@ -40,6 +41,8 @@ class ApiKeys:
         if not isinstance(key, str) or not key.startswith(KEY_PREFIX):
             return None
         doc = self.coll.find_one({"key_hash": hash_key(key)}, {"_id": 0})
+        if doc and doc.get("expires_at") and doc["expires_at"] <= datetime.now(timezone.utc):
+            return None  # a rotated key past its grace period
         return doc if doc and doc.get("revoked_at") is None else None
 
     @translated

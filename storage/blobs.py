@@ -10,6 +10,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 
+from capq.redact import mask_url, redact
 from capq.settings import Settings
 from storage.errors import NotFound, ObjectStoreUnreachable, StorageError
 
@@ -64,9 +65,9 @@ class ImageStore:
                 raise NotFound(f"object {what} is not in bucket {self.bucket}") from exc
             if code in ("NoSuchBucket",):
                 raise NotFound(f"bucket {self.bucket} does not exist; run `capq stack up` or create it") from exc
-            raise StorageError(f"object store error {code} for {what or self.bucket}: {exc}") from exc
+            raise StorageError(f"object store error {code} for {what or self.bucket}: {redact(exc)}") from exc
         except BotoCoreError as exc:
-            raise StorageError(f"object store error at {self.endpoint}: {exc}") from exc
+            raise StorageError(f"object store error at {mask_url(self.endpoint)}: {redact(exc)}") from exc
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it is missing (idempotent)."""
@@ -112,8 +113,17 @@ class ImageStore:
         return self.get_key(object_key(sha256))
 
     # By key: objects a submitter staged under its own prefix (which keys a caller may name is the producer's rule).
-    def get_key(self, key: str) -> bytes:
-        return self._call(lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(), key)
+    def get_key(self, key: str, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; with `max_bytes`, at most max_bytes + 1 are read (the caller sees it is over),
+        however large the object has grown since anyone looked at its size."""
+        def go() -> bytes:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                return body.read() if max_bytes is None else body.read(max_bytes + 1)
+            finally:
+                body.close()
+
+        return self._call(go, key)
 
     def size_of_key(self, key: str) -> int:
         """Bytes in the object, from its headers (so an oversized object is refused without fetching it)."""

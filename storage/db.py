@@ -22,6 +22,7 @@ INDEXES: dict[str, list[IndexModel]] = {
     "images": [
         IndexModel([("sha256", ASC)], unique=True),
         IndexModel([("file_names", ASC)]),
+        IndexModel([("first_seen", ASC)]),  # issue 15: retention
     ],
     "jobs": [
         IndexModel([("owner", ASC), ("created_at", DESC)]),
@@ -35,6 +36,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("job_id", ASC), ("model", ASC), ("preset", ASC), ("sha256", ASC)], unique=True),
         IndexModel([("job_id", ASC), ("seq", ASC)]),
         IndexModel([("owner", ASC), ("sha256", ASC)]),
+        IndexModel([("sha256", ASC)]),  # issue 15: is an image still referenced (erasure, retention)
     ],
     # An item's one result (done, failed, cancelled), written once when it finishes; history reads these.
     "job_results": [
@@ -43,6 +45,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("owner", ASC), ("updated_at", DESC)]),
         IndexModel([("owner", ASC), ("sha256", ASC), ("updated_at", DESC)]),
         IndexModel([("owner", ASC), ("model", ASC), ("updated_at", DESC)]),
+        IndexModel([("sha256", ASC)]),  # issue 15: retention removes an image's results
     ],
     # One caption per image x model x checkpoint x generation config: a redelivered task cannot duplicate it.
     "captions": [
@@ -78,6 +81,11 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("owner", ASC)]),
         IndexModel([("prefix", ASC)]),  # `capq keys revoke PREFIX`
     ],
+    # Issue 15: erasure, retention, usage
+    "image_gc": [IndexModel([("sha256", ASC)], unique=True)],
+    "audit": [IndexModel([("owner", ASC), ("started_at", DESC)]), IndexModel([("started_at", DESC)])],
+    "usage": [IndexModel([("owner", ASC), ("model", ASC), ("device", ASC), ("tier", ASC), ("day", ASC)], unique=True),
+              IndexModel([("day", ASC)])],
 }
 
 

@@ -11,9 +11,11 @@ class ServiceUnreachable(StorageError):
     service = "service"
 
     def __init__(self, url: str, detail: str = ""):
-        self.url = url
+        from capq.redact import mask_url
+
+        self.url = mask_url(url)  # the message reaches logs and operators: never the password
         super().__init__(
-            f"{self.service} unreachable at {url}"
+            f"{self.service} unreachable at {self.url}"
             + (f" ({detail})" if detail else "")
             + "; check that it runs (capq stack status) and the CAPQ_* URL is right"
         )

@@ -52,3 +52,25 @@ class CaptionHistory:
             query["$or"] = [{"updated_at": {"$lt": at}}, {"updated_at": at, "_id": {"$lt": ObjectId(item_id)}}]
         cur = self.results.find(query, FIELDS).sort([("updated_at", -1), ("_id", -1)]).skip(skip).limit(limit)
         return list(cur)
+
+    @translated
+    def owned_names(self, owner: str, shas: list[str]) -> dict[str, str | None]:
+        """{sha256: the file name `owner` first gave it} for the subset of `shas` that `owner` has submitted.
+        Names come from the owner's own items only: another owner's name for the same bytes never shows."""
+        if not shas:
+            return {}
+        names: dict[str, str | None] = {}
+        cur = self.items.find({"owner": owner, "sha256": {"$in": list(shas)}},
+                              {"_id": 0, "sha256": 1, "file_name": 1}).sort("created_at", 1)
+        for doc in cur:
+            names.setdefault(doc["sha256"], doc.get("file_name"))
+        return names
+
+    @translated
+    def captioned_shas(self, owner: str, shas: list[str], model: str, preset: str) -> set[str]:
+        """The subset of `shas` that `owner` already has a finished caption of, for this model and preset."""
+        if not shas:
+            return set()
+        cur = self.results.find({"owner": owner, "sha256": {"$in": list(shas)}, "model": model, "preset": preset,
+                                 "state": "done"}, {"_id": 0, "sha256": 1})
+        return {doc["sha256"] for doc in cur}

@@ -160,7 +160,8 @@ class JobStore:
         return [it for it in items if it["sha256"] not in finished]
 
     @translated
-    def finish_items(self, job_id: str, owner: str, model: str, preset: str, outcomes: list[dict]) -> dict[str, int]:
+    def finish_items(self, job_id: str, owner: str, model: str, preset: str, outcomes: list[dict],
+                     on_new=None) -> dict[str, int]:
         """Record each item's one result: outcomes are {sha256, state, file_name?, meta?, caption?, error?, ...}.
 
         An insert against the unique (job, model, preset, image) key: an item already finished (a redelivery,
@@ -172,6 +173,8 @@ class JobStore:
         docs = [{"job_id": job_id, "owner": owner, "model": model, "preset": preset, **out, "updated_at": now}
                 for out in outcomes]
         skipped = insert_new(self.results, docs)
+        if on_new is not None:  # the results this call recorded (usage counts each once)
+            on_new([d for n, d in enumerate(docs) if n not in skipped])
         return dict(Counter(out["state"] for n, out in enumerate(outcomes) if n not in skipped))
 
     @translated

@@ -19,7 +19,7 @@ SEED_IMAGES = sorted((SEED_DIR / "test_images" / "images").glob("*.jpg"))
 def pytest_collection_modifyitems(items):
     # Mark by folder (as LitServe's conftest does) so `-m unit` runs without services.
     for item in items:
-        for kind in ("unit", "integration", "e2e"):
+        for kind in ("unit", "integration", "e2e", "security"):
             if f"/tests/{kind}/" in str(item.fspath):
                 item.add_marker(getattr(pytest.mark, kind))
 

@@ -3,12 +3,21 @@ from __future__ import annotations
 
 from celery import Celery
 
-from capq.names import EVAL_QUEUE, EVAL_TASK, TRANSLATE_QUEUE, TRANSLATE_TASK
+from capq.names import EVAL_QUEUE, EVAL_TASK, RETENTION_TASK, TRANSLATE_QUEUE, TRANSLATE_TASK
 from capq.settings import Settings, get_settings
 
 
+def _retention_schedule(settings: Settings) -> dict:
+    # Kept apart from the task module, which imports `app` (this module) itself.
+    if not settings.retention_days:
+        return {}
+    return {"retention": {"task": RETENTION_TASK, "schedule": float(settings.retention_interval_s),
+                          "options": {"queue": EVAL_QUEUE}}}
+
+
 def create_app(settings: Settings) -> Celery:
-    app = Celery("capq", broker=settings.redis_url, include=["workers.tasks", "evaluation.tasks", "translation.tasks"])
+    app = Celery("capq", broker=settings.redis_url,
+                 include=["workers.tasks", "evaluation.tasks", "workers.retention", "translation.tasks"])
     app.conf.update(
         # Results live in MongoDB; a result backend would only duplicate them.
         task_ignore_result=True,
@@ -37,6 +46,7 @@ def create_app(settings: Settings) -> Celery:
     from evaluation.schedule import beat_schedule
 
     app.conf.beat_schedule = beat_schedule(settings)
+    app.conf.beat_schedule |= _retention_schedule(settings)  # issue 15
     return app
 
 

@@ -51,9 +51,10 @@ def beat(loglevel: str = typer.Option("INFO")) -> None:
 
 def flower(address: str = typer.Option("127.0.0.1"), port: int = typer.Option(5555)) -> None:
     """Run Flower for operators; refuses to start without FLOWER_BASIC_AUTH=user:password."""
-    auth = os.environ.get("FLOWER_BASIC_AUTH", "")
-    if ":" not in auth:
-        Console(stderr=True).print("[red]error:[/red] set FLOWER_BASIC_AUTH=user:password; Flower never runs open")
+    user, _, password = os.environ.get("FLOWER_BASIC_AUTH", "").partition(":")
+    if not user.strip() or not password.strip() or "change-me" in password:
+        Console(stderr=True).print("[red]error:[/red] set FLOWER_BASIC_AUTH=user:password with a real password (not "
+                                   "empty, not the .env.example placeholder); Flower never runs open")
         raise typer.Exit(2)
     from workers.celery_app import app
 
@@ -80,7 +81,9 @@ def health(service: str = typer.Option("api", help="api, worker or beat: what th
         if service == "worker" and not list(client.scan_iter(f"{WORKER_HEARTBEAT_KEY}*@{socket.gethostname()}:*")):
             raise RuntimeError("no live worker heartbeat on this host")
     except Exception as exc:
-        Console(stderr=True).print(f"unhealthy: {exc}")
+        from capq.redact import redact
+
+        Console(stderr=True).print(f"unhealthy: {redact(exc)}", markup=False)
         raise typer.Exit(1)
     out.print("ok")
 

@@ -9,3 +9,7 @@ QUEUE_WAIT = Histogram("capq_queue_wait_seconds", "Seconds a shard waited in its
                        buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400))
 MODEL_LOAD = Gauge("capq_model_load_seconds", "Seconds the pinned model took to load", ["model"])
 SHARDS = Counter("capq_shards_total", "Shards handled, by outcome", ["model", "outcome"])
+# Issue 15: usage per model and tier (never per owner: label cardinality)
+USAGE_IMAGES = Counter("capq_usage_images_total", "Images captioned by the model (reused captions excluded)",
+                       ["model", "tier"])
+USAGE_GPU_SECONDS = Counter("capq_usage_gpu_seconds_total", "Model (generate) seconds spent", ["model", "tier"])

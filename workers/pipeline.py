@@ -7,11 +7,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from capq.imaging import InvalidImage, decode_rgb
-from storage.blobs import ImageStore
+from capq.imaging import InvalidImage, PixelBudget, decode_rgb
+from storage.blobs import ImageStore, sha256_hex
 from storage.captions import CaptionStore
 from storage.errors import NotFound
 from storage.jobs import JobStore
+from storage.owners import discard_late_writes
 from workers.presets import config_hash, get_preset
 
 
@@ -31,7 +32,14 @@ class Worker:
     fetch_threads: int = 8
     on_batch: Callable[[int, float], None] = lambda size, model_s: None
     on_failure: Callable[[str], None] = lambda reason: None
+    usage: Any = None  # storage.usage.UsageStore: per owner/model/day sums (None: not recorded)
+    device: str = "cpu"
     _pool: ThreadPoolExecutor = field(init=False, repr=False)
+    # Issue 12: the process's decode budget (CAPQ_DECODE_BUDGET_PIXELS) and a JPEG's longest decoded side.
+    decode_budget: PixelBudget | None = None
+    max_side_px: int = 1024
+    # With it, a cached caption is reused only for an owner who has it already (storage.history.CaptionHistory).
+    history: Any = None
 
     def __post_init__(self):
         self._pool = ThreadPoolExecutor(self.fetch_threads, thread_name_prefix="fetch")
@@ -55,7 +63,9 @@ def _fetch_one(w: Worker, sha: str) -> tuple[str, Any, str | None, float]:
     t0 = time.perf_counter()
     try:
         data = w.images.get(sha)
-        image = decode_rgb(data, w.max_pixels)
+        if sha256_hex(data) != sha:  # a stored object is trusted no more than an upload
+            return sha, None, "corrupt: the stored bytes do not hash to the image's sha256", time.perf_counter() - t0
+        image = decode_rgb(data, w.max_pixels, w.max_side_px, w.decode_budget)
         return sha, w.captioner.preprocess(image), None, time.perf_counter() - t0
     except NotFound:
         return sha, None, "missing: image object not found in the object store", time.perf_counter() - t0
@@ -111,8 +121,10 @@ def _run_batch(w: Worker, job_id: str, preset_name: str, preset: dict, chash: st
             "timings": {"fetch_s": round(fetch_s, 4), "model_s": round(model_s / len(good), 4),
                         "batch_size": len(good)},
         } for (sha, _, fetch_s), text in zip(good, texts)]
+        # The batch's generate time, shared evenly among its images: what each caption cost.
         outcomes += [{"sha256": d["sha256"], "state": "done", "caption": d["caption"], "config_hash": chash,
-                      "checkpoint": w.checkpoint, "reused": False, "worker_id": w.worker_id} for d in docs]
+                      "checkpoint": w.checkpoint, "reused": False, "worker_id": w.worker_id,
+                      "gpu_s": model_s / len(good)} for d in docs]
     result.done += len(good)
     result.failed += len(bad)
     return docs, outcomes
@@ -125,8 +137,15 @@ def _write(w: Worker, job: dict, preset_name: str, items: dict[str, dict], docs:
         return {}
     # Caption first, then the result: a crash in between leaves the item open and its caption reusable.
     w.captions.insert_new(docs)
-    return w.jobs.finish_items(job["_id"], job["owner"], w.model, preset_name,
-                               [items[out["sha256"]] | out for out in outcomes])
+    new: list[dict] = []
+    recorded = w.jobs.finish_items(job["_id"], job["owner"], w.model, preset_name,
+                                   [items[out["sha256"]] | out for out in outcomes], on_new=new.extend)
+    if w.usage is not None:
+        w.usage.add(job["owner"], job.get("tier", "free"), w.model, w.device, new)
+    # The job may have been erased while this shard ran: then what was just written is undone.
+    if discard_late_writes(w.jobs.mongo.db, job["_id"], job["owner"], [out["sha256"] for out in outcomes]):
+        return {}
+    return recorded
 
 
 def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> ShardResult:
@@ -136,11 +155,16 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> 
     preset = get_preset(w.model, preset_name)
     chash = config_hash(w.model, preset)
     # The shard's three lookups are independent round trips: they go out together on the (idle) fetch pool.
-    job_f = w._pool.submit(w.jobs.get, job_id, ("state", "owner"))
+    job_f = w._pool.submit(w.jobs.get, job_id, ("state", "owner", "tier"))
     open_f = w._pool.submit(w.jobs.open_items, job_id, w.model, preset_name, shas)
     # A caption already made for the same image x model x config is reused, not recomputed.
     cached_f = w._pool.submit(w.captions.existing, shas, w.model, w.checkpoint, chash)
-    job, open_items, cached = job_f.result(), open_f.result(), cached_f.result()
+    open_items, cached = open_f.result(), cached_f.result()
+    try:
+        job = job_f.result()
+    except NotFound:  # the job was erased after this shard was queued: nothing to do, nothing to write
+        result.skipped = len(shas)
+        return result
     result.skipped = len(shas) - len(open_items)
     items = {it["sha256"]: {"file_name": it.get("file_name")} | ({"meta": it["meta"]} if it.get("meta") else {})
              for it in open_items}
@@ -154,11 +178,16 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> 
         result.skipped = len(shas)
         return result
 
+    if w.history is not None and cached:
+        # Another owner's caption of the same bytes is not handed over: an instant answer would tell this owner
+        # that someone else submitted them. The caption is computed again (the stored one stays: same key).
+        mine = w.history.captioned_shas(job["owner"], list(cached), w.model, preset_name)
+        cached = {sha: doc for sha, doc in cached.items() if sha in mine}
     reused = [sha for sha in items if sha in cached]
     if reused:
         recorded.update(_write(w, job, preset_name, items, [], [
             {"sha256": sha, "state": "done", "caption": cached[sha]["caption"], "config_hash": chash,
-             "checkpoint": w.checkpoint, "reused": True, "worker_id": w.worker_id}
+             "checkpoint": w.checkpoint, "reused": True, "worker_id": w.worker_id, "gpu_s": 0.0}
             for sha in reused
         ]))
         result.reused = len(reused)
@@ -189,6 +218,9 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> 
         writer.shutdown(wait=True)
     # A shard that found finished items is a redelivery: whatever its first run recorded may be missing
     # from the job's tallies, so the job is recounted exactly.
-    w.jobs.settle(job_id, recorded, recount=result.skipped > 0)
+    try:
+        w.jobs.settle(job_id, recorded, recount=result.skipped > 0)
+    except NotFound:
+        pass  # erased while it ran; _write undid this shard's writes
     result.wall_s = time.perf_counter() - t_start
     return result

@@ -6,12 +6,15 @@ from pathlib import Path
 
 from prometheus_client import start_http_server
 
+from capq.imaging import decode_budget
 from capq.logs import setup_logging
 from capq.names import caption_queues
 from capq.settings import Settings
 from storage.blobs import ImageStore
 from storage.captions import CaptionStore
+from storage.history import CaptionHistory
 from storage.jobs import JobStore
+from storage.usage import UsageStore
 from workers import metrics, tiers
 from workers.consume import consume, worker_id
 from workers.pipeline import Worker
@@ -53,12 +56,15 @@ def build_worker(settings: Settings, model: str, checkpoint: str | None, device:
         worker_id=worker_id(model), batch_size=batch_size, max_pixels=settings.max_image_pixels,
         fetch_threads=settings.fetch_threads, on_batch=on_batch,
         on_failure=lambda reason: metrics.FAILURES.labels(model, reason).inc(),
+        decode_budget=decode_budget(settings.decode_budget_pixels), max_side_px=settings.worker_decode_max_side_px,
+        history=CaptionHistory(settings),
+        usage=UsageStore(settings), device=device.split(":")[0],
     )
 
 
 def run_worker(settings: Settings, model: str, checkpoint: str | None, device: str, dtype: str,
                batch_size: int, concurrency: int, metrics_port: int, loglevel: str = "INFO") -> None:
-    setup_logging(settings.log_json)
+    setup_logging(settings.log_json, secrets=(settings.s3_secret_key,))
     serve(settings, build_worker(settings, model, checkpoint, device, dtype, batch_size), concurrency,
           metrics_port, loglevel)
 

@@ -59,5 +59,8 @@ def caption_shard(self, job_id: str, model: str, preset: str, shas: list[str], e
     metrics.SHARDS.labels(model, "ok").inc()
     metrics.IMAGES_CAPTIONED.labels(model, "model").inc(result.done)
     metrics.IMAGES_CAPTIONED.labels(model, "reused").inc(result.reused)
+    usage_tier = (self.request.delivery_info or {}).get("routing_key", "").rsplit(".", 1)[-1] or "unknown"
+    metrics.USAGE_IMAGES.labels(model, usage_tier).inc(result.done)
+    metrics.USAGE_GPU_SECONDS.labels(model, usage_tier).inc(result.model_s)
     log.info("shard done: %s", result.as_dict())
     return result.as_dict()
