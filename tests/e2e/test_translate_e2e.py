@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from capq.names import WORKER_HEARTBEAT_KEY
+from storage.db import mongo
 from storage.translations import TranslationMemory
 from tests.conftest import REPO, SEED_IMAGES, settings_env
 from tests.e2e.conftest import LOG_DIR
@@ -63,7 +64,9 @@ def capq(settings, *args):
 
 
 def test_submit_translate_stores_translations_that_results_lang_reads(settings, workers, translate_worker, stand_in):
-    # Given a caption worker and a translation worker whose provider is a Google stand-in
+    # Given a caption worker and a translation worker whose provider is a Google stand-in, and an empty memory
+    # (tiny models caption alike, so an earlier test may have translated these very captions)
+    mongo(settings)["translations"].delete_many({})
     workers.start("blip")
     # If a job of three seed images is submitted with --translate vi and captioned
     final = json.loads(capq(settings, "submit", *map(str, SEED_IMAGES[:3]), "-m", "blip", "--translate", "vi",
