@@ -25,7 +25,7 @@ stack: setup
 	$(BIN)/capq stack up
 
 demo: stack
-	$(BIN)/capq demo
+	$(BIN)/capq demo $(if $(KEEP),--keep-running)
 
 test: stack
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

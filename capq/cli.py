@@ -49,7 +49,7 @@ def stack_status() -> None:
 def _register_packages() -> None:
     import importlib
 
-    for name in ("workers.cli", "producer.cli", "evaluation.cli", "producer.cli_export"):
+    for name in ("workers.cli", "producer.cli", "evaluation.cli", "producer.cli_export", "translation.cli", "ui.cli"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -37,3 +37,9 @@ RETENTION_TASK = "capq.retention"
 # Issue 18: recent throughput of each worker (a sorted set per model), read for job ETAs.
 THROUGHPUT_KEY = f"{PREFIX}:throughput:"  # + model
 QUALITY_TASK = "capq.quality"  # issue 18: reference-free quality of production captions
+
+# Issue 14: translation runs on its own queue, so a caption worker never waits on a provider.
+TRANSLATE_QUEUE = f"{PREFIX}.translate"
+TRANSLATE_TASK = "capq.translate_captions"
+TRANSLATE_CACHE_KEY = f"{PREFIX}:tr:"  # + target + ":" + sha256 of the text
+TRANSLATE_PROVIDERS = ("google", "azure", "aws", "offline")

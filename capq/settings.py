@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from capq.names import TIERS
+from capq.names import TIERS, TRANSLATE_PROVIDERS
 
 
 class SettingsError(ValueError):
@@ -196,6 +196,25 @@ class Settings(BaseModel):
     clip_checkpoint: str = ""  # hub id or folder; empty: no CLIPScore, health signals only
     clipscore_sample_size: int = Field(200, gt=0)
     tracing_otlp_endpoint: str = ""  # empty: no OpenTelemetry spans (trace ids stay in the logs)
+    # Issue 14: caption translation (providers tried in order) and the web UI
+    translate_providers: str = ""  # comma list of google, azure, aws, offline; empty = translation unavailable
+    translate_target: str = "vi"
+    translate_cache_ttl_s: int = Field(86400, gt=0)
+    translate_timeout_s: float = Field(10.0, gt=0)
+    google_translate_key: str = ""
+    google_translate_endpoint: str = "https://translation.googleapis.com"
+    azure_translator_key: str = ""
+    azure_translator_region: str = ""
+    azure_translator_endpoint: str = "https://api.cognitive.microsofttranslator.com"
+    aws_translate_endpoint: str = ""  # empty: boto3's own endpoint for the region
+    aws_translate_region: str = "us-east-1"
+    aws_translate_access_key: str = ""  # empty: boto3's default credential chain
+    aws_translate_secret_key: str = ""
+    translate_offline_model: str = "Helsinki-NLP/opus-mt-en-vi"  # hub id or local folder of a Marian model
+    translate_concurrency: int = Field(4, gt=0)
+    ui_api_url: str = "http://127.0.0.1:8000"
+    ui_api_key: str = ""
+    flower_url: str = "http://127.0.0.1:5555"
 
     @field_validator("redis_url")
     @classmethod
@@ -248,6 +267,26 @@ class Settings(BaseModel):
     @classmethod
     def _quotas(cls, v):
         return _parse_quotas(v)
+
+    @field_validator("translate_providers")
+    @classmethod
+    def _providers(cls, v: str) -> str:
+        names = [p.strip() for p in v.split(",") if p.strip()]
+        unknown = sorted(set(names) - set(TRANSLATE_PROVIDERS))
+        if unknown:
+            raise ValueError(f"unknown translation provider(s) {unknown}; choose from {', '.join(TRANSLATE_PROVIDERS)}")
+        return ",".join(names)
+
+    @field_validator("translate_target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        if not (2 <= len(v) <= 8 and v.replace("-", "").isalpha()):
+            raise ValueError(f"must be a language code such as vi, fr or zh-Hans, got {v!r}")
+        return v
+
+    @property
+    def translate_chain(self) -> list[str]:
+        return [p for p in self.translate_providers.split(",") if p]
 
     def __hash__(self) -> int:
         # Frozen, so hashing the dump is stable; lets per-process client caches key on settings.

@@ -16,7 +16,8 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from capq.names import MODEL_NAMES, TIERS
 from capq.settings import Settings
-from producer import api_aliases, api_guard, api_owners, api_tracing, key_stats, queries
+from producer import (api_aliases, api_catalog, api_guard, api_owners, api_tracing, api_translate, key_stats,
+                      queries)
 from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers, take_images
 from producer.errors import BadInput, CaptionTimeout, TooLarge
 from producer.sources import Candidate, Expanded, from_api_items, upload_name
@@ -28,16 +29,16 @@ LATENCY = Histogram("capq_api_request_seconds", "API request latency", ["method"
 # The methods the API answers; any other token a client sends is counted as "other", not as a new series.
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 log = logging.getLogger("capq.api")
-JSON_FIELDS = {"models", "tier", "preset", "items", "idempotency_key"}
+JSON_FIELDS = {"models", "tier", "preset", "items", "idempotency_key", "translate"}
 _TEXT = {"type": "string"}
 JOB_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["files", "models"], "properties": {
         "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
         "models": {"type": "string", "example": "blip,git"}, "tier": {"type": "string", "enum": list(TIERS)},
-        "preset": _TEXT, "idempotency_key": _TEXT}}},
+        "preset": _TEXT, "idempotency_key": _TEXT, "translate": {"type": "string", "example": "vi"}}}},
     "application/json": {"schema": {"type": "object", "required": ["models", "items"], "properties": {
         "models": {"type": "array", "items": {"type": "string", "enum": list(MODEL_NAMES)}},
-        "tier": {"type": "string", "enum": list(TIERS)}, "preset": _TEXT, "idempotency_key": _TEXT,
+        "tier": {"type": "string", "enum": list(TIERS)}, "preset": _TEXT, "idempotency_key": _TEXT, "translate": _TEXT,
         "items": {"type": "array", "items": {"type": "object", "properties": {
             "s3": {"type": "string", "example": "s3://capq-images/owners/alice/cat.jpg"},
             "sha256": _TEXT, "meta": {"type": "object"}}}}}}}}}}
@@ -83,7 +84,7 @@ async def _job_request(request: Request, settings: Settings, caller: Caller) -> 
         for i, upload in enumerate(uploads):
             await _read_upload(upload, i, settings.max_image_bytes, out)
         fields = {}
-        for name in ("models", "tier", "preset", "idempotency_key"):
+        for name in ("models", "tier", "preset", "idempotency_key", "translate"):
             values = form.getlist(name)
             if any(not isinstance(v, str) for v in values):
                 raise BadInput(f"form field {name!r} must be text, not a file")
@@ -168,8 +169,10 @@ def create_app(settings: Settings) -> FastAPI:
             fields, expanded = await _job_request(request, settings, caller)
             take_images(settings, caller, len(expanded.candidates))
             result = await run_in_threadpool(
-                submit, settings, expanded, fields.get("models") or [], _tier(caller, fields.get("tier")),
-                fields.get("preset"), caller.owner, None, fields.get("idempotency_key"), None, False)
+                functools.partial(submit, settings, expanded, fields.get("models") or [],
+                                  tier=_tier(caller, fields.get("tier")), preset=fields.get("preset"),
+                                  owner=caller.owner, idempotency_key=fields.get("idempotency_key"),
+                                  allow_local=False, translate=fields.get("translate") or None))
         finally:
             await request.close()  # the spooled uploads' temporary files go now, not at garbage collection
         key_stats.add_images(settings, caller.key_prefix, result.new_items)
@@ -186,12 +189,20 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}/results", tags=["jobs"])
     def get_results(job_id: str, format: str = Query("json", pattern="^(json|jsonl|parquet)$"),
+                    lang: str | None = Query(None, description="add translations into this language (e.g. vi)"),
                     caller: Caller = Depends(auth)):
         if format == "parquet":  # Issue 16: one row per image, a caption column per model (producer.export)
             return parquet_results(settings, job_id, caller.owner)
         rows = queries.results(settings, job_id, caller.owner)
         first = next(rows, None)  # raises NotFound here, before a streamed body has started
         head = [first] if first else []
+        if lang is not None:  # Issue 14: translated from the memory, or on demand
+            from translation.results import check_lang, with_translations
+
+            translated, summary = with_translations(settings, head + list(rows), check_lang(lang))
+            head, rows = translated, iter(())
+            if format == "json":
+                return {"job_id": job_id, "results": head, "translation": summary}
         if format == "json":
             return {"job_id": job_id, "results": head + list(rows)}
         return StreamingResponse((json.dumps(r) + "\n" for r in itertools.chain(head, rows)),
@@ -200,10 +211,16 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/captions", tags=["captions"])
     def captions(image: str | None = None, model: str | None = None, job: str | None = None,
                  since: str | None = None, limit: str = "50", page: str | None = None, cursor: str | None = None,
-                 caller: Caller = Depends(auth)) -> dict:
-        """Your caption history, newest first; page with `page` or with `cursor` (next_cursor)."""
-        return queries.history(settings, caller.owner, image=image, model=model, job=job, since=since,
-                               limit=limit, page=page, cursor=cursor, allow_files=False)
+                 lang: str | None = None, caller: Caller = Depends(auth)) -> dict:
+        """Your caption history, newest first; page with `page` or with `cursor` (next_cursor); `lang` adds
+        translations."""
+        found = queries.history(settings, caller.owner, image=image, model=model, job=job, since=since,
+                                limit=limit, page=page, cursor=cursor, allow_files=False)
+        if lang is not None:  # Issue 14
+            from translation.results import check_lang, with_translations
+
+            found["items"], found["translation"] = with_translations(settings, found["items"], check_lang(lang))
+        return found
 
     @app.post("/v1/caption", tags=["captions"])
     async def caption_one(file: UploadFile = File(..., description="one image"), model: str = Form("blip"),
@@ -236,4 +253,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     api_aliases.install(app, settings, auth)
     api_tracing.install(app, settings, auth)
+    # Issue 14: what the web UI reads (models, queues, evaluations, images) and translation.
+    api_catalog.install(app, settings, auth)
+    api_translate.install(app, settings, auth)
     return app

@@ -77,6 +77,8 @@ def submit_cmd(
     idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key", help="Same key again resumes the job."),
     wait: bool = typer.Option(False, "--wait", help="Wait until every image is captioned."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines; the last holds job_id, counts and rejections."),
+    translate: Optional[str] = typer.Option(None, "--translate", help="Also translate each caption into this "
+                                            "language (e.g. vi), on the translation worker's queue."),
 ) -> None:
     """Validate, upload and queue images for captioning; prints the job id."""
     from producer.queries import job_status
@@ -99,7 +101,7 @@ def submit_cmd(
                 print(json.dumps({"event": "started", "job_id": job, "created": created}), flush=True)
 
         result = submit(settings, paths, model, tier, preset, owner or default_owner(), job_id, idempotency_key,
-                        progress, on_job=started)
+                        progress, on_job=started, translate=translate)
     if as_json:
         for r in result.rejected:
             print(json.dumps({"event": "rejected", **r}), flush=True)
@@ -138,20 +140,30 @@ def status_cmd(job: str = typer.Argument(..., help="Job id."),
 
 @_exits
 def results_cmd(job: str = typer.Argument(..., help="Job id."),
-                fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv.")) -> None:
+                fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
+                lang: Optional[str] = typer.Option(None, "--lang", help="Add each caption's translation into this "
+                                                   "language (translated on demand when missing).")) -> None:
     """One record per image x model: sha256, file_name, model, preset, caption, status, error."""
     from producer.queries import RESULT_FIELDS, results
 
     if fmt not in ("jsonl", "csv"):
         raise BadInput(f"--format must be jsonl or csv, not {fmt!r}")
     rows = results(get_settings(), job)
+    fields = RESULT_FIELDS
+    if lang is not None:
+        from translation.results import check_lang, with_translations
+
+        rows, summary = with_translations(get_settings(), rows, check_lang(lang))
+        fields = RESULT_FIELDS + ("translation",)
+        if summary["error"]:
+            err.print(f"translation: {summary['error']}")
     if fmt == "jsonl":
         for row in rows:
             print(json.dumps(row))
         return
     from producer.render import csv_cell
 
-    writer = csv.DictWriter(sys.stdout, fieldnames=RESULT_FIELDS, extrasaction="ignore")
+    writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
 
@@ -278,14 +290,20 @@ def demo_cmd(models: str = typer.Option("blip,blip2,git,vit-gpt2", help="Models 
                                                             "tiny offline models"),
              device: str = typer.Option("cpu", help="cpu or cuda:N for the workers."),
              no_api: bool = typer.Option(False, "--no-api", help="Submit directly instead of over HTTP."),
-             timeout_s: float = typer.Option(600, help="Give up waiting for captions after this long.")) -> None:
+             timeout_s: float = typer.Option(600, help="Give up waiting for captions after this long."),
+             keep_running: bool = typer.Option(False, "--keep-running", help="Then leave the stack, workers, API "
+                                               "and web UI running and print the UI's URL (Ctrl-C stops them)."),
+             ui_host: str = typer.Option("127.0.0.1", "--ui-host", help="With --keep-running: the UI's address."),
+             ui_port: int = typer.Option(8501, "--ui-port", min=1, max=65535,
+                                         help="With --keep-running: the UI's port.")) -> None:
     """The main job end to end: stack, models, workers, API, submit the seed images, print captions."""
     import httpx
 
     from producer.demo import DemoError, run_demo
 
     try:
-        code = run_demo(get_settings(), models, checkpoint or [], device, not no_api, timeout_s)
+        code = run_demo(get_settings(), models, checkpoint or [], device, not no_api, timeout_s, keep_running,
+                        ui_host, ui_port)
     except (DemoError, httpx.HTTPError) as exc:
         fail(exc)
         code = 1

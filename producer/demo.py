@@ -156,9 +156,46 @@ def _direct(settings: Settings, images: list[Path], models: list[str], timeout_s
     return job, list(results(settings, result.job_id))
 
 
+def _keep_running(settings: Settings, procs: Processes, api_url: str, ui_host: str, ui_port: int) -> None:
+    """Issue 14: leave workers and API up, add the translation worker and the web UI, and wait for Ctrl-C.
+    The UI gets a key of its own for owner 'demo' (revoked when the demo stops)."""
+    import httpx
+
+    from storage.apikeys import ApiKeys
+
+    keys = ApiKeys(settings)
+    key, record = keys.create(DEMO_OWNER, "premium", note="capq demo --keep-running (web UI)")
+    try:
+        if settings.translate_chain:
+            procs.start("translate", ["translate", "worker"])
+        os.environ["CAPQ_UI_API_KEY"] = key  # to the UI process only: never on a command line (ps shows those)
+        procs.start("ui", ["ui", "--host", ui_host, "--port", str(ui_port), "--api", api_url])
+        os.environ.pop("CAPQ_UI_API_KEY")
+        url = f"http://{ui_host}:{ui_port}"
+        deadline = time.monotonic() + 120
+        while True:
+            procs.check()
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise DemoError(f"the web UI did not answer at {url} within 120 s; see {procs.log_dir / 'ui.log'}")
+            time.sleep(0.5)
+        err.print(f"web UI ready: {url}  (API {api_url}, docs {api_url}/docs); Ctrl-C stops everything")
+        print(url, flush=True)
+        while True:
+            procs.check()
+            time.sleep(1.0)
+    finally:
+        keys.revoke(record["prefix"])
+
+
 def run_demo(settings: Settings, models: str, checkpoints: list[str], device: str, use_api: bool,
-             timeout_s: float) -> int:
-    """Run the demo; returns the exit code (0 when every seed image got a caption from every model)."""
+             timeout_s: float, keep_running: bool = False, ui_host: str = "127.0.0.1", ui_port: int = 8501) -> int:
+    """Run the demo; returns the exit code (0 when every seed image got a caption from every model).
+    With keep_running, the stack, workers, API and web UI stay up (URL printed) until Ctrl-C."""
     from capq import stack
 
     models_ = parse_models(models)
@@ -171,6 +208,8 @@ def run_demo(settings: Settings, models: str, checkpoints: list[str], device: st
 
         err.print(f"tiny offline models for {', '.join(tiny)} in {settings.models_dir} (built if absent)")
         chosen |= {m: str(p) for m, p in make_tiny(settings.models_dir, tiny).items()}
+    if keep_running and not use_api:
+        raise BadInput("--keep-running serves the web UI, which needs the API: drop --no-api")
     procs = Processes(settings.home / "demo")
     t0 = time.monotonic()
     try:
@@ -188,6 +227,9 @@ def run_demo(settings: Settings, models: str, checkpoints: list[str], device: st
                          else _direct(settings, images, models_, timeout_s, bar))
         finally:
             bar.stop()
+        if keep_running:
+            out.print(captions_grid(rows, models_))
+            _keep_running(settings, procs, api_url, ui_host, ui_port)
     except KeyboardInterrupt:
         err.print("interrupted: stopping the workers and API the demo started")
         return 130

@@ -348,7 +348,8 @@ def _items(settings: Settings, paths_or_uploads, owner: str, allow_local: bool) 
 def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Candidate] | Expanded,
            models: str | Iterable[str], tier: str | None = None, preset: str | None = None, owner: str = "local",
            job_id: str | None = None, idempotency_key: str | None = None, progress: Progress | None = None,
-           allow_local: bool = True, on_job: Callable[[str, bool], None] | None = None) -> SubmitResult:
+           allow_local: bool = True, on_job: Callable[[str, bool], None] | None = None,
+           translate: str | None = None) -> SubmitResult:
     """Submit images for captioning by `models`; safe to repeat: the same job id or idempotency key resumes.
 
     :param paths_or_uploads: local paths/folders/manifests/shards/s3:// URIs and prefixes (CLI), or Candidates
@@ -356,6 +357,7 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     :param allow_local: False for callers that must never read server-local paths (the API).
     :param on_job: called with (job id, created) once the job exists, before any input is read, so a caller
         can show the id that resumes an interrupted submission.
+    :param translate: a language code: each caption is also translated into it, by the translation worker.
     Inputs stream through a window of CAPQ_SUBMIT_WINDOW candidates in flight; accepted images are recorded in
     chunks of CAPQ_SUBMIT_RECORD_CHUNK and sent to the queues as they are recorded. Bad files are listed in
     `rejected` (the first 1000; all are recorded on the job) and the job goes on with the rest. An image is
@@ -374,12 +376,17 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     if idempotency_key is not None:
         choices.check_key(idempotency_key)
     quota.check(settings, owner, tier)  # issue 15: 429 / exit 2 with the reset time
+    if translate is not None:
+        from translation.results import check_lang
+
+        translate = check_lang(translate)
     items = _items(settings, paths_or_uploads, owner, allow_local)
 
     jobs = JobStore(settings)
     trace_id = tracing.current() or tracing.new_trace_id()  # issue 18: the API request's, or this submission's own
     job, created = jobs.create(owner, tier, models, preset, job_id=job_id, idempotency_key=idempotency_key,
-                               meta={"trace_id": trace_id} | ({"aliases": aliases} if aliases else {}))
+                               meta={"trace_id": trace_id} | ({"aliases": aliases} if aliases else {})
+                               | ({"translate": translate} if translate else {}))
     if not created:
         _check_resume(job, owner, tier, models, preset)
     job_id = job["_id"]

@@ -68,6 +68,14 @@ INDEXES: dict[str, list[IndexModel]] = {
         # The scheduler's "newest evaluation of this group" lookup.
         IndexModel([("model", ASC), ("checkpoint", ASC), ("config_hash", ASC), ("created_at", DESC)]),
     ],
+    # Issue 14: translation memory (one per text x target) and the history of provider outcomes.
+    "translations": [
+        IndexModel([("text_sha256", ASC), ("target", ASC)], unique=True),
+    ],
+    "translation_history": [
+        IndexModel([("text_sha256", ASC), ("at", DESC)]),
+        IndexModel([("at", DESC)]),
+    ],
     "api_keys": [
         IndexModel([("key_hash", ASC)], unique=True),
         IndexModel([("owner", ASC)]),

@@ -4,7 +4,8 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from capq.names import EVAL_QUEUE, EVAL_TASK, MODEL_NAMES, RETENTION_TASK, caption_queues
+from capq.names import (EVAL_QUEUE, EVAL_TASK, MODEL_NAMES, RETENTION_TASK, TRANSLATE_QUEUE, TRANSLATE_TASK,
+                        caption_queues)
 from capq.settings import Settings, get_settings
 
 
@@ -18,7 +19,8 @@ def _retention_schedule(settings: Settings) -> dict:
 
 def create_app(settings: Settings) -> Celery:
     app = Celery("capq", broker=settings.redis_url,
-                 include=["workers.tasks", "evaluation.tasks", "workers.retention", "evaluation.quality_tasks"])
+                 include=["workers.tasks", "evaluation.tasks", "workers.retention", "evaluation.quality_tasks",
+                          "translation.tasks"])
     app.conf.update(
         # Results live in MongoDB; a result backend would only duplicate them.
         task_ignore_result=True,
@@ -38,8 +40,8 @@ def create_app(settings: Settings) -> Celery:
         task_default_queue=EVAL_QUEUE,
         # Issue 18: every queue declared (as Celery would create it), so Flower lists each one with no worker online.
         task_queues=[Queue(q, Exchange(q), routing_key=q)
-                     for q in [*(q for m in MODEL_NAMES for q in caption_queues(m)), EVAL_QUEUE]],
-        task_routes={EVAL_TASK: {"queue": EVAL_QUEUE}},
+                     for q in [*(q for m in MODEL_NAMES for q in caption_queues(m)), EVAL_QUEUE, TRANSLATE_QUEUE]],
+        task_routes={EVAL_TASK: {"queue": EVAL_QUEUE}, TRANSLATE_TASK: {"queue": TRANSLATE_QUEUE}},
         # Events feed Flower.
         worker_send_task_events=True,
         task_send_sent_event=True,

@@ -8,6 +8,7 @@ from capq.logs import job_id_var
 from capq.names import CAPTION_TASK
 from capq.settings import get_settings
 from storage.errors import NotFound, ServiceUnreachable
+from translation.tasks import after_shard
 from workers import metrics, pipeline, runtime, throughput
 from workers.celery_app import app
 from workers.deadletters import DeadLetters
@@ -56,6 +57,7 @@ def caption_shard(self, job_id: str, model: str, preset: str, shas: list[str], e
         metrics.SHARDS.labels(model, "dead").inc()
         _dead_letter(self, args, f"{type(exc).__name__}: {exc}")
         raise
+    after_shard(job_id, model, preset, shas)  # Issue 14: queues the shard's translation if the job asked
     metrics.SHARDS.labels(model, "ok").inc()
     if result.wall_s:  # issue 18: the worker's live rate, for ETAs
         throughput.record(settings, model, w.worker_id, result.done + result.reused + result.failed, result.wall_s)

@@ -24,11 +24,13 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 COMPOSE_CPU = REPO / "docker-compose.cpu.yml"
 ENV_EXAMPLE = REPO / ".env.example"
-DOCKERFILES = [REPO / "deploy" / "Dockerfile.api", REPO / "deploy" / "Dockerfile.worker"]
+DOCKERFILES = [REPO / "deploy" / "Dockerfile.api", REPO / "deploy" / "Dockerfile.worker", REPO / "deploy" / "Dockerfile.ui"]
 K8S = REPO / "deploy" / "k8s"
 K8S_FILES = sorted(K8S.glob("*.yaml"))
 REQUIREMENTS = REPO / "requirements.txt"
 REQUIREMENTS_API = REPO / "deploy" / "requirements-api.txt"
+REQUIREMENTS_UI = REPO / "deploy" / "requirements-ui.txt"
+REQUIREMENTS_DEV = REPO / "requirements-dev.txt"
 
 MODELS = ("blip", "blip2", "git", "vit-gpt2")
 # Kubernetes versions the manifests must validate against: the oldest we support and the newest the tool knows.
@@ -633,3 +635,30 @@ def test_the_deploy_files_run_every_service_command():
 def test_command_is_a_real_capq_command(where, argv):
     problem = check_capq_argv(argv)
     assert problem is None, f"{where}: {problem}"
+
+
+# ---------------------------------------------------------------- the web UI image (issue 14)
+
+def test_ui_image_carries_only_the_ui_and_its_pins_match():
+    ui = requirement_pins(REQUIREMENTS_UI)
+    known = requirement_pins(REQUIREMENTS) | requirement_pins(REQUIREMENTS_DEV)
+    for name, version in ui.items():
+        assert known.get(name) == version, f"requirements-ui.txt pins {name}=={version}; the project pins {known.get(name)}"
+    assert "streamlit" in ui and not {re.sub(r"\[.*\]", "", n) for n in ui} & (HEAVY | {"celery[redis]", "pymongo"})
+    assert "streamlit" not in requirement_pins(REQUIREMENTS_API) and "streamlit" not in requirement_pins(REQUIREMENTS)
+    copies = [l.split()[1] for l in (REPO / "deploy" / "Dockerfile.ui").read_text().splitlines() if l.startswith("COPY ")]
+    assert copies == ["deploy/requirements-ui.txt", "ui"], "the UI image holds the ui package only"
+    # and the ui package imports nothing of capq's services: it reaches them over HTTP
+    for path in (REPO / "ui").glob("*.py"):
+        imports = re.findall(r"^\s*(?:from|import) (\w+)", path.read_text(), re.M)
+        assert not {"storage", "workers", "producer", "evaluation", "translation", "capq"} & set(imports) or \
+            path.name == "cli.py", f"ui/{path.name} imports {imports}"
+
+
+def test_ui_and_translate_worker_run_in_compose_and_kubernetes():
+    services = load_compose(COMPOSE)["services"]
+    assert services["ui"]["build"]["dockerfile"] == "deploy/Dockerfile.ui"
+    assert services["ui"]["environment"]["CAPQ_UI_API_URL"] == "http://api:8000"
+    assert services["translate-worker"]["command"][:3] == ["capq", "translate", "worker"]
+    kinds = {(d["kind"], d.get("metadata", {}).get("name")) for _, d in all_k8s_docs()}
+    assert {("Deployment", "capq-ui"), ("Service", "capq-ui"), ("Deployment", "capq-translate-worker")} <= kinds

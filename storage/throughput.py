@@ -1,0 +1,19 @@
+"""throughput: captions made per model over a recent window, read from the captions collection."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from capq.settings import Settings
+from storage.db import mongo, translated
+
+
+class Throughput:
+    def __init__(self, settings: Settings):
+        self.mongo = mongo(settings)
+        self.coll = self.mongo["captions"]
+
+    @translated
+    def per_model(self, models: list[str], window_s: int) -> dict[str, int]:
+        """{model: captions created in the last window_s seconds} (index model, created_at)."""
+        since = datetime.now(timezone.utc) - timedelta(seconds=window_s)
+        return {m: self.coll.count_documents({"model": m, "created_at": {"$gte": since}}) for m in models}
