@@ -79,6 +79,8 @@ def settings(base_settings, tmp_path_factory) -> Settings:
     flush_redis(s)
     yield s
     Mongo(s).client.drop_database(s.mongo_db)
+    # Each bucket holds volumes of its own in the S3 server: a stack that outlives many runs would run out.
+    ImageStore(s).drop_bucket()
 
 
 @pytest.fixture

@@ -57,6 +57,7 @@ def test_bucket_is_created_when_missing(settings):
     store.ensure_bucket()  # idempotent
     sha, created = store.put(b"x")
     assert created and store.exists(sha)
+    store.drop_bucket()
 
 
 def test_indexes_are_idempotent_and_cover_caption_key(settings):
