@@ -29,3 +29,10 @@ EVAL_TASK = "capq.evaluate"
 
 # The captioning architectures capq ships adapters for (workers.models holds their details).
 MODEL_NAMES = ("blip", "blip2", "git", "vit-gpt2")
+
+# Issue 11: healing. Who holds which unacked delivery, who heals, and which Redis is this (see workers.healing).
+HELD_KEY = f"{PREFIX}:held"  # hash: kombu delivery tag -> worker id that received it
+INFLIGHT_KEY = f"{PREFIX}:inflight:"  # + delivery tag: the shas of the batch being captioned (poison accounting)
+DEATHS_KEY = f"{PREFIX}:deaths:"  # + job id: hash sha256 -> times a worker died captioning it
+HEALER_LOCK = f"{PREFIX}:healer"  # the one live worker that heals holds this
+REDIS_EPOCH_KEY = f"{PREFIX}:epoch"  # a random id: when it changes or vanishes, Redis lost its queues

@@ -105,6 +105,13 @@ class Settings(BaseModel):
     metrics_port: int = Field(0, ge=0, le=65535)
     log_json: bool = True
 
+    # Issue 11: healing. A worker silent this long is dead and its shards go back to the queue; the elected
+    # worker looks this often (so a dead worker's shard is back within about the sum of the two).
+    worker_lost_after_s: int = Field(30, ge=3)
+    heal_interval_s: int = Field(10, gt=0)
+    # An image whose worker died this many times while captioning it is failed, not sent again.
+    poison_deaths: int = Field(3, gt=0)
+
     @field_validator("redis_url")
     @classmethod
     def _redis(cls, v: str) -> str:

@@ -25,16 +25,23 @@ def _heartbeat(settings: Settings, wid: str) -> None:
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s)
     while True:
         try:
-            client.set(WORKER_HEARTBEAT_KEY + wid, str(time.time()), ex=3 * HEARTBEAT_S)
+            client.set(WORKER_HEARTBEAT_KEY + wid, str(time.time()), ex=settings.worker_lost_after_s)
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", exc)
-        time.sleep(HEARTBEAT_S)
+        time.sleep(min(HEARTBEAT_S, settings.worker_lost_after_s / 3))
 
 
 def consume(settings: Settings, name: str, queues: list[str], pool: list[str], loglevel: str = "INFO") -> None:
     """Start the heartbeat (read by `capq health --service worker`), then consume `queues` until shut down."""
     from workers.celery_app import app
 
-    threading.Thread(target=_heartbeat, args=(settings, worker_id(name)), daemon=True).start()
+    from workers import healing
+
+    wid = worker_id(name)
+    threading.Thread(target=_heartbeat, args=(settings, wid), daemon=True).start()
+    # Issue 11: record what this worker holds, and take part in healing (see workers.healing).
+    healing.HOLDINGS = healing.Holdings(settings, wid)
+    healing.HOLDINGS.connect()
+    healing.Healer(settings, app, wid).start()
     app.worker_main(["worker", "--queues", ",".join(queues), *pool, "--events", "--hostname",
                      f"{name}@%h-{os.getpid()}", "--loglevel", loglevel, "--without-gossip", "--without-mingle"])

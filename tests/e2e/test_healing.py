@@ -1,0 +1,110 @@
+"""Work heals itself (issue 11): a kill -9'd worker and a Redis that comes back empty, with real processes."""
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+import redis
+
+from capq.stack import redis_ready
+from storage.captions import CaptionStore
+from storage.db import Mongo
+from storage.jobs import JobStore
+from tests.conftest import free_port
+from tests.e2e.conftest import env_settings, make_job, random_images, wait_job
+
+
+def _wait_done(jobs: JobStore, job_id: str, at_least: int, proc=None, timeout_s: float = 300) -> int:
+    deadline = time.monotonic() + timeout_s  # only stops a hung test
+    while time.monotonic() < deadline:
+        done = jobs.counts(job_id)["done"]
+        if done >= at_least:
+            return done
+        assert proc is None or proc.poll() is None, "worker died on its own"
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {at_least} done: {jobs.counts(job_id)}")
+
+
+def _exactly_once(s, job_id: str, n: int) -> None:
+    job = wait_job(s, job_id, timeout_s=600)
+    assert job["state"] == "done"
+    assert job["counts"] == {"queued": 0, "done": n, "failed": 0, "cancelled": 0, "total": n}
+    items = JobStore(s).items_of(job_id)
+    assert len(items) == n and len({it["sha256"] for it in items}) == n
+    assert CaptionStore(s).count({"job_id": job_id}) == n, "every image captioned once, none twice"
+
+
+def test_a_kill_9_worker_shard_comes_back_without_waiting_out_the_visibility_timeout(settings, workers):
+    # Given a worker on a job, with CAPQ_VISIBILITY_TIMEOUT_S at its default (an hour)
+    s, env = env_settings(settings, batch_size=2, shard_batches=10)
+    assert s.visibility_timeout_s == 3600
+    first = workers.start("blip", env)
+    job_id = make_job(s, random_images(60, seed=11), "blip")
+    jobs = JobStore(s)
+    # If it is killed with kill -9 while it holds a shard
+    _wait_done(jobs, job_id, 4, first)
+    workers.kill9(first)
+    done_at_kill = jobs.counts(job_id)["done"]
+    assert done_at_kill < 60
+    held = redis.Redis.from_url(s.redis_url).hlen("unacked")
+    assert held >= 1, "the killed worker left its shard unacked"
+    # and another worker is started
+    workers.start("blip", env)
+    # I expect the job to complete, every image captioned exactly once
+    try:
+        _exactly_once(s, job_id, 60)
+    finally:
+        Mongo(s).client.drop_database(s.mongo_db)
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of this test's own, with no persistence (as a default install runs)."""
+
+    class Server:
+        url = f"redis://127.0.0.1:{free_port()}/0"
+        proc = None
+
+        def start(self):
+            port = self.url.rsplit(":", 1)[1].split("/")[0]
+            self.proc = subprocess.Popen(["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+                                          "--appendonly", "no", "--dir", str(tmp_path)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 30
+            while not redis_ready(self.url):
+                assert time.monotonic() < deadline, "private redis-server did not start"
+                time.sleep(0.1)
+
+        def kill9(self):
+            self.proc.kill()
+            self.proc.wait()
+
+    server = Server()
+    server.start()
+    yield server
+    if server.proc.poll() is None:
+        server.proc.terminate()
+        server.proc.wait(10)
+
+
+def test_redis_restarted_empty_the_job_still_completes_exactly(settings, workers, private_redis):
+    # Given a worker and a job on a Redis with no persistence
+    # (a database of its own too: to this Redis every other test's unfinished job would be a lost one)
+    s, env = env_settings(settings, redis_url=private_redis.url, mongo_db=settings.mongo_db + "_lost_redis",
+                          batch_size=2, shard_batches=5)
+    Mongo(s).ensure_indexes()
+    try:
+        workers.start("blip", env)
+        job_id = make_job(s, random_images(60, seed=12), "blip")
+        jobs = JobStore(s)
+        _wait_done(jobs, job_id, 4)
+        # If Redis is killed with kill -9 and started again, empty, on the same port, while the worker runs
+        private_redis.kill9()
+        private_redis.start()
+        assert redis.Redis.from_url(private_redis.url).dbsize() == 0
+        assert jobs.counts(job_id)["queued"] > 0, "work was still pending when Redis lost it"
+        # I expect every pending item to be sent again and the job to complete exactly
+        _exactly_once(s, job_id, 60)
+    finally:
+        Mongo(s).client.drop_database(s.mongo_db)
