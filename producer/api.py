@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from capq.names import MODEL_NAMES, TIERS
 from capq.settings import Settings
-from producer import queries
+from producer import api_cancel, queries
 from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers
 from producer.errors import BadInput, CaptionTimeout, TooLarge
 from producer.sources import Candidate, Expanded, from_api_items, upload_name
@@ -100,6 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
                   "(X-API-Key or Authorization: Bearer). Errors are {\"error\": message}.")
     auth = authenticator(settings)
     install_error_handlers(app)
+    api_cancel.install(app, settings, auth)
 
     @app.middleware("http")
     async def _metrics(request: Request, call_next):

@@ -185,12 +185,15 @@ def history_cmd(image: Optional[str] = typer.Option(None, help="An image file (h
 @_exits
 def cancel_cmd(job: str = typer.Argument(..., help="Job id.")) -> None:
     """Cancel what is still queued; finished captions are kept."""
-    from producer.queries import owned_job
-    from storage.jobs import JobStore
+    from producer.queries import cancel_job
+    from storage.errors import AlreadyFinished
 
-    jobs = JobStore(get_settings())
-    owned_job(jobs, job, None)
-    out.print(f"job {job} cancelled: {jobs.cancel(job)} queued item(s) will not be captioned")
+    try:
+        n = cancel_job(get_settings(), job)["cancelled_now"]
+    except AlreadyFinished as exc:
+        fail(exc)
+        raise typer.Exit(2)
+    out.print(f"job {job} cancelled: {n} queued item(s) will not be captioned")
 
 
 @keys_app.command("create")

@@ -187,3 +187,12 @@ def wait_job(settings: Settings, job_id, owner: str | None = None, on_update=lam
         if job["state"] in ("done", "cancelled") or (deadline is not None and time.monotonic() > deadline):
             return job
         time.sleep(poll_s)
+
+
+def cancel_job(settings: Settings, job_id, owner: str | None = None) -> dict:
+    """Issue 11: cancel the owner's job: what is queued is never captioned, finished results stay.
+    -> the job's status with `cancelled_now` (items this call closed). Raises AlreadyFinished for a done job."""
+    jobs = JobStore(settings)
+    job = owned_job(jobs, job_id, owner)
+    n = jobs.cancel(job["_id"])
+    return job_status(settings, job["_id"], owner) | {"cancelled_now": n}

@@ -173,7 +173,11 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> 
     docs: list[dict] = []
     outcomes: list[dict] = []
     try:
-        for fetched in _prefetched(w, batches):
+        for n, fetched in enumerate(_prefetched(w, batches)):
+            # A cancel wins within one batch: no batch starts once the job is cancelled (one indexed read per
+            # batch); cancel() itself closes the items left open.
+            if n and w.jobs.get(job_id, ("state",)).get("state") == "cancelled":
+                break
             new_docs, new_outcomes = _run_batch(w, job_id, preset_name, preset, chash, fetched, result)
             docs += new_docs
             outcomes += new_outcomes

@@ -1,12 +1,15 @@
 """Work heals itself (issue 11): a kill -9'd worker and a Redis that comes back empty, with real processes."""
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 
 import pytest
 import redis
 
+from capq.names import HELD_KEY
 from capq.stack import redis_ready
 from storage.captions import CaptionStore
 from storage.db import Mongo
@@ -108,3 +111,31 @@ def test_redis_restarted_empty_the_job_still_completes_exactly(settings, workers
         _exactly_once(s, job_id, 60)
     finally:
         Mongo(s).client.drop_database(s.mongo_db)
+
+
+def test_a_cancel_stops_a_shard_in_flight_within_one_batch(settings, workers):
+    # Given a worker captioning a job of one 30-image shard, 2 images a batch
+    s, env = env_settings(settings, batch_size=2, shard_batches=15)
+    workers.start("blip", env)
+    job_id = make_job(s, random_images(30, seed=13), "blip")
+    jobs, captions = JobStore(s), CaptionStore(s)
+    _wait_done(jobs, job_id, 4)
+    # If the job is cancelled with `capq cancel` while the shard runs
+    proc = subprocess.run([sys.executable, "-m", "capq", "cancel", job_id], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    captioned_at_cancel = captions.count({"job_id": job_id})
+    # I expect the shard to stop (its delivery acked) with at most the batch then running captioned after it
+    client = redis.Redis.from_url(s.redis_url)
+    deadline = time.monotonic() + 300  # only stops a hung test
+    while client.hlen("unacked") or client.hlen(HELD_KEY):
+        assert time.monotonic() < deadline, "the shard never finished"
+        time.sleep(0.2)
+    assert captions.count({"job_id": job_id}) <= captioned_at_cancel + 2
+    job = jobs.refresh_counts(job_id)
+    assert job["state"] == "cancelled"
+    assert job["counts"]["queued"] == 0 and job["counts"]["cancelled"] >= 30 - captioned_at_cancel - 2
+    # and a second cancel, of a cancelled job, to close nothing more
+    again = subprocess.run([sys.executable, "-m", "capq", "cancel", job_id], env={**os.environ, **env},
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "0 queued item(s)" in again.stdout
