@@ -46,7 +46,22 @@ def _exits(fn):
     return wrapper
 
 
-def _watch(settings, job_id: str, as_json: bool) -> dict:
+# Issue 11: `submit --wait` and `status --watch` exit with this when --timeout passes before the job finishes.
+WAIT_TIMEOUT_EXIT = 3
+
+
+def _timed_out(job_id: str, job: dict, timeout_s: float, as_json: bool) -> None:
+    if job["state"] in ("done", "cancelled"):
+        return
+    if as_json:
+        print(json.dumps({"event": "timeout", "job_id": job_id, "state": job["state"], "counts": job["counts"]}))
+    else:
+        fail(f"job {job_id} still {job['state']} after {timeout_s:g}s: {job['counts']}; "
+             f"`capq status {job_id} --watch` follows it further")
+    raise typer.Exit(WAIT_TIMEOUT_EXIT)
+
+
+def _watch(settings, job_id: str, as_json: bool, timeout_s: float | None = None) -> dict:
     from producer.queries import wait_job
     from producer.render import finished, progress_bar
 
@@ -61,7 +76,10 @@ def _watch(settings, job_id: str, as_json: bool) -> dict:
                 print(json.dumps({"event": "progress", "job_id": job_id, "state": job["state"],
                                   "counts": job["counts"]}), flush=True)
 
-        return wait_job(settings, job_id, on_update=update)
+        def blip(exc) -> None:
+            bar.update(description=f"job {job_id[:12]} (waiting: {type(exc).__name__})")
+
+        return wait_job(settings, job_id, on_update=update, timeout_s=timeout_s, on_blip=blip)
 
 
 @_exits
@@ -75,6 +93,8 @@ def submit_cmd(
     idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key", help="Same key again resumes the job."),
     wait: bool = typer.Option(False, "--wait", help="Wait until every image is captioned."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines; the last holds job_id, counts and rejections."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0, help="With --wait: give up after this many "
+                                            "seconds, print the state and exit 3 (the job goes on)."),
 ) -> None:
     """Validate, upload and queue images for captioning; prints the job id."""
     from producer.queries import job_status
@@ -100,7 +120,9 @@ def submit_cmd(
         err.print(f"job {result.job_id}: {result.accepted} image(s) accepted, {len(result.rejected)} rejected, "
                   f"{result.enqueued} item(s) queued" + ("" if result.created else " (resumed)"))
         print(result.job_id, flush=True)
-    final = _watch(settings, result.job_id, as_json) if wait else job_status(settings, result.job_id)
+    final = _watch(settings, result.job_id, as_json, timeout) if wait else job_status(settings, result.job_id)
+    if wait and timeout is not None:
+        _timed_out(result.job_id, final, timeout, as_json)
     if as_json:
         print(json.dumps({"event": "finished" if wait else "submitted"} | result.as_dict()
                          | {"state": final["state"], "counts": final["counts"], "rejected": final["rejected"]}))
@@ -111,13 +133,19 @@ def submit_cmd(
 @_exits
 def status_cmd(job: str = typer.Argument(..., help="Job id."),
                watch: bool = typer.Option(False, "--watch", help="Follow until the job finishes."),
-               as_json: bool = typer.Option(False, "--json")) -> None:
+               as_json: bool = typer.Option(False, "--json"),
+               timeout: Optional[float] = typer.Option(None, "--timeout", min=0, help="With --watch: give up after "
+                                                       "this many seconds, print the state and exit 3.")) -> None:
     """Exact counts of a job and the files it rejected."""
     from producer.queries import job_status
     from producer.render import job_table, rejections_table
 
     settings = get_settings()
-    status = _watch(settings, job, as_json) if watch else job_status(settings, job)
+    status = _watch(settings, job, as_json, timeout) if watch else job_status(settings, job)
+    if watch and timeout is not None and status["state"] not in ("done", "cancelled"):
+        if not as_json:
+            out.print(job_table(status))
+        _timed_out(job, status, timeout, as_json)
     if as_json:
         print(json.dumps(status))
         return

@@ -176,15 +176,27 @@ def history(settings: Settings, owner: str, image=None, model=None, job=None, si
 
 
 def wait_job(settings: Settings, job_id, owner: str | None = None, on_update=lambda job: None, poll_s: float = 0.5,
-             timeout_s: float | None = None) -> dict:
+             timeout_s: float | None = None, on_blip=lambda exc: None) -> dict:
     """Poll the job's exact status until it is done or cancelled (or `timeout_s` passes); returns the last status."""
     import time
 
+    from storage.errors import ServiceUnreachable
+
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    job = None
     while True:
-        job = job_status(settings, job_id, owner)
-        on_update(job)
-        if job["state"] in ("done", "cancelled") or (deadline is not None and time.monotonic() > deadline):
+        try:
+            job = job_status(settings, job_id, owner)
+        except ServiceUnreachable as exc:
+            # A blip of the database is no reason to stop waiting (issue 11): say so and poll on.
+            on_blip(exc)
+            if job is None and deadline is not None and time.monotonic() > deadline:
+                raise
+        else:
+            on_update(job)
+            if job["state"] in ("done", "cancelled"):
+                return job
+        if deadline is not None and time.monotonic() > deadline:
             return job
         time.sleep(poll_s)
 
