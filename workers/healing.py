@@ -65,11 +65,18 @@ class Holdings:
         """Name the images being captioned now: should this process die, they are the suspects."""
         tag = self.tags.get(task_id)
         if tag is not None:
-            self.redis.set(INFLIGHT_KEY + tag, json.dumps([job_id, shas]))
+            try:
+                self.redis.set(INFLIGHT_KEY + tag, json.dumps([job_id, shas]))
+            except redis.RedisError as exc:  # poison accounting is best effort; the shard goes on
+                log.warning("could not name the batch in flight: %s", exc)
 
     def deaths(self, job_id: str, shas: list[str]) -> dict[str, int]:
         """{sha: times a worker died captioning it}, for those of `shas` that killed one."""
-        counts = self.redis.hmget(DEATHS_KEY + job_id, shas) if shas else []
+        try:
+            counts = self.redis.hmget(DEATHS_KEY + job_id, shas) if shas else []
+        except redis.RedisError as exc:
+            log.warning("could not read the shard's deaths: %s", exc)
+            return {}
         return {sha: int(n) for sha, n in zip(shas, counts) if n}
 
 

@@ -11,6 +11,7 @@ import redis
 
 from capq.names import HELD_KEY
 from capq.stack import redis_ready
+from storage.blobs import sha256_hex
 from storage.captions import CaptionStore
 from storage.db import Mongo
 from storage.jobs import JobStore
@@ -139,3 +140,30 @@ def test_a_cancel_stops_a_shard_in_flight_within_one_batch(settings, workers):
     again = subprocess.run([sys.executable, "-m", "capq", "cancel", job_id], env={**os.environ, **env},
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "0 queued item(s)" in again.stdout
+
+
+def test_an_image_that_kills_its_worker_3_times_is_failed_and_the_rest_captioned_once(settings, workers):
+    # Given a worker that dies (SIGKILL) whenever a batch holds one marked image, restarted whenever it dies
+    s, env = env_settings(settings, batch_size=4, shard_batches=3)
+    images = random_images(12, seed=14)
+    poison = sha256_hex(images[5][1])
+    env["CAPQ_TEST_KILL_ON_SHA256"] = poison
+    worker = workers.start("blip", env)
+    job_id = make_job(s, images, "blip")
+    jobs = JobStore(s)
+    deaths = 0
+    deadline = time.monotonic() + 900  # only stops a hung test
+    while jobs.refresh_counts(job_id)["state"] != "done":
+        assert time.monotonic() < deadline, f"job never finished: {jobs.counts(job_id)}"
+        if worker.poll() is not None:
+            deaths += 1
+            worker = workers.start("blip", env)
+        time.sleep(0.5)
+    # I expect the job to complete with that image failed, naming the 3 deaths, and every other image captioned once
+    assert deaths == 3
+    counts = jobs.counts(job_id)
+    assert counts == {"queued": 0, "done": 11, "failed": 1, "cancelled": 0, "total": 12}
+    failed = [it for it in jobs.items_of(job_id) if it["state"] == "failed"]
+    assert [it["sha256"] for it in failed] == [poison]
+    assert failed[0]["error"] == "poison: the worker died while captioning this image 3 times"
+    assert CaptionStore(s).count({"job_id": job_id}) == 11
