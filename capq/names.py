@@ -36,3 +36,4 @@ INFLIGHT_KEY = f"{PREFIX}:inflight:"  # + delivery tag: the shas of the batch be
 DEATHS_KEY = f"{PREFIX}:deaths:"  # + job id: hash sha256 -> times a worker died captioning it
 HEALER_LOCK = f"{PREFIX}:healer"  # the one live worker that heals holds this
 REDIS_EPOCH_KEY = f"{PREFIX}:epoch"  # a random id: when it changes or vanishes, Redis lost its queues
+REDRIVES_KEY = f"{PREFIX}:redrives"  # hash: job id + first sha256 of a shard -> automatic re-drives so far

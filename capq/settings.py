@@ -111,6 +111,10 @@ class Settings(BaseModel):
     heal_interval_s: int = Field(10, gt=0)
     # An image whose worker died this many times while captioning it is failed, not sent again.
     poison_deaths: int = Field(3, gt=0)
+    # Shards dead-lettered because a service was unreachable are re-driven once it answers: at most this many
+    # times each, the first after redrive_backoff_s, doubling up to 16 times that.
+    redrive_max: int = Field(5, ge=0)
+    redrive_backoff_s: int = Field(60, gt=0)
 
     @field_validator("redis_url")
     @classmethod

@@ -17,7 +17,7 @@ import redis
 from kombu.exceptions import OperationalError
 from kombu.transport.redis import Channel
 
-from capq.names import DEATHS_KEY, HEALER_LOCK, HELD_KEY, INFLIGHT_KEY, WORKER_HEARTBEAT_KEY
+from capq.names import DEATHS_KEY, HEALER_LOCK, HELD_KEY, INFLIGHT_KEY, REDRIVES_KEY, WORKER_HEARTBEAT_KEY
 from capq.settings import Settings
 from capq.transport import redis_epoch
 from storage.errors import StorageError
@@ -113,7 +113,16 @@ class Healer:
         return False
 
     def heal_once(self) -> dict[str, int]:
-        return {"restored": self.restore_dead(), "resent": self.reconcile()}
+        done = {}
+        # Each step on its own: MongoDB being down must not stop a dead worker's shards coming back.
+        for name, step in (("restored", self.restore_dead), ("redriven", self.redrive_unreachable),
+                           ("resent", self.reconcile)):
+            try:
+                done[name] = step()
+            except (redis.RedisError, OperationalError, StorageError) as exc:
+                log.warning("healing step %s skipped: %s", name, exc)
+                done[name] = 0
+        return done
 
     def _live(self, wid: str, cache: dict[str, bool]) -> bool:
         if wid not in cache:
@@ -159,6 +168,26 @@ class Healer:
                 pipe.hincrby(DEATHS_KEY + job_id, sha, 1)
             pipe.expire(DEATHS_KEY + job_id, DEATHS_TTL_S).delete(INFLIGHT_KEY + tag).execute()
 
+    def redrive_unreachable(self) -> int:
+        """Re-drive the dead letters of an outage once MongoDB and S3 answer again (bounded, with backoff);
+        `capq dlq retry` stays for what failed for other reasons. -> shards re-driven."""
+        from workers.deadletters import DeadLetters
+
+        letters = DeadLetters(self.settings)
+        now = time.time()
+        due = []
+        for entry in letters.list():
+            key = f"{entry['args'][0]}:{(entry['args'][3] or [''])[0]}"
+            if redrive_due(entry, int(self.redis.hget(REDRIVES_KEY, key) or 0), self.settings, now):
+                due.append((entry["id"], key))
+        if not due or not _answers(self.settings):
+            return 0
+        for entry_id, key in due:
+            self.redis.hincrby(REDRIVES_KEY, key, 1)
+            letters.retry(self.app, [entry_id])
+            log.warning("re-drove dead letter %s: the services answer again", entry_id)
+        return len(due)
+
     def reconcile(self) -> int:
         """Send again the open items of unfinished jobs last sent under another Redis epoch; -> images sent."""
         from producer.enqueue import resend_open
@@ -176,3 +205,22 @@ class Healer:
 
 
 HOLDINGS: Holdings | None = None  # this worker process's, set by workers.consume
+
+
+def _answers(settings: Settings) -> bool:
+    from storage.blobs import image_store
+    from storage.db import mongo
+
+    try:
+        mongo(settings).ping()
+        image_store(settings).ensure_bucket()
+    except StorageError:
+        return False
+    return True
+
+
+def redrive_due(entry: dict, redrives: int, settings: Settings, now: float) -> bool:
+    """A dead letter of an unreachable service is due again after a backoff that doubles per re-drive."""
+    if "unreachable" not in entry.get("error", "") or redrives >= settings.redrive_max:
+        return False
+    return now >= entry["failed_at"] + settings.redrive_backoff_s * 2 ** min(redrives, 4)

@@ -10,13 +10,14 @@ import pytest
 import redis
 
 from capq.names import HELD_KEY
-from capq.stack import redis_ready
+from capq.stack import mongo_service, redis_ready
 from storage.blobs import sha256_hex
 from storage.captions import CaptionStore
 from storage.db import Mongo
 from storage.jobs import JobStore
 from tests.conftest import free_port
 from tests.e2e.conftest import env_settings, make_job, random_images, wait_job
+from workers.deadletters import DeadLetters
 
 
 def _wait_done(jobs: JobStore, job_id: str, at_least: int, proc=None, timeout_s: float = 300) -> int:
@@ -167,3 +168,30 @@ def test_an_image_that_kills_its_worker_3_times_is_failed_and_the_rest_captioned
     assert [it["sha256"] for it in failed] == [poison]
     assert failed[0]["error"] == "poison: the worker died while captioning this image 3 times"
     assert CaptionStore(s).count({"job_id": job_id}) == 11
+
+
+def test_shards_dead_lettered_in_a_long_mongodb_outage_are_redriven_once_it_answers(settings, workers, tmp_path):
+    # Given a worker whose MongoDB (a private server) is down for longer than its retries last
+    url = f"mongodb://127.0.0.1:{free_port()}"
+    svc = mongo_service(url, tmp_path)
+    svc.start()
+    try:
+        s, env = env_settings(settings, mongo_url=url, connect_timeout_s=1, task_max_retries=1, retry_backoff_max_s=1)
+        Mongo(s).ensure_indexes()
+        job_id = make_job(s, random_images(3, seed=15), "vit-gpt2")
+        svc.stop()
+        workers.start("vit-gpt2", env)
+        letters = DeadLetters(s)
+        deadline = time.monotonic() + 300  # only stops a hung test
+        while not letters.list():
+            assert time.monotonic() < deadline, "the shard was never dead-lettered"
+            time.sleep(0.5)
+        assert "database unreachable" in letters.list()[0]["error"]
+        # If MongoDB comes back, and no one types a command
+        svc.start()
+        # I expect the dead letter to be re-driven on its own and the job to complete
+        job = wait_job(s, job_id, timeout_s=600)
+        assert job["counts"]["done"] == 3 and job["counts"]["failed"] == 0
+        assert letters.list() == []
+    finally:
+        svc.stop()
