@@ -37,3 +37,5 @@ DEATHS_KEY = f"{PREFIX}:deaths:"  # + job id: hash sha256 -> times a worker died
 HEALER_LOCK = f"{PREFIX}:healer"  # the one live worker that heals holds this
 REDIS_EPOCH_KEY = f"{PREFIX}:epoch"  # a random id: when it changes or vanishes, Redis lost its queues
 REDRIVES_KEY = f"{PREFIX}:redrives"  # hash: job id + first sha256 of a shard -> automatic re-drives so far
+MODELS_SEEN_KEY = f"{PREFIX}:models_seen"  # hash: model (or eval) -> last heartbeat of any of its workers, epoch s
+OUTAGES_KEY = f"{PREFIX}:outages"  # hash: service ("database", "object store") -> first seen unreachable, epoch s

@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from capq.names import MODEL_NAMES, TIERS
 from capq.settings import Settings
-from producer import api_cancel, queries
+from producer import api_heal, queries
 from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers
 from producer.errors import BadInput, CaptionTimeout, TooLarge
 from producer.sources import Candidate, Expanded, from_api_items, upload_name
@@ -100,7 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
                   "(X-API-Key or Authorization: Bearer). Errors are {\"error\": message}.")
     auth = authenticator(settings)
     install_error_handlers(app)
-    api_cancel.install(app, settings, auth)
+    api_heal.install(app, settings, auth)
 
     @app.middleware("http")
     async def _metrics(request: Request, call_next):
@@ -183,6 +183,7 @@ def create_app(settings: Settings) -> FastAPI:
                                          None, None, None, False)
         if result.rejected:
             raise BadInput(f"{result.rejected[0]['file']}: {result.rejected[0]['reason']}")
+        api_heal.refuse_offline(settings, model, result.job_id)  # 503 at once, not after the wait (issue 11)
         deadline = time.monotonic() + settings.caption_wait_s
         while True:
             rows = await run_in_threadpool(lambda: list(queries.results(settings, result.job_id, caller.owner)))

@@ -120,6 +120,7 @@ def submit_cmd(
         err.print(f"job {result.job_id}: {result.accepted} image(s) accepted, {len(result.rejected)} rejected, "
                   f"{result.enqueued} item(s) queued" + ("" if result.created else " (resumed)"))
         print(result.job_id, flush=True)
+    _warn_offline(settings, result.models)
     final = _watch(settings, result.job_id, as_json, timeout) if wait else job_status(settings, result.job_id)
     if wait and timeout is not None:
         _timed_out(result.job_id, final, timeout, as_json)
@@ -128,6 +129,20 @@ def submit_cmd(
                          | {"state": final["state"], "counts": final["counts"], "rejected": final["rejected"]}))
     elif wait:
         err.print(f"job {result.job_id} {final['state']}: {final['counts']}")
+
+
+def _warn_offline(settings, models: list[str]) -> None:
+    """The job is accepted either way; say when no worker would take it now (issue 11)."""
+    import redis
+
+    from producer.waiting import models_offline, offline_message
+
+    try:
+        offline = models_offline(settings, models)
+    except redis.RedisError:
+        return
+    for model, last_seen in offline.items():
+        err.print(f"[yellow]warning:[/yellow] {offline_message(model, last_seen)}; the job waits until one is")
 
 
 @_exits
@@ -150,6 +165,8 @@ def status_cmd(job: str = typer.Argument(..., help="Job id."),
         print(json.dumps(status))
         return
     out.print(job_table(status))
+    if status.get("waiting"):
+        out.print(f"waiting: {status['waiting']}")
     if status["rejected"]:
         out.print(rejections_table(status["rejected"]))
 
@@ -186,6 +203,9 @@ def jobs_cmd(mine: bool = typer.Option(False, "--mine", help="Only jobs of --own
             print(json.dumps(job))
     else:
         out.print(jobs_table(jobs) if jobs else "no jobs")
+        for job in jobs:
+            if job.get("waiting"):
+                out.print(f"{job['job_id']} waiting: {job['waiting']}")
 
 
 @_exits

@@ -123,9 +123,11 @@ def owned_job(jobs: JobStore, job_id, owner: str | None) -> dict:
 
 def job_status(settings: Settings, job_id, owner: str | None = None) -> dict:
     """The job with exact counts (recomputed from its items) and its rejected files."""
+    from producer.waiting import annotate
+
     jobs = JobStore(settings)
     owned_job(jobs, job_id, owner)
-    return public_job(jobs.refresh_counts(job_id))
+    return annotate(settings, [public_job(jobs.refresh_counts(job_id))])[0]  # with `waiting` (issue 11)
 
 
 def results(settings: Settings, job_id, owner: str | None = None, page: int = 1000) -> Iterator[dict]:
@@ -147,7 +149,9 @@ def results(settings: Settings, job_id, owner: str | None = None, page: int = 10
 
 def list_jobs(settings: Settings, owner: str | None = None, limit=50) -> list[dict]:
     owner = choices.check_owner(plain("owner", owner)) if owner is not None else None
-    return [public_job(j) for j in JobStore(settings).list(owner, _int("limit", limit, 1, MAX_LIMIT))]
+    from producer.waiting import annotate
+
+    return annotate(settings, [public_job(j) for j in JobStore(settings).list(owner, _int("limit", limit, 1, MAX_LIMIT))])
 
 
 def history(settings: Settings, owner: str, image=None, model=None, job=None, since=None, limit=50, page=None,

@@ -9,7 +9,7 @@ import time
 
 import redis
 
-from capq.names import WORKER_HEARTBEAT_KEY
+from capq.names import MODELS_SEEN_KEY, WORKER_HEARTBEAT_KEY
 from capq.settings import Settings
 
 log = logging.getLogger("capq.worker")
@@ -25,7 +25,9 @@ def _heartbeat(settings: Settings, wid: str) -> None:
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s)
     while True:
         try:
-            client.set(WORKER_HEARTBEAT_KEY + wid, str(time.time()), ex=settings.worker_lost_after_s)
+            now = str(time.time())
+            client.pipeline().set(WORKER_HEARTBEAT_KEY + wid, now, ex=settings.worker_lost_after_s) \
+                .hset(MODELS_SEEN_KEY, wid.split("@", 1)[0], now).execute()
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", exc)
         time.sleep(min(HEARTBEAT_S, settings.worker_lost_after_s / 3))

@@ -17,7 +17,7 @@ import redis
 from kombu.exceptions import OperationalError
 from kombu.transport.redis import Channel
 
-from capq.names import DEATHS_KEY, HEALER_LOCK, HELD_KEY, INFLIGHT_KEY, REDRIVES_KEY, WORKER_HEARTBEAT_KEY
+from capq.names import DEATHS_KEY, HEALER_LOCK, HELD_KEY, INFLIGHT_KEY, OUTAGES_KEY, REDRIVES_KEY, WORKER_HEARTBEAT_KEY
 from capq.settings import Settings
 from capq.transport import redis_epoch
 from storage.errors import StorageError
@@ -116,7 +116,7 @@ class Healer:
         done = {}
         # Each step on its own: MongoDB being down must not stop a dead worker's shards coming back.
         for name, step in (("restored", self.restore_dead), ("redriven", self.redrive_unreachable),
-                           ("resent", self.reconcile)):
+                           ("resent", self.reconcile), ("outages_over", self.clear_outages)):
             try:
                 done[name] = step()
             except (redis.RedisError, OperationalError, StorageError) as exc:
@@ -188,6 +188,11 @@ class Healer:
             log.warning("re-drove dead letter %s: the services answer again", entry_id)
         return len(due)
 
+    def clear_outages(self) -> int:
+        if self.redis.hlen(OUTAGES_KEY) and _answers(self.settings):
+            return self.redis.delete(OUTAGES_KEY)
+        return 0
+
     def reconcile(self) -> int:
         """Send again the open items of unfinished jobs last sent under another Redis epoch; -> images sent."""
         from producer.enqueue import resend_open
@@ -205,6 +210,14 @@ class Healer:
 
 
 HOLDINGS: Holdings | None = None  # this worker process's, set by workers.consume
+
+
+def note_outage(settings: Settings, exc) -> None:
+    """Record since when a service is unreachable (the first worker to see it sets the time)."""
+    try:
+        _client(settings).hsetnx(OUTAGES_KEY, exc.service, str(time.time()))
+    except redis.RedisError:
+        pass
 
 
 def _answers(settings: Settings) -> bool:

@@ -50,6 +50,7 @@ def caption_shard(self, job_id: str, model: str, preset: str, shas: list[str], e
         result = pipeline.caption_shard(w, job_id, preset, shas, _care(self.request.id, job_id, shas, settings))
     except ServiceUnreachable as exc:
         # Passing fault: back off and retry; the shard is idempotent, so retrying redoes only open items.
+        healing.note_outage(settings, exc)  # jobs say what they wait on; the healer clears it once it answers
         if self.request.retries >= settings.task_max_retries:
             metrics.SHARDS.labels(model, "dead").inc()
             _dead_letter(self, args, f"gave up after {self.request.retries} retries: {exc}")

@@ -7,11 +7,15 @@ import subprocess
 import sys
 import time
 
+import redis
+
+from capq.names import OUTAGES_KEY
 from capq.stack import mongo_service
 from storage.db import Mongo
 from storage.jobs import JobStore
-from tests.conftest import free_port
+from tests.conftest import SEED_IMAGES, free_port
 from tests.e2e.conftest import env_settings
+from workers.deadletters import DeadLetters
 
 WAIT_TIMEOUT_EXIT = 3  # documented in the README
 
@@ -65,3 +69,31 @@ def test_watch_keeps_polling_through_a_mongodb_outage(settings, tmp_path):
         assert '"state": "done"' in out.strip().splitlines()[-1]
     finally:
         svc.stop()
+
+
+def test_submit_warns_when_no_worker_serves_the_model_and_the_job_says_why_it_waits(settings, clean_redis, tmp_path):
+    # Given no worker online for git (the queues are empty, nothing heartbeats)
+    s, env = env_settings(settings)
+    (tmp_path / "a.jpg").write_bytes(SEED_IMAGES[0].read_bytes())
+    # If a job for git is submitted with --wait and a timeout
+    proc = subprocess.run([sys.executable, "-m", "capq", "submit", str(tmp_path), "--model", "git", "--wait",
+                           "--timeout", "1"], env={**os.environ, **env, "COLUMNS": "400"}, capture_output=True,
+                          text=True, timeout=120)
+    # I expect it accepted, a warning that no worker is online for git, and exit 3 with the state
+    assert proc.returncode == WAIT_TIMEOUT_EXIT, proc.stderr
+    assert "warning: no worker online for model git" in proc.stderr and "still queued after 1s" in proc.stderr
+    job_id = proc.stdout.split()[0]
+    # and status, jobs and the API to say why the job waits
+    status = json.loads(subprocess.run([sys.executable, "-m", "capq", "status", job_id, "--json"],
+                                       env={**os.environ, **env}, capture_output=True, text=True, timeout=120).stdout)
+    assert status["waiting"].startswith("no worker online for model git (none seen yet")
+    # A dead letter of the job and an outage add their words
+    DeadLetters(s).add("capq.caption_shard", [job_id, "git", "default", ["x", "y"], None], "capq.git.free",
+                       "gave up after 5 retries: object store unreachable at http://s3", 5)
+    redis.Redis.from_url(s.redis_url).hset(OUTAGES_KEY, "object store", "0")
+    listed = [json.loads(line) for line in subprocess.run(
+        [sys.executable, "-m", "capq", "jobs", "--json"], env={**os.environ, **env}, capture_output=True, text=True,
+        timeout=120).stdout.splitlines()]
+    waiting = next(j for j in listed if j["job_id"] == job_id)["waiting"]
+    assert "waiting on S3 (unreachable since 00:00 UTC)" in waiting
+    assert "2 items in dead letters: gave up after 5 retries: object store unreachable" in waiting
