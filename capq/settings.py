@@ -107,8 +107,8 @@ class Settings(BaseModel):
 
     # Issue 11: healing. A worker silent this long is dead and its shards go back to the queue; the elected
     # worker looks this often (so a dead worker's shard is back within about the sum of the two).
-    worker_lost_after_s: int = Field(30, ge=3)
-    heal_interval_s: int = Field(10, gt=0)
+    worker_lost_after_s: int = Field(20, ge=3)
+    heal_interval_s: int = Field(5, gt=0)
     # An image whose worker died this many times while captioning it is failed, not sent again.
     poison_deaths: int = Field(3, gt=0)
     # Shards dead-lettered because a service was unreachable are re-driven once it answers: at most this many

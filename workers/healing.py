@@ -23,7 +23,7 @@ from capq.transport import redis_epoch
 from storage.errors import StorageError
 
 log = logging.getLogger("capq.worker")
-DEATHS_TTL_S = 7 * 86400
+DEATHS_TTL_S = 7 * 86400  # deaths and re-drive counts are forgotten a week after the last one
 PAGE = 500
 
 
@@ -183,7 +183,7 @@ class Healer:
         if not due or not _answers(self.settings):
             return 0
         for entry_id, key in due:
-            self.redis.hincrby(REDRIVES_KEY, key, 1)
+            self.redis.pipeline().hincrby(REDRIVES_KEY, key, 1).expire(REDRIVES_KEY, DEATHS_TTL_S).execute()
             letters.retry(self.app, [entry_id])
             log.warning("re-drove dead letter %s: the services answer again", entry_id)
         return len(due)
