@@ -120,7 +120,9 @@ class JobStore:
         job = self.mongo.call(lambda: self.jobs.find_one({"_id": job_id}, {"enqueued_seq": 1}))
         if job is None:
             raise NotFound(f"no job {job_id!r}")
-        for page in self.item_pages(job_id, after_seq=job.get("enqueued_seq", -1)):
+        # Nothing finished yet (the usual first submission): every item is open, no need to look.
+        none_finished = self.mongo.call(lambda: self.results.find_one({"job_id": job_id}, {"_id": 1})) is None
+        for page in self.item_pages(job_id, after_seq=job.get("enqueued_seq", -1), all_open=none_finished):
             yield from page
 
     @translated
@@ -269,23 +271,25 @@ class JobStore:
     # Issue 11: paged reads for resuming and healing, and the Redis epoch each job was last sent under.
 
     @translated
-    def _item_page(self, job_id: str, after_seq: int, through_seq: int | None, limit: int) -> list[dict]:
+    def _item_page(self, job_id: str, after_seq: int, through_seq: int | None, limit: int,
+                   all_open: bool) -> list[dict]:
         seq: dict = {"$gt": after_seq} | ({"$lte": through_seq} if through_seq is not None else {})
         items = list(self.items.find({"job_id": job_id, "seq": seq},
                                      {"_id": 0, "sha256": 1, "model": 1, "preset": 1, "seq": 1})
                      .sort("seq", 1).limit(limit))
         for (model, preset), group in _by_run(items).items():
-            finished = self._finished(job_id, model, preset, [it["sha256"] for it in group])
+            finished = {} if all_open else self._finished(job_id, model, preset, [it["sha256"] for it in group])
             for it in group:
                 it["state"] = finished.get(it["sha256"], OPEN)
         return items
 
     def item_pages(self, job_id: str, after_seq: int = -1, through_seq: int | None = None,
-                   page: int = ITEM_PAGE) -> Iterator[list[dict]]:
+                   page: int = ITEM_PAGE, all_open: bool = False) -> Iterator[list[dict]]:
         """The job's items after `after_seq` (through `through_seq`), in sequence order, `page` at a time, each
-        with its state: every query is bounded by `page`, whatever the size of the job."""
+        with its state (`all_open`: the caller knows none is finished): every query is bounded by `page`,
+        whatever the size of the job."""
         while True:
-            items = self._item_page(job_id, after_seq, through_seq, page)
+            items = self._item_page(job_id, after_seq, through_seq, page, all_open)
             if not items:
                 return
             yield items
