@@ -13,7 +13,8 @@ from capq.settings import Settings
 from producer import choices
 from producer.errors import BadInput
 from producer.sources import SHA256
-from storage.errors import NotFound
+from producer.waiting import annotate
+from storage.errors import NotFound, ServiceUnreachable
 from storage.jobs import JobStore
 
 MAX_LIMIT = 1000
@@ -123,8 +124,6 @@ def owned_job(jobs: JobStore, job_id, owner: str | None) -> dict:
 
 def job_status(settings: Settings, job_id, owner: str | None = None) -> dict:
     """The job with exact counts (recomputed from its items) and its rejected files."""
-    from producer.waiting import annotate
-
     jobs = JobStore(settings)
     owned_job(jobs, job_id, owner)
     return annotate(settings, [public_job(jobs.refresh_counts(job_id))])[0]  # with `waiting` (issue 11)
@@ -149,8 +148,6 @@ def results(settings: Settings, job_id, owner: str | None = None, page: int = 10
 
 def list_jobs(settings: Settings, owner: str | None = None, limit=50) -> list[dict]:
     owner = choices.check_owner(plain("owner", owner)) if owner is not None else None
-    from producer.waiting import annotate
-
     return annotate(settings, [public_job(j) for j in JobStore(settings).list(owner, _int("limit", limit, 1, MAX_LIMIT))])
 
 
@@ -183,8 +180,6 @@ def wait_job(settings: Settings, job_id, owner: str | None = None, on_update=lam
              timeout_s: float | None = None, on_blip=lambda exc: None) -> dict:
     """Poll the job's exact status until it is done or cancelled (or `timeout_s` passes); returns the last status."""
     import time
-
-    from storage.errors import ServiceUnreachable
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     job = None

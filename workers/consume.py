@@ -11,6 +11,7 @@ import redis
 
 from capq.names import MODELS_SEEN_KEY, WORKER_HEARTBEAT_KEY
 from capq.settings import Settings
+from workers import healing
 
 log = logging.getLogger("capq.worker")
 HEARTBEAT_S = 10
@@ -36,8 +37,6 @@ def _heartbeat(settings: Settings, wid: str) -> None:
 def consume(settings: Settings, name: str, queues: list[str], pool: list[str], loglevel: str = "INFO") -> None:
     """Start the heartbeat (read by `capq health --service worker`), then consume `queues` until shut down."""
     from workers.celery_app import app
-
-    from workers import healing
 
     wid = worker_id(name)
     threading.Thread(target=_heartbeat, args=(settings, wid), daemon=True).start()

@@ -14,13 +14,19 @@ import threading
 import time
 
 import redis
+from celery import signals
 from kombu.exceptions import OperationalError
 from kombu.transport.redis import Channel
 
 from capq.names import DEATHS_KEY, HEALER_LOCK, HELD_KEY, INFLIGHT_KEY, OUTAGES_KEY, REDRIVES_KEY, WORKER_HEARTBEAT_KEY
 from capq.settings import Settings
 from capq.transport import redis_epoch
+from producer.enqueue import resend_open
+from storage.blobs import image_store
+from storage.db import mongo
 from storage.errors import StorageError
+from storage.jobs import JobStore
+from workers.deadletters import DeadLetters
 
 log = logging.getLogger("capq.worker")
 DEATHS_TTL_S = 7 * 86400  # deaths and re-drive counts are forgotten a week after the last one
@@ -40,8 +46,6 @@ class Holdings:
         self.tags: dict[str, str] = {}  # task id -> kombu delivery tag
 
     def connect(self) -> None:
-        from celery import signals
-
         signals.task_received.connect(self.received, weak=False)
         signals.task_postrun.connect(self.finished, weak=False)
 
@@ -171,8 +175,6 @@ class Healer:
     def redrive_unreachable(self) -> int:
         """Re-drive the dead letters of an outage once MongoDB and S3 answer again (bounded, with backoff);
         `capq dlq retry` stays for what failed for other reasons. -> shards re-driven."""
-        from workers.deadletters import DeadLetters
-
         letters = DeadLetters(self.settings)
         now = time.time()
         due = []
@@ -195,9 +197,6 @@ class Healer:
 
     def reconcile(self) -> int:
         """Send again the open items of unfinished jobs last sent under another Redis epoch; -> images sent."""
-        from producer.enqueue import resend_open
-        from storage.jobs import JobStore
-
         epoch = redis_epoch(self.redis)
         jobs = JobStore(self.settings)
         sent = 0
@@ -221,9 +220,6 @@ def note_outage(settings: Settings, exc) -> None:
 
 
 def _answers(settings: Settings) -> bool:
-    from storage.blobs import image_store
-    from storage.db import mongo
-
     try:
         mongo(settings).ping()
         image_store(settings).ensure_bucket()
