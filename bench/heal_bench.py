@@ -31,11 +31,10 @@ from workers.celery_app import create_app
 GOAL_S = 30.0
 
 
-def settings_for_run():
+def settings_for_run(redis_url: str | None):
     tag = uuid.uuid4().hex[:8]
     base = load_settings()
-    db = os.environ.get("CAPQ_BENCH_REDIS_DB", "14")
-    env = {"CAPQ_REDIS_URL": urlunsplit(urlsplit(base.redis_url)._replace(path="/" + db)),
+    env = {"CAPQ_REDIS_URL": redis_url or urlunsplit(urlsplit(base.redis_url)._replace(path="/14")),
            "CAPQ_MONGO_URL": base.mongo_url, "CAPQ_S3_ENDPOINT": base.s3_endpoint,
            "CAPQ_MONGO_DB": f"capq_bench_{tag}", "CAPQ_S3_BUCKET": f"capq-bench-{tag}", "CAPQ_BATCH_SIZE": "1",
            "CAPQ_SHARD_BATCHES": "40", "CAPQ_LOG_JSON": "false"}
@@ -70,8 +69,10 @@ def one_round(s, env, procs: dict[int, object], seed: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--redis-url", help="a Redis (database) of the bench's own; default: database 14 of "
+                        "CAPQ_REDIS_URL's server, which the bench flushes")
     args = parser.parse_args()
-    s, env = settings_for_run()
+    s, env = settings_for_run(args.redis_url)
     argv = ["-m", "capq", "worker", "--model", "blip", "--checkpoint", str(TINY_DIR / "blip")]
     procs: dict[int, object] = {}
     times = []
