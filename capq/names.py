@@ -43,3 +43,12 @@ TRANSLATE_QUEUE = f"{PREFIX}.translate"
 TRANSLATE_TASK = "capq.translate_captions"
 TRANSLATE_CACHE_KEY = f"{PREFIX}:tr:"  # + target + ":" + sha256 of the text
 TRANSLATE_PROVIDERS = ("google", "azure", "aws", "offline")
+# Issue 11: healing. Who holds which unacked delivery, who heals, and which Redis is this (see workers.healing).
+HELD_KEY = f"{PREFIX}:held"  # hash: kombu delivery tag -> worker id that received it
+INFLIGHT_KEY = f"{PREFIX}:inflight:"  # + delivery tag: the shas of the batch being captioned (poison accounting)
+DEATHS_KEY = f"{PREFIX}:deaths:"  # + job id: hash sha256 -> times a worker died captioning it
+HEALER_LOCK = f"{PREFIX}:healer"  # the one live worker that heals holds this
+REDIS_EPOCH_KEY = f"{PREFIX}:epoch"  # a random id: when it changes or vanishes, Redis lost its queues
+REDRIVES_KEY = f"{PREFIX}:redrives"  # hash: job id + first sha256 of a shard -> automatic re-drives so far
+MODELS_SEEN_KEY = f"{PREFIX}:models_seen"  # hash: model (or eval) -> last heartbeat of any of its workers, epoch s
+OUTAGES_KEY = f"{PREFIX}:outages"  # hash: service ("database", "object store") -> first seen unreachable, epoch s

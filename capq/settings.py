@@ -215,6 +215,16 @@ class Settings(BaseModel):
     ui_api_url: str = "http://127.0.0.1:8000"
     ui_api_key: str = ""
     flower_url: str = "http://127.0.0.1:5555"
+    # Issue 11: healing. A worker silent this long is dead and its shards go back to the queue; the elected
+    # worker looks this often (so a dead worker's shard is back within about the sum of the two).
+    worker_lost_after_s: int = Field(20, ge=3)
+    heal_interval_s: int = Field(5, gt=0)
+    # An image whose worker died this many times while captioning it is failed, not sent again.
+    poison_deaths: int = Field(3, gt=0)
+    # Shards dead-lettered because a service was unreachable are re-driven once it answers: at most this many
+    # times each, the first after redrive_backoff_s, doubling up to 16 times that.
+    redrive_max: int = Field(5, ge=0)
+    redrive_backoff_s: int = Field(60, gt=0)
 
     @field_validator("redis_url")
     @classmethod

@@ -178,6 +178,21 @@ def redis_service(url: str, root: Path) -> Service:
     )
 
 
+def redis_persistence_note(url: str) -> str:
+    """Issue 11: '' when this Redis keeps its data on disk (capq starts it append-only); else a warning."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, decode_responses=True)
+    try:
+        aof, save = client.config_get("appendonly").get("appendonly"), client.config_get("save").get("save")
+    except redis.ResponseError:  # CONFIG is disabled (a managed Redis): nothing to say
+        return ""
+    if aof == "yes" or save:
+        return ""
+    return ("; without persistence (appendonly no, no snapshots): a restart empties its queues, and the "
+            "workers then send the pending work again from MongoDB")
+
+
 def mongo_service(url: str, root: Path) -> Service:
     port = _port(url, 27017)
     return Service(
@@ -213,7 +228,10 @@ def services(settings: Settings) -> list[Service]:
 def up(settings: Settings, report: Callable[[str, str, str], None] = lambda *a: None) -> None:
     """Start every service that is not answering, wait for each, then create bucket and indexes."""
     for svc in services(settings):
-        report(svc.name, svc.start(), svc.url)
+        state = svc.start()
+        if svc.name == "redis":
+            state += redis_persistence_note(settings.redis_url)
+        report(svc.name, state, svc.url)
     from storage.blobs import ImageStore
     from storage.db import Mongo
 

@@ -16,8 +16,8 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from capq.names import MODEL_NAMES, TIERS
 from capq.settings import Settings
-from producer import (api_aliases, api_catalog, api_guard, api_owners, api_tracing, api_translate, key_stats,
-                      queries)
+from producer import (api_aliases, api_catalog, api_guard, api_heal, api_owners, api_tracing, api_translate,
+                      key_stats, queries)
 from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers, take_images
 from producer.errors import BadInput, CaptionTimeout, TooLarge
 from producer.sources import Candidate, Expanded, from_api_items, upload_name
@@ -118,6 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     api_guard.install(app, settings, auth)
     api_owners.install(app, settings, auth)  # issue 15
+    api_heal.install(app, settings, auth)
 
     @app.middleware("http")
     async def _metrics(request: Request, call_next):
@@ -236,6 +237,7 @@ def create_app(settings: Settings) -> FastAPI:
         key_stats.add_images(settings, caller.key_prefix, result.new_items)
         if result.rejected:
             raise BadInput(f"{result.rejected[0]['file']}: {result.rejected[0]['reason']}")
+        api_heal.refuse_offline(settings, model, result.job_id)  # 503 at once, not after the wait (issue 11)
         deadline = time.monotonic() + settings.caption_wait_s
         while True:
             rows = await run_in_threadpool(lambda: list(queries.results(settings, result.job_id, caller.owner)))

@@ -47,7 +47,22 @@ def _exits(fn):
     return wrapper
 
 
-def _watch(settings, job_id: str, as_json: bool) -> dict:
+# Issue 11: `submit --wait` and `status --watch` exit with this when --timeout passes before the job finishes.
+WAIT_TIMEOUT_EXIT = 3
+
+
+def _timed_out(job_id: str, job: dict, timeout_s: float, as_json: bool) -> None:
+    if job["state"] in ("done", "cancelled"):
+        return
+    if as_json:
+        print(json.dumps({"event": "timeout", "job_id": job_id, "state": job["state"], "counts": job["counts"]}))
+    else:
+        fail(f"job {job_id} still {job['state']} after {timeout_s:g}s: {job['counts']}; "
+             f"`capq status {job_id} --watch` follows it further")
+    raise typer.Exit(WAIT_TIMEOUT_EXIT)
+
+
+def _watch(settings, job_id: str, as_json: bool, timeout_s: float | None = None) -> dict:
     from producer.queries import wait_job
     from producer.render import finished, progress_bar
 
@@ -62,7 +77,10 @@ def _watch(settings, job_id: str, as_json: bool) -> dict:
                 print(json.dumps({"event": "progress", "job_id": job_id, "state": job["state"],
                                   "counts": job["counts"]}), flush=True)
 
-        return wait_job(settings, job_id, on_update=update)
+        def blip(exc) -> None:
+            bar.update(description=f"job {job_id[:12]} (waiting: {type(exc).__name__})")
+
+        return wait_job(settings, job_id, on_update=update, timeout_s=timeout_s, on_blip=blip)
 
 
 @_exits
@@ -79,6 +97,8 @@ def submit_cmd(
     as_json: bool = typer.Option(False, "--json", help="JSON lines; the last holds job_id, counts and rejections."),
     translate: Optional[str] = typer.Option(None, "--translate", help="Also translate each caption into this "
                                             "language (e.g. vi), on the translation worker's queue."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0, help="With --wait: give up after this many "
+                                            "seconds, print the state and exit 3 (the job goes on)."),
 ) -> None:
     """Validate, upload and queue images for captioning; prints the job id."""
     from producer.queries import job_status
@@ -112,7 +132,10 @@ def submit_cmd(
                   f"{result.enqueued} item(s) queued" + ("" if result.created else " (resumed)")
                   + f"; trace {result.trace_id}")
         print(result.job_id, flush=True)
-    final = _watch(settings, result.job_id, as_json) if wait else job_status(settings, result.job_id)
+    _warn_offline(settings, result.models)
+    final = _watch(settings, result.job_id, as_json, timeout) if wait else job_status(settings, result.job_id)
+    if wait and timeout is not None:
+        _timed_out(result.job_id, final, timeout, as_json)
     if as_json:
         print(json.dumps({"event": "finished" if wait else "submitted"} | result.as_dict()
                          | {"state": final["state"], "counts": final["counts"], "rejected": final["rejected"]}))
@@ -120,20 +143,42 @@ def submit_cmd(
         err.print(f"job {result.job_id} {final['state']}: {final['counts']}")
 
 
+def _warn_offline(settings, models: list[str]) -> None:
+    """The job is accepted either way; say when no worker would take it now (issue 11)."""
+    import redis
+
+    from producer.waiting import models_offline, offline_message
+
+    try:
+        offline = models_offline(settings, models)
+    except redis.RedisError:
+        return
+    for model, last_seen in offline.items():
+        err.print(f"[yellow]warning:[/yellow] {offline_message(model, last_seen)}; the job waits until one is")
+
+
 @_exits
 def status_cmd(job: str = typer.Argument(..., help="Job id."),
                watch: bool = typer.Option(False, "--watch", help="Follow until the job finishes."),
-               as_json: bool = typer.Option(False, "--json")) -> None:
+               as_json: bool = typer.Option(False, "--json"),
+               timeout: Optional[float] = typer.Option(None, "--timeout", min=0, help="With --watch: give up after "
+                                                       "this many seconds, print the state and exit 3.")) -> None:
     """Exact counts of a job and the files it rejected."""
     from producer.queries import job_status
     from producer.render import job_table, rejections_table
 
     settings = get_settings()
-    status = _watch(settings, job, as_json) if watch else job_status(settings, job)
+    status = _watch(settings, job, as_json, timeout) if watch else job_status(settings, job)
+    if watch and timeout is not None and status["state"] not in ("done", "cancelled"):
+        if not as_json:
+            out.print(job_table(status))
+        _timed_out(job, status, timeout, as_json)
     if as_json:
         print(json.dumps(status))
         return
     out.print(job_table(status))
+    if status.get("waiting"):
+        out.print(f"waiting: {status['waiting']}")
     if status["rejected"]:
         out.print(rejections_table(status["rejected"]))
 
@@ -182,6 +227,9 @@ def jobs_cmd(mine: bool = typer.Option(False, "--mine", help="Only jobs of --own
             print(json.dumps(job))
     else:
         out.print(jobs_table(jobs) if jobs else "no jobs")
+        for job in jobs:
+            if job.get("waiting"):
+                out.print(f"{job['job_id']} waiting: {job['waiting']}")
 
 
 @_exits
@@ -209,12 +257,15 @@ def history_cmd(image: Optional[str] = typer.Option(None, help="An image file (h
 @_exits
 def cancel_cmd(job: str = typer.Argument(..., help="Job id.")) -> None:
     """Cancel what is still queued; finished captions are kept."""
-    from producer.queries import owned_job
-    from storage.jobs import JobStore
+    from producer.queries import cancel_job
+    from storage.errors import AlreadyFinished
 
-    jobs = JobStore(get_settings())
-    owned_job(jobs, job, None)
-    out.print(f"job {job} cancelled: {jobs.cancel(job)} queued item(s) will not be captioned")
+    try:
+        n = cancel_job(get_settings(), job)["cancelled_now"]
+    except AlreadyFinished as exc:
+        fail(exc)
+        raise typer.Exit(2)
+    out.print(f"job {job} cancelled: {n} queued item(s) will not be captioned")
 
 
 @keys_app.command("create")

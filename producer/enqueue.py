@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import time
 
+import redis
+
 from capq.names import CAPTION_TASK, caption_queue
 from capq.tracing import celery_headers
+from capq.transport import redis_epoch
 from storage.jobs import OPEN, JobStore
 
 
@@ -27,6 +30,8 @@ def enqueue_pending(app, jobs: JobStore, job_id: str, tier: str, shard_size: int
     so a resumed submission sends exactly what was left. (A crash between a publish and its cursor update
     re-sends that one shard; the worker skips finished items, so nothing is captioned or counted twice.)
     """
+    # Stamped before sending: should this Redis lose its queues, the healer sees the job sent under an old epoch.
+    jobs.stamp_epoch(job_id, redis_epoch(redis.Redis.from_url(app.conf.broker_url)))
     sent = 0
     for shard in _shards(jobs.unenqueued(job_id), shard_size):
         shas = [it["sha256"] for it in shard if it["state"] == OPEN]  # a cancelled item stays unsent
@@ -35,4 +40,20 @@ def enqueue_pending(app, jobs: JobStore, job_id: str, tier: str, shard_size: int
                           queue=caption_queue(shard[0]["model"], tier), headers=celery_headers())
             sent += len(shas)
         jobs.mark_enqueued(job_id, shard[-1]["seq"])
+    return sent
+
+
+def resend_open(app, jobs: JobStore, job: dict, shard_size: int) -> int:
+    """Issue 11: send again every open item the job already sent (a lost Redis lost them); returns images sent.
+
+    Walks the job page by page (no query or message grows with the job); the items the submission has not
+    sent yet stay its own to send. A shard still in a queue is sent twice: the worker skips finished items.
+    """
+    sent = 0
+    for page in jobs.item_pages(job["_id"], through_seq=job.get("enqueued_seq", -1)):
+        for shard in _shards([it for it in page if it["state"] == OPEN], shard_size):
+            app.send_task(CAPTION_TASK, args=[job["_id"], shard[0]["model"], shard[0]["preset"],
+                                              [it["sha256"] for it in shard], time.time()],
+                          queue=caption_queue(shard[0]["model"], job["tier"]))
+            sent += len(shard)
     return sent

@@ -14,7 +14,8 @@ from producer import choices
 from producer.errors import BadInput
 from producer.eta import with_etas
 from producer.sources import SHA256
-from storage.errors import NotFound
+from producer.waiting import annotate
+from storage.errors import NotFound, ServiceUnreachable
 from storage.jobs import JobStore
 from storage.usage import UsageStore
 
@@ -130,7 +131,8 @@ def job_status(settings: Settings, job_id, owner: str | None = None) -> dict:
     """The job with exact counts (recomputed from its items) and its rejected files."""
     jobs = JobStore(settings)
     owned_job(jobs, job_id, owner)
-    return with_etas(settings, [public_job(jobs.refresh_counts(job_id))])[0] | {"gpu_s": UsageStore(settings).job_gpu_s(job_id)}
+    jobs_ = annotate(settings, [public_job(jobs.refresh_counts(job_id))])  # with `waiting` (issue 11)
+    return with_etas(settings, jobs_)[0] | {"gpu_s": UsageStore(settings).job_gpu_s(job_id)}
 
 
 def results(settings: Settings, job_id, owner: str | None = None, page: int = 1000) -> Iterator[dict]:
@@ -152,7 +154,8 @@ def results(settings: Settings, job_id, owner: str | None = None, page: int = 10
 
 def list_jobs(settings: Settings, owner: str | None = None, limit=50) -> list[dict]:
     owner = choices.check_owner(plain("owner", owner)) if owner is not None else None
-    return with_etas(settings, [public_job(j) for j in JobStore(settings).list(owner, _int("limit", limit, 1, MAX_LIMIT))])
+    jobs_ = [public_job(j) for j in JobStore(settings).list(owner, _int("limit", limit, 1, MAX_LIMIT))]
+    return with_etas(settings, annotate(settings, jobs_))
 
 
 def history(settings: Settings, owner: str, image=None, model=None, job=None, since=None, limit=50, page=None,
@@ -181,14 +184,33 @@ def history(settings: Settings, owner: str, image=None, model=None, job=None, si
 
 
 def wait_job(settings: Settings, job_id, owner: str | None = None, on_update=lambda job: None, poll_s: float = 0.5,
-             timeout_s: float | None = None) -> dict:
+             timeout_s: float | None = None, on_blip=lambda exc: None) -> dict:
     """Poll the job's exact status until it is done or cancelled (or `timeout_s` passes); returns the last status."""
     import time
 
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    job = None
     while True:
-        job = job_status(settings, job_id, owner)
-        on_update(job)
-        if job["state"] in ("done", "cancelled") or (deadline is not None and time.monotonic() > deadline):
+        try:
+            job = job_status(settings, job_id, owner)
+        except ServiceUnreachable as exc:
+            # A blip of the database is no reason to stop waiting (issue 11): say so and poll on.
+            on_blip(exc)
+            if job is None and deadline is not None and time.monotonic() > deadline:
+                raise
+        else:
+            on_update(job)
+            if job["state"] in ("done", "cancelled"):
+                return job
+        if deadline is not None and time.monotonic() > deadline:
             return job
         time.sleep(poll_s)
+
+
+def cancel_job(settings: Settings, job_id, owner: str | None = None) -> dict:
+    """Issue 11: cancel the owner's job: what is queued is never captioned, finished results stay.
+    -> the job's status with `cancelled_now` (items this call closed). Raises AlreadyFinished for a done job."""
+    jobs = JobStore(settings)
+    job = owned_job(jobs, job_id, owner)
+    n = jobs.cancel(job["_id"])
+    return job_status(settings, job["_id"], owner) | {"cancelled_now": n}

@@ -31,3 +31,7 @@ class DatabaseUnreachable(ServiceUnreachable):
 
 class NotFound(StorageError):
     """The thing asked for does not exist: permanent, never retried."""
+
+
+class AlreadyFinished(StorageError):
+    """Issue 11: the job is done; there is nothing left to change (e.g. to cancel)."""

@@ -4,17 +4,19 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
+from typing import Iterator
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from capq.settings import Settings
 from storage.db import insert_new, mongo, translated
-from storage.errors import NotFound
+from storage.errors import AlreadyFinished, NotFound
 
 ITEM_STATES = ("queued", "done", "failed", "cancelled")
 OPEN = "queued"
 FINISHED = ITEM_STATES[1:]
+ITEM_PAGE = 1000  # items per query when a whole job is walked
 
 
 def _now() -> datetime:
@@ -111,24 +113,17 @@ class JobStore:
                                                             f"counts.{OPEN}": len(new)}})
         return new
 
-    @translated
-    def unenqueued(self, job_id: str) -> list[dict]:
+    def unenqueued(self, job_id: str) -> Iterator[dict]:
         """Items recorded but not yet sent, in sequence order: what a resumed submission must still send.
-        Each carries its state: one already finished (cancelled) is not sent again."""
-        job = self.jobs.find_one({"_id": job_id}, {"enqueued_seq": 1})
+        Each carries its state: one already finished (cancelled) is not sent again. Read page by page, so
+        no query grows with the job."""
+        job = self.mongo.call(lambda: self.jobs.find_one({"_id": job_id}, {"enqueued_seq": 1}))
         if job is None:
             raise NotFound(f"no job {job_id!r}")
-        items = list(self.items.find(
-            {"job_id": job_id, "seq": {"$gt": job.get("enqueued_seq", -1)}},
-            {"_id": 0, "sha256": 1, "model": 1, "preset": 1, "seq": 1},
-        ).sort("seq", 1))
-        if items and self.results.find_one({"job_id": job_id}, {"_id": 1}) is None:
-            return [it | {"state": OPEN} for it in items]  # nothing finished yet: the usual first submission
-        for (model, preset), group in _by_run(items).items():
-            finished = self._finished(job_id, model, preset, [it["sha256"] for it in group])
-            for it in group:
-                it["state"] = finished.get(it["sha256"], OPEN)
-        return items
+        # Nothing finished yet (the usual first submission): every item is open, no need to look.
+        none_finished = self.mongo.call(lambda: self.results.find_one({"job_id": job_id}, {"_id": 1})) is None
+        for page in self.item_pages(job_id, after_seq=job.get("enqueued_seq", -1), all_open=none_finished):
+            yield from page
 
     @translated
     def mark_enqueued(self, job_id: str, through_seq: int) -> None:
@@ -143,7 +138,9 @@ class JobStore:
 
     @translated
     def set_state(self, job_id: str, state: str) -> None:
-        self.jobs.update_one({"_id": job_id}, {"$set": {"state": state, "updated_at": _now()}})
+        # A cancel wins: a submission finishing after it must not bring the job back to life.
+        self.jobs.update_one({"_id": job_id, "state": {"$ne": "cancelled"}},
+                             {"$set": {"state": state, "updated_at": _now()}})
 
     def _finished(self, job_id: str, model: str, preset: str, shas: list[str]) -> dict[str, str]:
         """{sha256: state} of those of these items that have a result."""
@@ -179,9 +176,15 @@ class JobStore:
 
     @translated
     def cancel(self, job_id: str) -> int:
-        """Cancel what is still queued; finished items keep their results. Returns items cancelled."""
-        self.jobs.update_one({"_id": job_id}, {"$set": {"state": "cancelled", "updated_at": _now()}})
-        job = self.get(job_id, ("owner",))
+        """Cancel what is still queued; finished items keep their results. Returns items cancelled.
+        Raises AlreadyFinished for a job that is done (its results stand)."""
+        job = self.jobs.find_one_and_update({"_id": job_id, "state": {"$ne": "done"}},
+                                            {"$set": {"state": "cancelled", "updated_at": _now()}},
+                                            projection={"owner": 1})
+        if job is None:
+            self.get(job_id, ("state",))  # NotFound when there is no such job
+            raise AlreadyFinished(f"job {job_id!r} is already done: every item has its result, there is "
+                                  "nothing left to cancel")
         cancelled = 0
         # Page through the job so a large one never sits in memory; a worker finishing an item meanwhile wins.
         last = -1
@@ -277,3 +280,41 @@ class JobStore:
     def list(self, owner: str | None = None, limit: int = 50) -> list[dict]:
         query = {"owner": owner} if owner else {}
         return list(self.jobs.find(query).sort("created_at", -1).limit(limit))
+
+    # Issue 11: paged reads for resuming and healing, and the Redis epoch each job was last sent under.
+
+    @translated
+    def _item_page(self, job_id: str, after_seq: int, through_seq: int | None, limit: int,
+                   all_open: bool) -> list[dict]:
+        seq: dict = {"$gt": after_seq} | ({"$lte": through_seq} if through_seq is not None else {})
+        items = list(self.items.find({"job_id": job_id, "seq": seq},
+                                     {"_id": 0, "sha256": 1, "model": 1, "preset": 1, "seq": 1})
+                     .sort("seq", 1).limit(limit))
+        for (model, preset), group in _by_run(items).items():
+            finished = {} if all_open else self._finished(job_id, model, preset, [it["sha256"] for it in group])
+            for it in group:
+                it["state"] = finished.get(it["sha256"], OPEN)
+        return items
+
+    def item_pages(self, job_id: str, after_seq: int = -1, through_seq: int | None = None,
+                   page: int = ITEM_PAGE, all_open: bool = False) -> Iterator[list[dict]]:
+        """The job's items after `after_seq` (through `through_seq`), in sequence order, `page` at a time, each
+        with its state (`all_open`: the caller knows none is finished): every query is bounded by `page`,
+        whatever the size of the job."""
+        while True:
+            items = self._item_page(job_id, after_seq, through_seq, page, all_open)
+            if not items:
+                return
+            yield items
+            after_seq = items[-1]["seq"]
+
+    @translated
+    def unsent_under(self, epoch: str) -> list[dict]:
+        """Unfinished jobs last sent under another Redis epoch: their queued work may be lost with that Redis."""
+        return list(self.jobs.find({"state": {"$in": ["submitting", "queued", "running"]},
+                                    "redis_epoch": {"$ne": epoch}},
+                                   {"_id": 1, "tier": 1, "enqueued_seq": 1}))
+
+    @translated
+    def stamp_epoch(self, job_id: str, epoch: str) -> None:
+        self.jobs.update_one({"_id": job_id}, {"$set": {"redis_epoch": epoch}})

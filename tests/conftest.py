@@ -53,7 +53,15 @@ def _require_services(settings: Settings) -> None:
 def flush_redis(settings: Settings) -> None:
     import redis
 
-    redis.Redis.from_url(settings.redis_url).flushdb()
+    from capq.names import REDIS_EPOCH_KEY
+
+    client = redis.Redis.from_url(settings.redis_url)
+    # Emptying the queues between tests is not a lost Redis: keeping its epoch stops the workers' healer from
+    # sending earlier tests' unfinished jobs again (issue 11; tests of a real loss use a Redis of their own).
+    epoch = client.get(REDIS_EPOCH_KEY)
+    client.flushdb()
+    if epoch:
+        client.set(REDIS_EPOCH_KEY, epoch)
 
 
 @pytest.fixture(scope="session")

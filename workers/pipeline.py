@@ -47,6 +47,15 @@ class Worker:
 
 
 @dataclass
+class Care:
+    """Issue 11: what a shard knows of workers that died on it, and whom to tell as each batch starts."""
+
+    deaths: dict[str, int] = field(default_factory=dict)  # sha256 -> times a worker died captioning it
+    poison_deaths: int = 3  # at this many the image is failed, not captioned again
+    batch_started: Callable[[list[str]], None] = lambda shas: None
+
+
+@dataclass
 class ShardResult:
     done: int = 0
     reused: int = 0
@@ -151,8 +160,12 @@ def _write(w: Worker, job: dict, preset_name: str, items: dict[str, dict], docs:
     return recorded
 
 
-def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> ShardResult:
-    """Caption the still-open items of one shard. Idempotent: a redelivered shard redoes only what is open."""
+def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str], care: Care | None = None) -> ShardResult:
+    """Caption the still-open items of one shard. Idempotent: a redelivered shard redoes only what is open.
+
+    With `care` from a shard that killed a worker before: images that did so `poison_deaths` times are failed,
+    and the rest go one image a batch, so that a next death names its one image."""
+    care = care or Care()
     t_start = time.perf_counter()
     result = ShardResult()
     preset = get_preset(w.model, preset_name)
@@ -195,8 +208,19 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> 
         ]))
         result.reused = len(reused)
     todo = [sha for sha in items if sha not in cached]
+    poison = [sha for sha in todo if care.deaths.get(sha, 0) >= care.poison_deaths]
+    if poison:
+        for _ in poison:
+            w.on_failure("poison")
+        recorded.update(_write(w, job, preset_name, items, [], [
+            {"sha256": sha, "state": "failed", "worker_id": w.worker_id,
+             "error": f"poison: the worker died while captioning this image {care.deaths[sha]} times"}
+            for sha in poison]))
+        result.failed += len(poison)
+        todo = [sha for sha in todo if sha not in poison]
 
-    batches = [todo[i:i + w.batch_size] for i in range(0, len(todo), w.batch_size)]
+    size = 1 if care.deaths else w.batch_size
+    batches = [todo[i:i + size] for i in range(0, len(todo), size)]
     # Writes run in a background thread, so fetch, model and database overlap. While one write is in
     # flight the next batches' results pile up and go in one bulk: a slow database gets bigger writes
     # instead of a longer queue. A failed write surfaces here and the (idempotent) shard is retried.
@@ -205,7 +229,12 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str]) -> 
     docs: list[dict] = []
     outcomes: list[dict] = []
     try:
-        for fetched in _prefetched(w, batches):
+        for n, fetched in enumerate(_prefetched(w, batches)):
+            # A cancel wins within one batch: no batch starts once the job is cancelled (one indexed read per
+            # batch); cancel() itself closes the items left open.
+            if n and w.jobs.get(job_id, ("state",)).get("state") == "cancelled":
+                break
+            care.batch_started([f[0] for f in fetched])
             new_docs, new_outcomes = _run_batch(w, job_id, preset_name, preset, chash, fetched, result)
             docs += new_docs
             outcomes += new_outcomes

@@ -1,6 +1,8 @@
 """runtime: start a worker process: load its one model, export metrics, then hand over to Celery."""
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -79,3 +81,11 @@ def serve(settings: Settings, worker: Worker, concurrency: int = 1, metrics_port
     # solo: the model lives in this very process; threads share it when more than one shard may run at once.
     pool = ["--pool", "solo"] if concurrency == 1 else ["--pool", "threads", "--concurrency", str(concurrency)]
     consume(settings, worker.model, caption_queues(worker.model), pool, loglevel)
+
+
+def fault_hook(shas: list[str]) -> None:
+    """Issue 11, tests only: a worker that dies (SIGKILL, as an OOM kill or a decoder's segfault would) when a
+    batch holds an image named in CAPQ_TEST_KILL_ON_SHA256. Only the poison test sets it."""
+    marked = os.environ.get("CAPQ_TEST_KILL_ON_SHA256")
+    if marked and marked in shas:
+        os.kill(os.getpid(), signal.SIGKILL)

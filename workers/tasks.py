@@ -9,7 +9,7 @@ from capq.names import CAPTION_TASK
 from capq.settings import get_settings
 from storage.errors import NotFound, ServiceUnreachable
 from translation.tasks import after_shard
-from workers import metrics, pipeline, runtime, throughput
+from workers import healing, metrics, pipeline, runtime, throughput
 from workers.celery_app import app
 from workers.deadletters import DeadLetters
 from workers.presets import UnknownPreset
@@ -21,6 +21,19 @@ def _dead_letter(task, args: list, error: str) -> None:
     queue = (task.request.delivery_info or {}).get("routing_key") or ""
     entry = DeadLetters(get_settings()).add(CAPTION_TASK, args, queue, error, task.request.retries)
     log.error("shard dead-lettered as %s: %s", entry, error)
+
+
+def _care(task_id: str, job_id: str, shas: list[str], settings) -> pipeline.Care:
+    """Issue 11: the deaths this shard's images caused, and each batch named (in Redis) as it starts."""
+    holdings = healing.HOLDINGS
+    if holdings is None:  # not under `capq worker` (no healing here)
+        return pipeline.Care(poison_deaths=settings.poison_deaths)
+
+    def batch_started(batch: list[str]) -> None:
+        holdings.batch_started(task_id, job_id, batch)
+        runtime.fault_hook(batch)
+
+    return pipeline.Care(holdings.deaths(job_id, shas), settings.poison_deaths, batch_started)
 
 
 @app.task(bind=True, name=CAPTION_TASK)
@@ -36,9 +49,10 @@ def caption_shard(self, job_id: str, model: str, preset: str, shas: list[str], e
         tier = (self.request.delivery_info or {}).get("routing_key", "").rsplit(".", 1)[-1]
         metrics.QUEUE_WAIT.labels(model, tier).observe(max(0.0, time.time() - enqueued_at))
     try:
-        result = pipeline.caption_shard(w, job_id, preset, shas)
+        result = pipeline.caption_shard(w, job_id, preset, shas, _care(self.request.id, job_id, shas, settings))
     except ServiceUnreachable as exc:
         # Passing fault: back off and retry; the shard is idempotent, so retrying redoes only open items.
+        healing.note_outage(settings, exc)  # jobs say what they wait on; the healer clears it once it answers
         if self.request.retries >= settings.task_max_retries:
             metrics.SHARDS.labels(model, "dead").inc()
             _dead_letter(self, args, f"gave up after {self.request.retries} retries: {exc}")

@@ -152,14 +152,16 @@ def test_validation_errors_are_clear_json_not_fastapis_default(client, api_setti
     assert client.get("/v2/nothing").json()["error"].startswith("no route GET /v2/nothing")
 
 
-def test_caption_endpoint_gives_413_for_big_images_and_504_when_no_worker_answers(client, api_settings):
+def test_caption_endpoint_gives_413_for_big_images_and_503_when_no_worker_is_online(client, api_settings):
     mia = key_for(api_settings, "mia")
     big = client.post("/v1/caption", headers=mia, files={"file": ("big.jpg", b"\xff" * (api_settings.max_image_bytes + 1))})
     assert big.status_code == 413 and "byte cap" in big.json()["error"]
     bad = client.post("/v1/caption", headers=mia, files={"file": ("x.jpg", b"text")})
     assert bad.status_code == 400 and "not an image" in bad.json()["error"]
     slow = client.post("/v1/caption", headers=mia, files={"file": ("a.jpg", random_jpeg(5))}, data={"model": "blip"})
-    assert slow.status_code == 504 and "CAPQ_CAPTION_WAIT_S" in slow.json()["error"]
+    # No blip worker is online: 503 at once with Retry-After (issue 11), not a 504 after the wait
+    assert slow.status_code == 503 and slow.headers["Retry-After"] == str(api_settings.worker_lost_after_s)
+    assert "no worker online for model blip" in slow.json()["error"] and "stays queued as job" in slow.json()["error"]
 
 
 def test_health_metrics_and_openapi(client, api_settings):

@@ -205,6 +205,7 @@ def test_resubmitting_an_interrupted_job_queues_only_what_is_missing(psettings, 
 
     class FailingApp:
         sent = 0
+        conf = real_app.conf  # the broker it sends to
 
         def send_task(self, *args, **kwargs):
             if FailingApp.sent == 2:
