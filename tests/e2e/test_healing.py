@@ -42,7 +42,9 @@ def _exactly_once(s, job_id: str, n: int) -> None:
 
 def test_a_kill_9_worker_shard_comes_back_without_waiting_out_the_visibility_timeout(settings, workers):
     # Given a worker on a job, with CAPQ_VISIBILITY_TIMEOUT_S at its default (an hour)
-    s, env = env_settings(settings, batch_size=2, shard_batches=10)
+    # (a database of its own: the test drops it at the end)
+    s, env = env_settings(settings, mongo_db=settings.mongo_db + "_kill9", batch_size=2, shard_batches=10)
+    Mongo(s).ensure_indexes()
     assert s.visibility_timeout_s == 3600
     first = workers.start("blip", env)
     job_id = make_job(s, random_images(60, seed=11), "blip")
