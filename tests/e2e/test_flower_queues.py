@@ -1,4 +1,4 @@
-"""Flower lists every model x tier queue and capq.eval, with depths, with no worker online and with one."""
+"""Flower lists every model x tier queue, capq.eval and capq.translate, with depths, with no worker online and with one."""
 from __future__ import annotations
 
 import os
@@ -6,13 +6,13 @@ import time
 
 import httpx
 
-from capq.names import EVAL_QUEUE, MODEL_NAMES, caption_queue, caption_queues
+from capq.names import EVAL_QUEUE, MODEL_NAMES, TRANSLATE_QUEUE, caption_queue, caption_queues
 from tests.conftest import free_port, settings_env
 from tests.e2e.conftest import make_job, random_images
 from tests.e2e.procs import spawn_capq, stop, wait_http
 
 AUTH = ("ops", "flower-test-password")
-ALL_QUEUES = {*(q for m in MODEL_NAMES for q in caption_queues(m)), EVAL_QUEUE}
+ALL_QUEUES = {*(q for m in MODEL_NAMES for q in caption_queues(m)), EVAL_QUEUE, TRANSLATE_QUEUE}
 
 
 def test_flower_shows_every_queue_with_and_without_workers(settings, workers):
