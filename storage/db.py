@@ -46,6 +46,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("owner", ASC), ("sha256", ASC), ("updated_at", DESC)]),
         IndexModel([("owner", ASC), ("model", ASC), ("updated_at", DESC)]),
         IndexModel([("sha256", ASC)]),  # issue 15: retention removes an image's results
+        IndexModel([("caption", ASC)]),  # issue 15: is a caption text still used (erasure keeps its translation)
     ],
     # One caption per image x model x checkpoint x generation config: a redelivered task cannot duplicate it.
     "captions": [
@@ -54,6 +55,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("model", ASC), ("preset", ASC), ("created_at", DESC)]),
         IndexModel([("job_id", ASC), ("created_at", DESC)]),
         IndexModel([("created_at", DESC)]),
+        IndexModel([("caption", ASC)]),  # issue 15: is a caption text still used (erasure keeps its translation)
     ],
     # Pending references (image not submitted yet) use "pending:<file name>" as their sha256 key.
     "references": [

@@ -6,12 +6,14 @@ from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 import redis
+from pymongo import UpdateOne
 
-from capq.names import DLQ_KEY, KEY_STATS_KEY, QUOTA_KEY
+from capq.names import DLQ_KEY, KEY_STATS_KEY, QUOTA_KEY, TRANSLATE_CACHE_KEY
 from capq.settings import Settings
 from storage.blobs import ImageStore, image_store, object_key
 from storage.db import insert_new, mongo, translated
 from storage.errors import ServiceUnreachable
+from translation.service import text_sha
 
 UNFINISHED = ("submitting", "queued", "running")
 GC_PAGE = 500
@@ -114,10 +116,13 @@ class Owners:
                                                               "counts": counts}})
         return counts
 
+    def _redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=self.settings.connect_timeout_s,
+                                    socket_timeout=self.settings.connect_timeout_s)
+
     def _forget_in_redis(self, owner: str, job_ids: list[str], prefixes: list[str]) -> None:
         """The owner's dead letters, daily quota counters and its deleted keys' use counters."""
-        client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=self.settings.connect_timeout_s,
-                                      socket_timeout=self.settings.connect_timeout_s)
+        client = self._redis()
         wanted = set(job_ids)
         try:
             for entry_id, raw in client.hgetall(DLQ_KEY).items():
@@ -133,8 +138,9 @@ class Owners:
 
     @translated
     def collect_images(self) -> tuple[int, int]:
-        """Go through image_gc: delete each image no job item references; for one still referenced, keep it and
-        keep only the file names its remaining items use. -> (images deleted, images kept)."""
+        """Go through image_gc: delete each image no job item references, with the translations of caption texts
+        no other caption or result uses; for one still referenced, keep it and keep only the file names its
+        remaining items use. -> (images deleted, images kept)."""
         removed = kept = 0
         while True:
             page = [d["sha256"] for d in self.db["image_gc"].find({}, {"sha256": 1}).limit(GC_PAGE)]
@@ -145,9 +151,51 @@ class Owners:
                 held.setdefault(it["sha256"], set()).update([it["file_name"]] if it.get("file_name") else [])
             for sha, names in held.items():
                 self.db["images"].update_one({"sha256": sha}, {"$set": {"file_names": sorted(names)}})
-            removed += self.purge_images([s for s in page if s not in held])
+            gone = [s for s in page if s not in held]
+            self._note_caption_texts(gone)
+            removed += self.purge_images(gone)
             kept += len(held)
+            self._forget_translations(page)
             self.db["image_gc"].delete_many({"sha256": {"$in": page}})
+
+    def _note_caption_texts(self, shas: list[str]) -> None:
+        """Keep each image's caption texts on its image_gc entry before the captions go: a rerun after an
+        interruption then still knows which translations to check. An entry noted once is not overwritten."""
+        texts: dict[str, set] = {s: set() for s in shas}
+        for c in self.db["captions"].find({"sha256": {"$in": shas}}, {"_id": 0, "sha256": 1, "caption": 1}):
+            texts[c["sha256"]].update([c["caption"]] if c.get("caption") else [])
+        if texts:
+            self.db["image_gc"].bulk_write([UpdateOne({"sha256": s, "caption_texts": {"$exists": False}},
+                                                      {"$set": {"caption_texts": sorted(t)}})
+                                            for s, t in texts.items()], ordered=False)
+
+    def _forget_translations(self, shas: list[str]) -> None:
+        """Remove the translation memory, history and cache of the noted caption texts of these image_gc entries
+        that no remaining caption (of any image) or job result still has; cache first, the memory last, so a rerun
+        after an interruption finds what is left."""
+        noted = {t for d in self.db["image_gc"].find({"sha256": {"$in": shas}}, {"_id": 0, "caption_texts": 1})
+                 for t in d.get("caption_texts", [])}
+        if not noted:
+            return
+        texts = sorted(noted)
+        used = set(self.db["captions"].distinct("caption", {"caption": {"$in": texts}}))
+        used |= set(self.db["job_results"].distinct("caption", {"caption": {"$in": texts}}))
+        forget = {text_sha(t) for t in texts if t not in used}
+        if not forget:
+            return
+        client = self._redis()
+        try:
+            # Any target language may be cached (texts already in the target are cached but not remembered),
+            # so the cache is matched by its text sha256 suffix.
+            names = [k for k in client.scan_iter(match=f"{TRANSLATE_CACHE_KEY}*", count=1000)
+                     if k.decode().rsplit(":", 1)[-1] in forget]
+            if names:
+                client.delete(*names)
+        except redis.RedisError as exc:  # the erasure stops here; run again, it resumes
+            raise RedisUnreachable(self.settings.redis_url, str(exc)) from exc
+        for page in _pages(sorted(forget)):
+            self.db["translation_history"].delete_many({"text_sha256": {"$in": page}})
+            self.db["translations"].delete_many({"text_sha256": {"$in": page}})
 
     @translated
     def purge_images(self, shas: list[str]) -> int:

@@ -202,3 +202,72 @@ def test_the_cli_says_when_the_daily_quota_is_reached(psettings, tmp_path):  # n
     assert "daily quota reached" in over.stderr and "resets at" in over.stderr
     # another owner keeps its own quota
     assert capq("submit", paths[0], "--model", "blip", "--owner", "fred", "--tier", "free").returncode == 0
+
+
+class TextCaptioner(ErasingCaptioner):
+    """A stand-in model that captions its batch with the given texts, in order."""
+
+    def __init__(self, texts: list[str]):
+        super().__init__(lambda: None)
+        self.texts = texts
+
+    def generate(self, batch, generation=None):
+        return self.texts[:len(batch)]
+
+
+class BracketProvider:
+    """A stand-in translation provider: '[target] text'."""
+
+    name = "bracket"
+    paid = True
+
+    def translate(self, texts: list[str], target: str) -> list[str]:
+        return [f"[{target}] {t}" for t in texts]
+
+
+def translations_of(s, text: str) -> dict[str, int]:
+    """How many translation memory entries, history rows and Redis cache entries hold `text` (by its sha256)."""
+    import redis
+
+    from capq.names import TRANSLATE_CACHE_KEY
+    from translation.service import text_sha
+
+    sha, db = text_sha(text), mongo(s)
+    cached = redis.Redis.from_url(s.redis_url).scan_iter(match=f"{TRANSLATE_CACHE_KEY}*:{sha}")
+    return {"memory": db["translations"].count_documents({"text_sha256": sha}),
+            "history": db["translation_history"].count_documents({"text_sha256": sha}), "cache": len(list(cached))}
+
+
+def test_erasure_removes_translations_of_caption_texts_nobody_else_has(psettings, tmp_path, monkeypatch):  # noqa: F811
+    from translation.service import Translator
+
+    s = psettings
+    own, shared_text = "a red kite over gwen's dunes", "a kettle on a wooden table"
+    # Given gwen's two images captioned with her own text and a common one, and hank's image with the common text
+    gwen = submit(s, images(tmp_path, "gwen", [41, 42]), "blip", owner="gwen")
+    hank = submit(s, images(tmp_path, "hank", [43]), "blip", owner="hank")
+    jobs = JobStore(s)
+    gwen_shas = [it["sha256"] for it in jobs.items_of(gwen.job_id)]
+    pipeline.caption_shard(worker(s, TextCaptioner([own, shared_text])), gwen.job_id, "default", gwen_shas)
+    pipeline.caption_shard(worker(s, TextCaptioner([shared_text])), hank.job_id, "default",
+                           [it["sha256"] for it in jobs.items_of(hank.job_id)])
+    # ...both texts translated into two languages (memory, history and cache)
+    for target in ("vi", "de"):
+        assert Translator(s, providers=[BracketProvider()]).translate([own, shared_text], target)[own].via == "provider"
+    assert translations_of(s, own) == {"memory": 2, "history": 2, "cache": 2} == translations_of(s, shared_text)
+
+    # If gwen's erasure is cut off after her captions went, before their translations did
+    def power_cut(self, shas):
+        raise KeyboardInterrupt("power cut")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Owners, "_forget_translations", power_cut)
+        with pytest.raises(KeyboardInterrupt):
+            Owners(s).erase("gwen", "operator:test")
+    assert mongo(s)["captions"].count_documents({"caption": own}) == 0 and translations_of(s, own)["memory"] == 2
+    # ...and is run again
+    Owners(s).erase("gwen", "operator:test")
+    # I expect no translation of her own text left in MongoDB or Redis, and the common text's translations kept
+    assert translations_of(s, own) == {"memory": 0, "history": 0, "cache": 0}
+    assert traces(s, ["gwen", own]) == [] and mongo(s)["image_gc"].count_documents({}) == 0
+    assert translations_of(s, shared_text) == {"memory": 2, "history": 2, "cache": 2}
