@@ -97,6 +97,8 @@ def test_caption_page_captions_a_seed_image_with_translation_then_jobs_and_histo
     jobs = app(api_url, key, "Jobs")
     assert not jobs.exception, jobs.exception
     assert jobs.dataframe[0].value["state"].tolist() == ["done"]
+    assert jobs.dataframe[0].value["expected finish"].tolist() == [""]  # a finished job has no ETA
+    assert "expected to finish" not in texts(jobs) and "no estimate" not in texts(jobs)
     results = jobs.dataframe[1].value
     assert results["caption"].tolist() == [caption] and results["thumbnail"][0].startswith("data:image/jpeg;base64,")
     assert {"Download JSONL", "Download CSV"} <= {b.label for b in jobs.get("download_button")}
@@ -115,6 +117,10 @@ def test_jobs_page_says_why_a_job_waits_and_shows_the_apis_answer_to_cancel(sett
     at = app(api_url, key, "Jobs")
     at.selectbox(key="jobs_pick").set_value(job["job_id"]).run()
     assert "Waiting: no worker is online for vit-gpt2" in texts(at)
+    # and that its finish time cannot be estimated, with the API's reason, in the list and on the job
+    listed = at.dataframe[0].value.set_index("job").loc[job["job_id"][:12], "expected finish"]
+    assert listed.startswith("no estimate: no vit-gpt2 worker online with a measured throughput"), listed
+    assert "Finish time: no estimate: no vit-gpt2 worker online with a measured throughput" in texts(at)
     at.button(key="jobs_cancel").click().run()
     assert not at.exception, at.exception
     # Whatever the API answers (cancelled, or 405 where DELETE /v1/jobs/{id} is not offered), it is shown in words
