@@ -1,8 +1,9 @@
-"""jobs_view: the owner's jobs with progress, why a job waits, results with thumbnails, downloads and cancel."""
+"""jobs_view: the owner's jobs with progress, expected finish, why a job waits, results, downloads and cancel."""
 from __future__ import annotations
 
 import csv
 import io
+from datetime import datetime, timezone
 
 import streamlit as st
 
@@ -35,6 +36,29 @@ def why_waiting(job: dict, catalogue: dict | None) -> list[str]:
     return reasons
 
 
+def _about(seconds: float) -> str:
+    if seconds < 60:
+        return "in under a minute"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"in about {minutes} min"
+    h, m = divmod(minutes, 60)
+    return f"in about {h} h {m} min" if m else f"in about {h} h"
+
+
+def eta_words(eta: dict | None) -> str:
+    """The API's `eta` (producer/eta.py) as a person reads it; "" for a finished job (it has none)."""
+    if not eta:
+        return ""
+    if eta.get("eta_s") is None:
+        return f"no estimate: {eta.get('reason') or 'unknown why'}"
+    at = datetime.fromisoformat(eta["eta_at"])
+    # a finish on another day names the day too, so "at 03:10 UTC" cannot be read as this morning
+    same_day = at.date() == datetime.now(timezone.utc).date()
+    when = at.strftime("%H:%M UTC") if same_day else at.strftime("%Y-%m-%d %H:%M UTC")
+    return f"expected to finish at {when} ({_about(eta['eta_s'])})"
+
+
 def _csv(rows: list[dict]) -> bytes:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore")
@@ -50,6 +74,9 @@ def _job_detail(api: Api, job: dict) -> None:
     st.progress(finished / total, text=f"{job['state']}: {finished}/{counts.get('total', 0)} finished "
                                         f"({counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
                                         f"{counts.get('cancelled', 0)} cancelled)")
+    if job.get("eta"):
+        st.info(f"This job is {eta_words(job['eta'])}." if job["eta"].get("eta_s") is not None
+                else f"Finish time: {eta_words(job['eta'])}.")
     for reason in why_waiting(job, attempt(api.models) if counts.get("queued") else None):
         st.info(f"Waiting: {reason}")
     for r in job.get("rejected", []):
@@ -87,7 +114,8 @@ def render(api: Api) -> None:
         return
     st.dataframe([{"job": j["job_id"][:12], "state": j["state"], "models": ", ".join(j["models"]), "tier": j["tier"],
                    "done": j["counts"].get("done", 0), "queued": j["counts"].get("queued", 0),
-                   "failed": j["counts"].get("failed", 0), "created": (j.get("created_at") or "")[:19]}
+                   "failed": j["counts"].get("failed", 0), "created": (j.get("created_at") or "")[:19],
+                   "expected finish": eta_words(j.get("eta"))}
                   for j in jobs], hide_index=True, key="jobs_table")
     ids = [j["job_id"] for j in jobs]
     picked = st.selectbox("Job", ids, format_func=lambda i: f"{i[:12]} ({next(j['state'] for j in jobs if j['job_id'] == i)})",

@@ -18,9 +18,9 @@ from tests.e2e.conftest import LOG_DIR, make_job, random_images, wait_job
 SECONDS_PER_IMAGE = 0.1
 
 
-def _start_slow_worker(settings) -> subprocess.Popen:
+def _start_slow_worker(settings, seconds_per_image: float = SECONDS_PER_IMAGE) -> subprocess.Popen:
     env = {**os.environ, **settings_env(settings), "CAPQ_LOG_JSON": "false", "CAPQ_BATCH_SIZE": "8",
-           "CAPQ_TEST_SECONDS_PER_IMAGE": str(SECONDS_PER_IMAGE)}
+           "CAPQ_TEST_SECONDS_PER_IMAGE": str(seconds_per_image)}
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = open(LOG_DIR / f"slow-worker-{time.strftime('%H%M%S')}.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "tests.e2e.slow_worker"], cwd=REPO, env=env, stdout=log,

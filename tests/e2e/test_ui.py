@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -12,7 +14,8 @@ from streamlit.testing.v1 import AppTest
 
 from storage.apikeys import ApiKeys
 from tests.conftest import REPO, SEED_IMAGES, free_port, settings_env
-from tests.e2e.conftest import LOG_DIR
+from tests.e2e.conftest import LOG_DIR, random_images, wait_job
+from tests.e2e.test_eta import _start_slow_worker
 from tests.integration.test_api_catalog import seed_evaluations
 from tests.integration.test_translation import StandIn
 from ui.client import Api, ApiProblem
@@ -97,6 +100,8 @@ def test_caption_page_captions_a_seed_image_with_translation_then_jobs_and_histo
     jobs = app(api_url, key, "Jobs")
     assert not jobs.exception, jobs.exception
     assert jobs.dataframe[0].value["state"].tolist() == ["done"]
+    assert jobs.dataframe[0].value["expected finish"].tolist() == [""]  # a finished job has no ETA
+    assert "expected to finish" not in texts(jobs) and "no estimate" not in texts(jobs)
     results = jobs.dataframe[1].value
     assert results["caption"].tolist() == [caption] and results["thumbnail"][0].startswith("data:image/jpeg;base64,")
     assert {"Download JSONL", "Download CSV"} <= {b.label for b in jobs.get("download_button")}
@@ -115,11 +120,41 @@ def test_jobs_page_says_why_a_job_waits_and_shows_the_apis_answer_to_cancel(sett
     at = app(api_url, key, "Jobs")
     at.selectbox(key="jobs_pick").set_value(job["job_id"]).run()
     assert "Waiting: no worker is online for vit-gpt2" in texts(at)
+    # and that its finish time cannot be estimated, with the API's reason, in the list and on the job
+    listed = at.dataframe[0].value.set_index("job").loc[job["job_id"][:12], "expected finish"]
+    assert listed.startswith("no estimate: no vit-gpt2 worker online with a measured throughput"), listed
+    assert "Finish time: no estimate: no vit-gpt2 worker online with a measured throughput" in texts(at)
     at.button(key="jobs_cancel").click().run()
     assert not at.exception, at.exception
     # Whatever the API answers (cancelled, or 405 where DELETE /v1/jobs/{id} is not offered), it is shown in words
     shown = texts(at)
     assert "Cancel requested" in shown or "does not offer that yet" in shown
+
+
+def test_jobs_page_shows_when_a_running_job_should_finish(settings, api_url, clean_redis):
+    # Given a blip worker at a known 0.5 s per image whose rate was seen on a small job
+    proc = _start_slow_worker(settings, seconds_per_image=0.5)
+    try:
+        key, _ = ApiKeys(settings).create("ui-eta", "premium")
+        api = Api(api_url, key)
+        warm = api.submit(random_images(4, seed=90), ["blip"], None)["job_id"]
+        wait_job(settings, warm)
+        # If a 40-image job (about 20 s of work) is submitted and the Jobs page opened at once
+        job = api.submit(random_images(40, seed=91), ["blip"], None)["job_id"]
+        at = app(api_url, key, "Jobs")
+        at.selectbox(key="jobs_pick").set_value(job).run()
+        assert not at.exception, at.exception
+        # I expect its expected finish as a UTC clock time and a rough wait, in the list and on the job
+        row = at.dataframe[0].value.set_index("job").loc[job[:12]]
+        assert row["state"] in ("queued", "running"), row  # still unfinished when the page was drawn
+        eta = r"expected to finish at \d\d:\d\d UTC \(in (under a minute|about \d+ min)\)"
+        assert re.fullmatch(eta, row["expected finish"]), row["expected finish"]
+        assert re.search(f"This job is {eta}\\.", texts(at)), texts(at)
+        # and the finished warm-up job none
+        assert at.dataframe[0].value.set_index("job").loc[warm[:12], "expected finish"] == ""
+    finally:  # a warm stop would finish the slow job first; its leftovers go with clean_redis
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def test_api_errors_read_as_plain_words_and_the_page_stays_usable(settings, api_url):
