@@ -55,7 +55,7 @@ def _fetch_one(w: Worker, sha: str) -> tuple[str, Any, str | None, float]:
     t0 = time.perf_counter()
     try:
         data = w.images.get(sha)
-        image = decode_rgb(data, w.max_pixels)
+        image = decode_rgb(data, w.max_pixels, getattr(w.captioner, "draft_size", None))
         return sha, w.captioner.preprocess(image), None, time.perf_counter() - t0
     except NotFound:
         return sha, None, "missing: image object not found in the object store", time.perf_counter() - t0

@@ -132,7 +132,29 @@ class Captioner(ABC):
             raise ValueError(f"device {self.device!r} asked for, but torch sees no CUDA GPU; use device='cpu'")
         self._load()
         self.model.to(self.device).eval()
+        self._use_tensor_preprocess()
         return self
+
+    def _use_tensor_preprocess(self) -> None:
+        """Resize and normalise with torch (workers.preprocess) wherever the image processor allows it."""
+        from workers.preprocess import DeviceStager, PixelRecipe
+
+        self.recipe = self.stager = None
+        processor = getattr(self, "image_processor", None)
+        if processor is None:
+            return
+        try:
+            self.recipe = PixelRecipe.from_processor(processor)
+        except (ValueError, AttributeError, TypeError):
+            return  # a processor setting the tensor path does not do: the processor itself stays in charge
+        if self.device.startswith("cuda"):
+            self.stager = DeviceStager(self.recipe, self.device)
+
+    @property
+    def draft_size(self) -> tuple[int, int] | None:
+        """(width, height) a JPEG may be decoded down to for this model (capq.imaging.decode_rgb), or None."""
+        recipe = getattr(self, "recipe", None)
+        return recipe.draft_size if recipe else None
 
     def load_pretrained(self, loader: Callable[..., Any], **kwargs: Any) -> Any:
         return load_pretrained(self.name, self.checkpoint, loader, **kwargs)
@@ -141,9 +163,19 @@ class Captioner(ABC):
     def _load(self) -> None:
         """Set `self.model` and whatever processors `preprocess` and `_generate` need."""
 
-    @abstractmethod
     def preprocess(self, image: Image.Image) -> Any:
-        """Turn one RGB image into one model input (a pixel tensor without batch dimension)."""
+        """Turn one RGB image into one model input for `pixels` (runs in the fetch threads).
+
+        With a tensor recipe: a resized uint8 [3, h, w] tensor, or on a GPU one already copied and resized there
+        on a side stream; otherwise the image processor's normalised pixel tensor.
+        """
+        recipe, stager = getattr(self, "recipe", None), getattr(self, "stager", None)
+        if recipe is None:
+            return self.image_processor(images=image, return_tensors="pt").pixel_values[0]
+        from workers.preprocess import uint8_chw
+
+        pixels = uint8_chw(image)
+        return stager.stage(pixels) if stager else recipe.resize(pixels)
 
     @abstractmethod
     def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
@@ -177,6 +209,10 @@ class Captioner(ABC):
 
     def pixels(self, batch: list[Any]) -> torch.Tensor:
         """Stack preprocessed inputs into one tensor on the model's device and dtype."""
+        from workers.preprocess import is_resized_uint8, stack_and_normalize
+
+        if batch and is_resized_uint8(batch[0]):
+            return stack_and_normalize(self.recipe, batch, self.device, self.torch_dtype)
         return torch.stack(batch).to(self.device, self.torch_dtype)
 
 

@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from workers.adapters.base import Captioner, check_model_type
 from workers.adapters.beam_cache import image_cross_attention_cache
@@ -28,9 +27,6 @@ class BlipCaptioner(Captioner):
             BlipForConditionalGeneration.from_pretrained, config=config, dtype=self.torch_dtype
         )
         fuse_vision_attention(self.model.vision_model)
-
-    def preprocess(self, image: Image.Image) -> Any:
-        return self.image_processor(images=image, return_tensors="pt").pixel_values[0]
 
     def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
         # What BlipForConditionalGeneration.generate does, except that the decoder's cross-attention keys and

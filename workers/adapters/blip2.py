@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from PIL import Image
 
 from workers.adapters.base import Captioner, CheckpointError, check_model_type
 
@@ -30,9 +29,6 @@ class Blip2Captioner(Captioner):
         self.model = self.load_pretrained(
             Blip2ForConditionalGeneration.from_pretrained, config=config, dtype=self.torch_dtype
         )
-
-    def preprocess(self, image: Image.Image) -> Any:
-        return self.image_processor(images=image, return_tensors="pt").pixel_values[0]
 
     def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
         config = self.model.config

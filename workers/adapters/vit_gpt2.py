@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from PIL import Image
 
 from workers.adapters.base import Captioner, check_model_type
 from workers.adapters.beam_cache import fixed_cross_attention_cache
@@ -29,9 +28,6 @@ class VitGpt2Captioner(Captioner):
         self.model = self.load_pretrained(
             VisionEncoderDecoderModel.from_pretrained, config=config, dtype=self.torch_dtype
         )
-
-    def preprocess(self, image: Image.Image) -> Any:
-        return self.image_processor(images=image, return_tensors="pt").pixel_values[0]
 
     def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
