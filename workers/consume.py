@@ -1,6 +1,7 @@
 """consume: run a Celery worker on given queues in this process, with the heartbeat health checks read."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -21,20 +22,27 @@ def worker_id(name: str) -> str:
     return f"{name}@{socket.gethostname()}:{os.getpid()}"
 
 
-def _heartbeat(settings: Settings, wid: str) -> None:
+def heartbeat_value(details: dict | None = None) -> str:
+    """What a heartbeat key holds: JSON with the time it was written (`at`) and the worker's details."""
+    return json.dumps({"at": time.time(), **(details or {})})
+
+
+def _heartbeat(settings: Settings, wid: str, details: dict | None = None) -> None:
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s)
     while True:
         try:
-            client.set(WORKER_HEARTBEAT_KEY + wid, str(time.time()), ex=3 * HEARTBEAT_S)
+            client.set(WORKER_HEARTBEAT_KEY + wid, heartbeat_value(details), ex=3 * HEARTBEAT_S)
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", exc)
         time.sleep(HEARTBEAT_S)
 
 
-def consume(settings: Settings, name: str, queues: list[str], pool: list[str], loglevel: str = "INFO") -> None:
-    """Start the heartbeat (read by `capq health --service worker`), then consume `queues` until shut down."""
+def consume(settings: Settings, name: str, queues: list[str], pool: list[str], loglevel: str = "INFO",
+            details: dict | None = None) -> None:
+    """Start the heartbeat (read by `capq health --service worker`; `details` such as the batch size go in it),
+    then consume `queues` until shut down."""
     from workers.celery_app import app
 
-    threading.Thread(target=_heartbeat, args=(settings, worker_id(name)), daemon=True).start()
+    threading.Thread(target=_heartbeat, args=(settings, worker_id(name), details), daemon=True).start()
     app.worker_main(["worker", "--queues", ",".join(queues), *pool, "--events", "--hostname",
                      f"{name}@%h-{os.getpid()}", "--loglevel", loglevel, "--without-gossip", "--without-mingle"])

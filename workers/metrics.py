@@ -9,3 +9,5 @@ QUEUE_WAIT = Histogram("capq_queue_wait_seconds", "Seconds a shard waited in its
                        buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400))
 MODEL_LOAD = Gauge("capq_model_load_seconds", "Seconds the pinned model took to load", ["model"])
 SHARDS = Counter("capq_shards_total", "Shards handled, by outcome", ["model", "outcome"])
+# Issue 17: set once at start; on a GPU picked from the model and free memory unless configured.
+WORKER_BATCH_SIZE = Gauge("capq_worker_batch_size", "Images per model batch this worker runs", ["model"])

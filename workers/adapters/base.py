@@ -1,6 +1,7 @@
 """base: the Captioner contract every model adapter follows, and guarded checkpoint loading."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 from abc import ABC, abstractmethod
@@ -15,6 +16,7 @@ from workers.presets import POSTPROCESSORS, apply_postprocess
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 _GENERATION_KEYS = ("prompt", "generate", "postprocess")
+log = logging.getLogger("capq.worker")
 
 
 class CheckpointError(Exception):
@@ -105,6 +107,8 @@ class Captioner(ABC):
     name: ClassVar[str] = "captioner"
     # False where the architecture has no text prefix to condition on (ViT-GPT2's decoder).
     supports_prompt: ClassVar[bool] = True
+    # True where the decoder runs with a static cache (workers.adapters.static_cache), the graph path on a GPU.
+    supports_static_cache: ClassVar[bool] = False
 
     def __init__(self, checkpoint: str, device: str = "cpu", dtype: str = "fp32", max_batch_size: int = 8):
         if not isinstance(checkpoint, (str, os.PathLike)) or not str(checkpoint).strip():
@@ -121,6 +125,8 @@ class Captioner(ABC):
         self.torch_dtype = DTYPES[dtype]
         self.max_batch_size = max_batch_size
         self.model: Any = None
+        # Static caches (CUDA graphs) on a GPU; the eager dynamic-cache path on a CPU and as the fallback.
+        self.static_cache = self.supports_static_cache and device.startswith("cuda")
 
     @property
     def loaded(self) -> bool:
@@ -196,16 +202,41 @@ class Captioner(ABC):
         captions: list[str] = []
         for start in range(0, len(batch), self.max_batch_size):
             chunk = list(batch[start:start + self.max_batch_size])
-            # Seeding per call keeps sampling presets reproducible whatever else ran before.
-            torch.manual_seed(0)
-            with torch.inference_mode():
-                outputs = self._generate(chunk, prompt or None, dict(kwargs))
+            outputs = self._generate_chunk(chunk, prompt or None, kwargs)
             if len(outputs) != len(chunk):
                 raise RuntimeError(
                     f"{type(self).__name__}._generate returned {len(outputs)} outputs, but expected {len(chunk)}"
                 )
             captions.extend(apply_postprocess(postprocess, str(text).strip()).strip() for text in outputs)
         return captions
+
+    def _generate_chunk(self, chunk: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
+        if self.static_cache:
+            from workers.adapters.static_cache import bucket
+
+            # Padded to a bucket so that the few captured graphs serve every batch; the copies are dropped.
+            padded = chunk + [chunk[-1]] * (bucket(len(chunk)) - len(chunk))
+            try:
+                return self._seeded_generate(padded, prompt, kwargs)[:len(chunk)]
+            except Exception as exc:  # noqa: BLE001 - torch.compile and CUDA graphs fail in many ways
+                self.static_cache = False
+                # Eager decoding failing too means the request itself is at fault: it raises, and the static
+                # path stays on for the next one.
+                try:
+                    outputs = self._seeded_generate(chunk, prompt, kwargs)
+                except Exception:
+                    self.static_cache = True
+                    raise
+                log.warning("%s: static-cache decoding failed (%s: %s); decoding eagerly from now on",
+                            self.name, type(exc).__name__, str(exc)[:300])
+                return outputs
+        return self._seeded_generate(chunk, prompt, kwargs)
+
+    def _seeded_generate(self, chunk: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
+        # Seeding per call keeps sampling presets reproducible whatever else ran before.
+        torch.manual_seed(0)
+        with torch.inference_mode():
+            return self._generate(chunk, prompt, dict(kwargs))
 
     def pixels(self, batch: list[Any]) -> torch.Tensor:
         """Stack preprocessed inputs into one tensor on the model's device and dtype."""

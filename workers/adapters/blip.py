@@ -9,12 +9,14 @@ import torch.nn.functional as F
 
 from workers.adapters.base import Captioner, check_model_type
 from workers.adapters.beam_cache import image_cross_attention_cache
+from workers.adapters.static_cache import static_self_attention
 
 
 class BlipCaptioner(Captioner):
     """BLIP captioner; `Salesforce/blip-image-captioning-large` or `-base`, or a folder like them."""
 
     name = "blip"
+    supports_static_cache = True
 
     def _load(self) -> None:
         from transformers import AutoConfig, AutoTokenizer, BlipForConditionalGeneration, BlipImageProcessorPil
@@ -43,7 +45,9 @@ class BlipCaptioner(Captioner):
         # generate repeats each image's inputs this many times (its beams), and so must the cache.
         rows = max(kwargs.get("num_beams") or decoder.generation_config.num_beams or 1,
                    kwargs.get("num_return_sequences") or decoder.generation_config.num_return_sequences or 1)
-        kwargs.setdefault("cache", image_cross_attention_cache(decoder.config, self._cross_keys_values(image_embeds), rows))
+        own = static_self_attention(decoder, kwargs, input_ids.shape[1]) if self.static_cache else None
+        kwargs.setdefault("cache", image_cross_attention_cache(decoder.config, self._cross_keys_values(image_embeds), rows,
+                                                               own))
         out = decoder.generate(
             input_ids=input_ids, eos_token_id=text.sep_token_id, pad_token_id=text.pad_token_id,
             encoder_hidden_states=image_embeds,

@@ -6,6 +6,7 @@ from typing import Any
 
 from workers.adapters.base import Captioner, check_model_type
 from workers.adapters.beam_cache import fixed_cross_attention_cache
+from workers.adapters.static_cache import static_self_attention
 
 
 class VitGpt2Captioner(Captioner):
@@ -13,6 +14,7 @@ class VitGpt2Captioner(Captioner):
 
     name = "vit-gpt2"
     supports_prompt = False
+    supports_static_cache = True
 
     def _load(self) -> None:
         from transformers import AutoConfig, AutoTokenizer, ViTImageProcessorPil, VisionEncoderDecoderModel
@@ -32,7 +34,11 @@ class VitGpt2Captioner(Captioner):
     def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         kwargs.setdefault("eos_token_id", self.tokenizer.eos_token_id)
-        kwargs.setdefault("cache", fixed_cross_attention_cache(self.model.decoder.config))
+        decoder = self.model.decoder
+        # The decoder starts from its start token alone: one position before the first new one.
+        own = static_self_attention(decoder, {"max_length": self.model.generation_config.max_length, **kwargs}, 1) \
+            if self.static_cache else None
+        kwargs.setdefault("cache", fixed_cross_attention_cache(decoder.config, own))
         out = self.model.generate(pixel_values=self.pixels(batch), **kwargs)
         # The first token is the decoder start token, never part of the caption.
         return self.tokenizer.batch_decode(out[:, 1:], skip_special_tokens=True)
