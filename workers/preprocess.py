@@ -101,6 +101,9 @@ class PixelRecipe:
     def _pass(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
         if (height, width) == tuple(image.shape[-2:]):
             return image
+        if height == image.shape[-2] and image.device.type == "cpu":
+            # torch's CPU kernel resamples along rows 2-3x slower than along columns: the same pass, transposed.
+            return self._pass(image.transpose(-1, -2).contiguous(), width, height).transpose(-1, -2)
         resized = F.interpolate(image[None].float(), size=(height, width), mode=self.mode, align_corners=False,
                                 antialias=True)[0]
         return resized.round_().clamp_(0, 255).to(torch.uint8)
