@@ -101,19 +101,21 @@ def test_static_path_pads_chunks_to_buckets_and_drops_the_copies(image_bound, se
     preset = _preset("blip", "greedy")
     eager = cap.generate(inputs, preset)
     recorder = Recorder(cap, monkeypatch)
+    caches_before = len(cap.static_caches._caches)
     cap.static_cache = True
     try:
         static = cap.generate(inputs, preset)
+        static_again = cap.generate(inputs, preset)
     finally:
         cap.static_cache = False
     # The chunk of 3 ran as a batch of 4; its padding row is not among the captions
-    assert [ids.shape[0] for ids in recorder.ids] == [4, 4]
-    assert static == eager and len(static) == 7
+    assert [ids.shape[0] for ids in recorder.ids] == [4, 4, 4, 4]
+    assert static == static_again == eager and len(static) == 7
+    # Both chunks, in both calls, reused one static cache (reset between uses): same addresses for the graphs
+    assert len(cap.static_caches._caches) - caches_before <= 1
 
 
 def test_a_failing_static_path_falls_back_to_eager_for_good(image_bound, seed_images, monkeypatch, caplog):
-    import workers.adapters.blip as blip_module
-
     cap = image_bound["blip"]
     inputs = [cap.preprocess(image) for image in seed_images[:2]]
     preset = _preset("blip", "default")
@@ -122,7 +124,7 @@ def test_a_failing_static_path_falls_back_to_eager_for_good(image_bound, seed_im
     def broken(*args, **kwargs):
         raise RuntimeError("graph capture failed")
 
-    monkeypatch.setattr(blip_module, "static_self_attention", broken)
+    monkeypatch.setattr(cap.static_caches, "self_attention", broken)
     cap.static_cache = True
     try:
         assert cap.generate(inputs, preset) == eager
@@ -163,3 +165,13 @@ def test_buckets_and_cache_lengths():
     assert max_cache_len({"max_new_tokens": 30}, config, 36) == 66
     assert max_cache_len({"max_length": 200}, config, 4) == 200
     assert max_cache_len({}, config, 4) == 20
+
+
+def test_pinned_buffers_keep_their_address_and_take_new_values():
+    from workers.adapters.static_cache import StaticCaches
+
+    caches = StaticCaches()
+    first = caches.pin("k", torch.ones(2, 3))
+    second = caches.pin("k", torch.full((2, 3), 7.0))
+    assert second.data_ptr() == first.data_ptr() and torch.equal(second, torch.full((2, 3), 7.0))
+    assert caches.pin("k", torch.ones(4, 3)).data_ptr() != first.data_ptr()  # another bucket, another buffer

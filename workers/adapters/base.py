@@ -11,6 +11,8 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from PIL import Image
 
+from workers.adapters.static_cache import StaticCaches, bucket
+from workers.preprocess import DeviceStager, PixelRecipe, is_resized_uint8, stack_and_normalize, uint8_chw
 from workers.presets import POSTPROCESSORS, apply_postprocess
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -127,6 +129,10 @@ class Captioner(ABC):
         self.model: Any = None
         # Static caches (CUDA graphs) on a GPU; the eager dynamic-cache path on a CPU and as the fallback.
         self.static_cache = self.supports_static_cache and device.startswith("cuda")
+        self.static_caches = StaticCaches()
+        # Set by load() from the image processor (workers.preprocess); None: the processor itself runs.
+        self.recipe: PixelRecipe | None = None
+        self.stager: DeviceStager | None = None
 
     @property
     def loaded(self) -> bool:
@@ -143,8 +149,6 @@ class Captioner(ABC):
 
     def _use_tensor_preprocess(self) -> None:
         """Resize and normalise with torch (workers.preprocess) wherever the image processor allows it."""
-        from workers.preprocess import DeviceStager, PixelRecipe
-
         self.recipe = self.stager = None
         processor = getattr(self, "image_processor", None)
         if processor is None:
@@ -159,8 +163,7 @@ class Captioner(ABC):
     @property
     def draft_size(self) -> tuple[int, int] | None:
         """(width, height) a JPEG may be decoded down to for this model (capq.imaging.decode_rgb), or None."""
-        recipe = getattr(self, "recipe", None)
-        return recipe.draft_size if recipe else None
+        return self.recipe.draft_size if self.recipe else None
 
     def load_pretrained(self, loader: Callable[..., Any], **kwargs: Any) -> Any:
         return load_pretrained(self.name, self.checkpoint, loader, **kwargs)
@@ -175,13 +178,10 @@ class Captioner(ABC):
         With a tensor recipe: a resized uint8 [3, h, w] tensor, or on a GPU one already copied and resized there
         on a side stream; otherwise the image processor's normalised pixel tensor.
         """
-        recipe, stager = getattr(self, "recipe", None), getattr(self, "stager", None)
-        if recipe is None:
+        if self.recipe is None:
             return self.image_processor(images=image, return_tensors="pt").pixel_values[0]
-        from workers.preprocess import uint8_chw
-
         pixels = uint8_chw(image)
-        return stager.stage(pixels) if stager else recipe.resize(pixels)
+        return self.stager.stage(pixels) if self.stager else self.recipe.resize(pixels)
 
     @abstractmethod
     def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
@@ -212,8 +212,6 @@ class Captioner(ABC):
 
     def _generate_chunk(self, chunk: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
         if self.static_cache:
-            from workers.adapters.static_cache import bucket
-
             # Padded to a bucket so that the few captured graphs serve every batch; the copies are dropped.
             padded = chunk + [chunk[-1]] * (bucket(len(chunk)) - len(chunk))
             try:
@@ -240,8 +238,6 @@ class Captioner(ABC):
 
     def pixels(self, batch: list[Any]) -> torch.Tensor:
         """Stack preprocessed inputs into one tensor on the model's device and dtype."""
-        from workers.preprocess import is_resized_uint8, stack_and_normalize
-
         if batch and is_resized_uint8(batch[0]):
             return stack_and_normalize(self.recipe, batch, self.device, self.torch_dtype)
         return torch.stack(batch).to(self.device, self.torch_dtype)

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from workers.adapters.base import Captioner, check_model_type
 from workers.adapters.beam_cache import image_cross_attention_cache
-from workers.adapters.static_cache import static_self_attention
 
 
 class BlipCaptioner(Captioner):
@@ -45,9 +44,12 @@ class BlipCaptioner(Captioner):
         # generate repeats each image's inputs this many times (its beams), and so must the cache.
         rows = max(kwargs.get("num_beams") or decoder.generation_config.num_beams or 1,
                    kwargs.get("num_return_sequences") or decoder.generation_config.num_return_sequences or 1)
-        own = static_self_attention(decoder, kwargs, input_ids.shape[1]) if self.static_cache else None
-        kwargs.setdefault("cache", image_cross_attention_cache(decoder.config, self._cross_keys_values(image_embeds), rows,
-                                                               own))
+        own = self.static_caches.self_attention(decoder, kwargs, input_ids.shape[1], rows * len(batch)) \
+            if self.static_cache else None
+        cache = image_cross_attention_cache(decoder.config, self._cross_keys_values(image_embeds), rows, own)
+        if own is not None:
+            self.static_caches.pin_cross_attention(cache)
+        kwargs.setdefault("cache", cache)
         out = decoder.generate(
             input_ids=input_ids, eos_token_id=text.sep_token_id, pad_token_id=text.pad_token_id,
             encoder_hidden_states=image_embeds,

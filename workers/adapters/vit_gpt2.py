@@ -6,7 +6,6 @@ from typing import Any
 
 from workers.adapters.base import Captioner, check_model_type
 from workers.adapters.beam_cache import fixed_cross_attention_cache
-from workers.adapters.static_cache import static_self_attention
 
 
 class VitGpt2Captioner(Captioner):
@@ -34,10 +33,13 @@ class VitGpt2Captioner(Captioner):
     def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         kwargs.setdefault("eos_token_id", self.tokenizer.eos_token_id)
-        decoder = self.model.decoder
-        # The decoder starts from its start token alone: one position before the first new one.
-        own = static_self_attention(decoder, {"max_length": self.model.generation_config.max_length, **kwargs}, 1) \
-            if self.static_cache else None
+        decoder, config = self.model.decoder, self.model.generation_config
+        own = None
+        if self.static_cache:
+            rows = len(batch) * max(kwargs.get("num_beams") or config.num_beams or 1,
+                                    kwargs.get("num_return_sequences") or config.num_return_sequences or 1)
+            # The decoder starts from its start token alone: one position before the first new one.
+            own = self.static_caches.self_attention(decoder, {"max_length": config.max_length, **kwargs}, 1, rows)
         kwargs.setdefault("cache", fixed_cross_attention_cache(decoder.config, own))
         out = self.model.generate(pixel_values=self.pixels(batch), **kwargs)
         # The first token is the decoder start token, never part of the caption.
