@@ -1,6 +1,6 @@
 """gpu_bench: generate throughput of the full-size caption architectures (random weights) by batch size and dtype.
 
-Run: `python -m bench.gpu_bench [--device cuda] [--models blip-base,git-base] [--batches 1,8,32]`.
+Run: `python -m bench.gpu_bench [--device cuda] [--models blip-base,git-base] [--batches 1,8,32] [--decode eager,static]`.
 It needs only torch, transformers and Pillow (no stack, no download), so it runs on a bare GPU machine.
 Each model is built at its real size straight on the device with random weights and driven through
 capq's own adapter and default preset, so the figures include capq's generate settings and decoding.
@@ -90,6 +90,7 @@ def random_captioner(label: str, device: str, dtype: str):
     with torch.device(device):  # built in place: a 3.8B-parameter model never passes through host memory
         adapter.model = model_cls._from_config(config, dtype=adapter.torch_dtype).eval()
     adapter.tokenizer, adapter.image_processor = tokenizer, processor
+    adapter._use_tensor_preprocess()  # what load() does after reading a checkpoint
     return adapter
 
 
@@ -114,8 +115,14 @@ def images_per_s(adapter, inputs: list[Any], batch: int, preset: dict) -> float:
     return len(inputs) / (time.perf_counter() - t0)
 
 
-def run_model(label: str, device: str, dtype: str, batches: list[int], images: list[bytes], per_batch: int) -> None:
+def run_model(label: str, device: str, dtype: str, batches: list[int], images: list[bytes], per_batch: int,
+              decode: str = "eager") -> None:
     adapter = random_captioner(label, device, dtype)
+    # "static": static caches, which transformers' generate compiles into CUDA graphs on a GPU (issue 17).
+    adapter.static_cache = decode == "static" and adapter.supports_static_cache
+    if decode == "static" and not adapter.static_cache:
+        print(f"| {label} | - | {dtype} | static decoding not supported: eager rows only |", flush=True)
+        return
     t0 = time.perf_counter()
     pixels = [adapter.preprocess(Image.open(io.BytesIO(data)).convert("RGB")) for data in images]
     prep = len(images) / (time.perf_counter() - t0)
@@ -130,8 +137,8 @@ def run_model(label: str, device: str, dtype: str, batches: list[int], images: l
         rate = images_per_s(adapter, inputs, batch, preset)
         base = base or rate
         mem = f"{torch.cuda.max_memory_allocated() / 2**30:.1f}" if device.startswith("cuda") else "-"
-        print(f"| {label} | {params:.2f} | {dtype} | {batch} | {n} | {rate:.1f} | {rate / base:.1f}x | {mem} | {prep:.0f} |",
-              flush=True)
+        print(f"| {label} | {decode} | {params:.2f} | {dtype} | {batch} | {n} | {rate:.1f} | {rate / base:.1f}x | {mem} | "
+              f"{prep:.0f} |", flush=True)
     del adapter
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -144,20 +151,23 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(ARCHITECTURES))
     parser.add_argument("--batches", default="1,8,32,64")
     parser.add_argument("--images", type=int, default=64, help="images per run at batch > 1 (at least 2 batches)")
+    parser.add_argument("--decode", default="eager",
+                        help="comma-separated: eager (dynamic cache), static (static cache: CUDA graphs on a GPU)")
     args = parser.parse_args()
     if args.device.startswith("cuda"):
         print(f"device: {torch.cuda.get_device_name(args.device)}, torch {torch.__version__}")
     import transformers
     print(f"transformers {transformers.__version__}; default presets; random weights, so every caption runs to "
           "its length limit\n")
-    print("| architecture | params (B) | dtype | batch | images | images/s | vs batch 1 | peak GPU GiB | "
+    print("| architecture | decode | params (B) | dtype | batch | images | images/s | vs batch 1 | peak GPU GiB | "
           "preprocess images/s (1 CPU thread) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     images = jpegs(16)
     batches = [int(b) for b in args.batches.split(",")]
     for label in args.models.split(","):
         for dtype in args.dtype.split(","):
-            run_model(label, args.device, dtype, batches, images, args.images)
+            for decode in args.decode.split(","):
+                run_model(label, args.device, dtype, batches, images, args.images, decode)
 
 
 if __name__ == "__main__":

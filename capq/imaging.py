@@ -136,13 +136,16 @@ def _check_decodes(img: Image.Image) -> None:
         raise InvalidImage(f"cannot decode image (damaged or truncated?): {exc}") from None
 
 
-def decode_rgb(data: bytes, max_pixels: int, max_side_px: int = 1024, budget: PixelBudget | None = None) -> Image.Image:
+def decode_rgb(data: bytes, max_pixels: int, max_side_px: int = 1024, budget: PixelBudget | None = None,
+               min_size: tuple[int, int] | None = None) -> Image.Image:
     """Fully decode to an upright RGB image (EXIF orientation applied); InvalidImage on any damage.
 
     The header's size is checked against `max_pixels` before any decode. A JPEG is decoded with DCT scaling
-    (Pillow's draft) at the smallest of 1/1, 1/2, 1/4, 1/8 that keeps its longer side at `max_side_px` or more:
-    captioning models look at a few hundred pixels, so a JPEG whose header claims 10000x10000 costs at most
-    1250x1250 here (at the default 1024), never the size it claims. Other formats decode in full, under `budget`.
+    (Pillow's draft, done inside the JPEG decoder) at the smallest of 1/1, 1/2, 1/4, 1/8 that keeps both sides at
+    least `min_size` (width, height: the model's input), or, without it, its longer side at `max_side_px` or more:
+    captioning models look at a few hundred pixels, so a 12 MP photo meant for a 384 px model decodes at 1/4 scale,
+    and a JPEG whose header claims 10000x10000 costs at most 1250x1250 here, never the size it claims. Other
+    formats decode in full, under `budget`.
     """
     if not data:
         raise InvalidImage("file is empty (0 bytes)")
@@ -150,7 +153,9 @@ def decode_rgb(data: bytes, max_pixels: int, max_side_px: int = 1024, budget: Pi
         img = open_image(data)
         if img.width * img.height > max_pixels:
             raise InvalidImage(f"{img.width}x{img.height} is over the {max_pixels:,}-pixel cap (CAPQ_MAX_IMAGE_PIXELS)")
-        if img.format == "JPEG" and max(img.size) > max_side_px:
+        if img.format == "JPEG" and min_size:
+            img.draft("RGB", min_size)
+        elif img.format == "JPEG" and max(img.size) > max_side_px:
             scale = max_side_px / max(img.size)
             img.draft("RGB", (max(1, int(img.width * scale)), max(1, int(img.height * scale))))
         # load() forces the whole decode: a truncated JPEG fails here, not later inside the model.

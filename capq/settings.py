@@ -310,6 +310,9 @@ class Settings(BaseModel):
     def models_dir(self) -> Path:
         return self.home / "models"
 
+    # Issue 17: a GPU worker's batch size (0: picked from the model and free GPU memory; --batch-size overrides).
+    gpu_batch_size: int = Field(0, ge=0)
+
 
 def _env_name(field: str) -> str:
     return "CAPQ_" + field.upper()

@@ -1,6 +1,7 @@
 """fleet: what the queues hold and which workers are alive, read from Redis (queue lists and heartbeat keys)."""
 from __future__ import annotations
 
+import json
 import time
 
 import redis
@@ -21,6 +22,14 @@ def _client(settings: Settings) -> redis.Redis:
                                 socket_timeout=settings.connect_timeout_s, decode_responses=True)
 
 
+def _beat_at(value: str) -> float:
+    """When a heartbeat was written: its JSON's `at` (workers.consume.heartbeat_value), or a bare time."""
+    try:
+        return float(json.loads(value)["at"])
+    except (TypeError, ValueError, KeyError):
+        return float(value)
+
+
 def workers_online(client: redis.Redis) -> list[dict]:
     """[{name, host, pid, seen_s_ago}] from the heartbeat keys (`name@host:pid`, refreshed every 10 s)."""
     now, out = time.time(), []
@@ -30,7 +39,7 @@ def workers_online(client: redis.Redis) -> list[dict]:
         name, _, where = wid.partition("@")
         host, _, pid = where.rpartition(":")
         out.append({"name": name, "host": host, "pid": pid,
-                    "seen_s_ago": round(max(0.0, now - float(beat)), 1) if beat else None})
+                    "seen_s_ago": round(max(0.0, now - _beat_at(beat)), 1) if beat else None})
     return out
 
 

@@ -23,7 +23,8 @@ def worker(
     checkpoint: Optional[str] = typer.Option(None, help="Hub id or local folder (default: the model's default)."),
     device: str = typer.Option("cpu", help="cpu or cuda:N (one worker per GPU)."),
     dtype: str = typer.Option("fp32", help="fp32, fp16 or bf16."),
-    batch_size: Optional[int] = typer.Option(None, min=1, help="Images per model batch (default CAPQ_BATCH_SIZE)."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Images per model batch (default CAPQ_BATCH_SIZE; "
+                                             "on a GPU CAPQ_GPU_BATCH_SIZE, or picked from free GPU memory)."),
     concurrency: int = typer.Option(1, min=1, help="Shards in flight sharing the one model (threads)."),
     metrics_port: Optional[int] = typer.Option(None, min=0, max=65535, help="Prometheus port (0 = off; default CAPQ_METRICS_PORT)."),
     loglevel: str = typer.Option("INFO", help="Log level."),
@@ -34,7 +35,7 @@ def worker(
 
     settings = get_settings()
     try:
-        run_worker(settings, model, checkpoint, device, dtype, batch_size or settings.batch_size, concurrency,
+        run_worker(settings, model, checkpoint, device, dtype, batch_size, concurrency,
                    settings.metrics_port if metrics_port is None else metrics_port, loglevel)
     except (ValueError, CheckpointError) as exc:  # unknown model, bad device/dtype, broken checkpoint
         Console(stderr=True).print(f"[red]error:[/red] {exc}")

@@ -13,3 +13,5 @@ SHARDS = Counter("capq_shards_total", "Shards handled, by outcome", ["model", "o
 USAGE_IMAGES = Counter("capq_usage_images_total", "Images captioned by the model (reused captions excluded)",
                        ["model", "tier"])
 USAGE_GPU_SECONDS = Counter("capq_usage_gpu_seconds_total", "Model (generate) seconds spent", ["model", "tier"])
+# Issue 17: set once at start; on a GPU picked from the model and free memory unless configured.
+WORKER_BATCH_SIZE = Gauge("capq_worker_batch_size", "Images per model batch this worker runs", ["model"])

@@ -1,6 +1,7 @@
 """runtime: start a worker process: load its one model, export metrics, then hand over to Celery."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -21,6 +22,7 @@ from workers import metrics, tiers
 from workers.consume import consume, worker_id
 from workers.pipeline import Worker
 
+log = logging.getLogger("capq.worker")
 _current: Worker | None = None
 
 
@@ -37,16 +39,31 @@ def checkpoint_identity(checkpoint: str) -> str:
 
 
 def build_worker(settings: Settings, model: str, checkpoint: str | None, device: str, dtype: str,
-                 batch_size: int) -> Worker:
-    """Load the model once, in this process (never in a parent that forks: CUDA and fork do not mix)."""
+                 batch_size: int | None) -> Worker:
+    """Load the model once, in this process (never in a parent that forks: CUDA and fork do not mix).
+
+    `batch_size` None: CAPQ_BATCH_SIZE on a CPU; on a GPU CAPQ_GPU_BATCH_SIZE, or if that is 0 the size
+    workers.batch_size picks from the model and the free GPU memory.
+    """
     from workers.models import MODELS, load_captioner
 
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; models are {', '.join(MODELS)}")
     checkpoint = checkpoint or MODELS[model].default_checkpoint
+    on_gpu = device.startswith("cuda")
+    if batch_size is None:
+        batch_size = (settings.gpu_batch_size if on_gpu else settings.batch_size) or None
     t0 = time.perf_counter()
-    captioner = load_captioner(model, checkpoint, device=device, dtype=dtype, max_batch_size=batch_size)
+    captioner = load_captioner(model, checkpoint, device=device, dtype=dtype,
+                               max_batch_size=batch_size or settings.batch_size)
     metrics.MODEL_LOAD.labels(model).set(time.perf_counter() - t0)
+    if batch_size is None:
+        from workers.batch_size import auto_batch_size
+        from workers.presets import get_preset
+
+        batch_size = captioner.max_batch_size = auto_batch_size(captioner, get_preset(model, settings.default_preset))
+    log.info("worker for %s on %s: batch size %d", model, device, batch_size)
+    metrics.WORKER_BATCH_SIZE.labels(model).set(batch_size)
 
     def on_batch(size: int, model_s: float) -> None:
         metrics.BATCH_SIZE.labels(model).observe(size)
@@ -80,7 +97,8 @@ def serve(settings: Settings, worker: Worker, concurrency: int = 1, metrics_port
         start_http_server(metrics_port, addr="0.0.0.0")
     # solo: the model lives in this very process; threads share it when more than one shard may run at once.
     pool = ["--pool", "solo"] if concurrency == 1 else ["--pool", "threads", "--concurrency", str(concurrency)]
-    consume(settings, worker.model, caption_queues(worker.model), pool, loglevel)
+    consume(settings, worker.model, caption_queues(worker.model), pool, loglevel,
+            details={"batch_size": worker.batch_size, "device": getattr(worker.captioner, "device", None)})
 
 
 def fault_hook(shas: list[str]) -> None:

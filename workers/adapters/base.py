@@ -1,6 +1,7 @@
 """base: the Captioner contract every model adapter follows, and guarded checkpoint loading."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 from abc import ABC, abstractmethod
@@ -10,11 +11,14 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from PIL import Image
 
+from workers.adapters.static_cache import StaticCaches, bucket
+from workers.preprocess import DeviceStager, PixelRecipe, is_resized_uint8, stack_and_normalize, uint8_chw
 from workers.presets import POSTPROCESSORS, apply_postprocess
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 _GENERATION_KEYS = ("prompt", "generate", "postprocess")
+log = logging.getLogger("capq.worker")
 
 
 class CheckpointError(Exception):
@@ -105,6 +109,8 @@ class Captioner(ABC):
     name: ClassVar[str] = "captioner"
     # False where the architecture has no text prefix to condition on (ViT-GPT2's decoder).
     supports_prompt: ClassVar[bool] = True
+    # True where the decoder runs with a static cache (workers.adapters.static_cache), the graph path on a GPU.
+    supports_static_cache: ClassVar[bool] = False
 
     def __init__(self, checkpoint: str, device: str = "cpu", dtype: str = "fp32", max_batch_size: int = 8):
         if not isinstance(checkpoint, (str, os.PathLike)) or not str(checkpoint).strip():
@@ -121,6 +127,12 @@ class Captioner(ABC):
         self.torch_dtype = DTYPES[dtype]
         self.max_batch_size = max_batch_size
         self.model: Any = None
+        # Static caches (CUDA graphs) on a GPU; the eager dynamic-cache path on a CPU and as the fallback.
+        self.static_cache = self.supports_static_cache and device.startswith("cuda")
+        self.static_caches = StaticCaches()
+        # Set by load() from the image processor (workers.preprocess); None: the processor itself runs.
+        self.recipe: PixelRecipe | None = None
+        self.stager: DeviceStager | None = None
 
     @property
     def loaded(self) -> bool:
@@ -132,7 +144,26 @@ class Captioner(ABC):
             raise ValueError(f"device {self.device!r} asked for, but torch sees no CUDA GPU; use device='cpu'")
         self._load()
         self.model.to(self.device).eval()
+        self._use_tensor_preprocess()
         return self
+
+    def _use_tensor_preprocess(self) -> None:
+        """Resize and normalise with torch (workers.preprocess) wherever the image processor allows it."""
+        self.recipe = self.stager = None
+        processor = getattr(self, "image_processor", None)
+        if processor is None:
+            return
+        try:
+            self.recipe = PixelRecipe.from_processor(processor)
+        except (ValueError, AttributeError, TypeError):
+            return  # a processor setting the tensor path does not do: the processor itself stays in charge
+        if self.device.startswith("cuda"):
+            self.stager = DeviceStager(self.recipe, self.device)
+
+    @property
+    def draft_size(self) -> tuple[int, int] | None:
+        """(width, height) a JPEG may be decoded down to for this model (capq.imaging.decode_rgb), or None."""
+        return self.recipe.draft_size if self.recipe else None
 
     def load_pretrained(self, loader: Callable[..., Any], **kwargs: Any) -> Any:
         return load_pretrained(self.name, self.checkpoint, loader, **kwargs)
@@ -141,9 +172,16 @@ class Captioner(ABC):
     def _load(self) -> None:
         """Set `self.model` and whatever processors `preprocess` and `_generate` need."""
 
-    @abstractmethod
     def preprocess(self, image: Image.Image) -> Any:
-        """Turn one RGB image into one model input (a pixel tensor without batch dimension)."""
+        """Turn one RGB image into one model input for `pixels` (runs in the fetch threads).
+
+        With a tensor recipe: a resized uint8 [3, h, w] tensor, or on a GPU one already copied and resized there
+        on a side stream; otherwise the image processor's normalised pixel tensor.
+        """
+        if self.recipe is None:
+            return self.image_processor(images=image, return_tensors="pt").pixel_values[0]
+        pixels = uint8_chw(image)
+        return self.stager.stage(pixels) if self.stager else self.recipe.resize(pixels)
 
     @abstractmethod
     def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
@@ -164,10 +202,7 @@ class Captioner(ABC):
         captions: list[str] = []
         for start in range(0, len(batch), self.max_batch_size):
             chunk = list(batch[start:start + self.max_batch_size])
-            # Seeding per call keeps sampling presets reproducible whatever else ran before.
-            torch.manual_seed(0)
-            with torch.inference_mode():
-                outputs = self._generate(chunk, prompt or None, dict(kwargs))
+            outputs = self._generate_chunk(chunk, prompt or None, kwargs)
             if len(outputs) != len(chunk):
                 raise RuntimeError(
                     f"{type(self).__name__}._generate returned {len(outputs)} outputs, but expected {len(chunk)}"
@@ -175,8 +210,36 @@ class Captioner(ABC):
             captions.extend(apply_postprocess(postprocess, str(text).strip()).strip() for text in outputs)
         return captions
 
+    def _generate_chunk(self, chunk: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
+        if self.static_cache:
+            # Padded to a bucket so that the few captured graphs serve every batch; the copies are dropped.
+            padded = chunk + [chunk[-1]] * (bucket(len(chunk)) - len(chunk))
+            try:
+                return self._seeded_generate(padded, prompt, kwargs)[:len(chunk)]
+            except Exception as exc:  # noqa: BLE001 - torch.compile and CUDA graphs fail in many ways
+                self.static_cache = False
+                # Eager decoding failing too means the request itself is at fault: it raises, and the static
+                # path stays on for the next one.
+                try:
+                    outputs = self._seeded_generate(chunk, prompt, kwargs)
+                except Exception:
+                    self.static_cache = True
+                    raise
+                log.warning("%s: static-cache decoding failed (%s: %s); decoding eagerly from now on",
+                            self.name, type(exc).__name__, str(exc)[:300])
+                return outputs
+        return self._seeded_generate(chunk, prompt, kwargs)
+
+    def _seeded_generate(self, chunk: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
+        # Seeding per call keeps sampling presets reproducible whatever else ran before.
+        torch.manual_seed(0)
+        with torch.inference_mode():
+            return self._generate(chunk, prompt, dict(kwargs))
+
     def pixels(self, batch: list[Any]) -> torch.Tensor:
         """Stack preprocessed inputs into one tensor on the model's device and dtype."""
+        if batch and is_resized_uint8(batch[0]):
+            return stack_and_normalize(self.recipe, batch, self.device, self.torch_dtype)
         return torch.stack(batch).to(self.device, self.torch_dtype)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
-from transformers import DynamicCache, EncoderDecoderCache
+from transformers import Cache, DynamicCache, EncoderDecoderCache
 
 
 class FixedCrossAttentionCache(EncoderDecoderCache):
@@ -19,13 +19,17 @@ class FixedCrossAttentionCache(EncoderDecoderCache):
         self.self_attention_cache.reorder_cache(beam_idx)
 
 
-def fixed_cross_attention_cache(config) -> FixedCrossAttentionCache:
-    """An empty cache for one generate call of a decoder with cross-attention (config: the decoder's)."""
-    return FixedCrossAttentionCache(DynamicCache(config=config), DynamicCache(config=config))
+def fixed_cross_attention_cache(config, self_attention: Cache | None = None) -> FixedCrossAttentionCache:
+    """An empty cache for one generate call of a decoder with cross-attention (config: the decoder's).
+
+    `self_attention`: the decoder's own cache, a StaticCache for the graph path (default: a DynamicCache).
+    """
+    return FixedCrossAttentionCache(self_attention or DynamicCache(config=config), DynamicCache(config=config))
 
 
 def image_cross_attention_cache(
-    config, keys_values: Iterable[tuple[torch.Tensor, torch.Tensor]], rows_per_image: int
+    config, keys_values: Iterable[tuple[torch.Tensor, torch.Tensor]], rows_per_image: int,
+    self_attention: Cache | None = None,
 ) -> FixedCrossAttentionCache:
     """A cache whose cross-attention entries are already filled, so the decoder never projects the image itself.
 
@@ -38,4 +42,4 @@ def image_cross_attention_cache(
     cross = DynamicCache(config=config)
     for layer, (keys, values) in enumerate(keys_values):
         cross.update(keys.repeat_interleave(rows_per_image, 0), values.repeat_interleave(rows_per_image, 0), layer)
-    return FixedCrossAttentionCache(DynamicCache(config=config), cross)
+    return FixedCrossAttentionCache(self_attention or DynamicCache(config=config), cross)

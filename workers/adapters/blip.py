@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from workers.adapters.base import Captioner, check_model_type
 from workers.adapters.beam_cache import image_cross_attention_cache
@@ -16,6 +15,7 @@ class BlipCaptioner(Captioner):
     """BLIP captioner; `Salesforce/blip-image-captioning-large` or `-base`, or a folder like them."""
 
     name = "blip"
+    supports_static_cache = True
 
     def _load(self) -> None:
         from transformers import AutoConfig, AutoTokenizer, BlipForConditionalGeneration, BlipImageProcessorPil
@@ -28,9 +28,6 @@ class BlipCaptioner(Captioner):
             BlipForConditionalGeneration.from_pretrained, config=config, dtype=self.torch_dtype
         )
         fuse_vision_attention(self.model.vision_model)
-
-    def preprocess(self, image: Image.Image) -> Any:
-        return self.image_processor(images=image, return_tensors="pt").pixel_values[0]
 
     def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
         # What BlipForConditionalGeneration.generate does, except that the decoder's cross-attention keys and
@@ -47,7 +44,12 @@ class BlipCaptioner(Captioner):
         # generate repeats each image's inputs this many times (its beams), and so must the cache.
         rows = max(kwargs.get("num_beams") or decoder.generation_config.num_beams or 1,
                    kwargs.get("num_return_sequences") or decoder.generation_config.num_return_sequences or 1)
-        kwargs.setdefault("cache", image_cross_attention_cache(decoder.config, self._cross_keys_values(image_embeds), rows))
+        own = self.static_caches.self_attention(decoder, kwargs, input_ids.shape[1], rows * len(batch)) \
+            if self.static_cache else None
+        cache = image_cross_attention_cache(decoder.config, self._cross_keys_values(image_embeds), rows, own)
+        if own is not None:
+            self.static_caches.pin_cross_attention(cache)
+        kwargs.setdefault("cache", cache)
         out = decoder.generate(
             input_ids=input_ids, eos_token_id=text.sep_token_id, pad_token_id=text.pad_token_id,
             encoder_hidden_states=image_embeds,

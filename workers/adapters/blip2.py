@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from PIL import Image
 
 from workers.adapters.base import Captioner, CheckpointError, check_model_type
 
@@ -13,6 +12,7 @@ class Blip2Captioner(Captioner):
     """BLIP-2 captioner for OPT-based checkpoints such as `Salesforce/blip2-opt-2.7b`."""
 
     name = "blip2"
+    supports_static_cache = True
 
     def _load(self) -> None:
         from transformers import AutoConfig, AutoTokenizer, Blip2ForConditionalGeneration, BlipImageProcessorPil
@@ -31,9 +31,6 @@ class Blip2Captioner(Captioner):
             Blip2ForConditionalGeneration.from_pretrained, config=config, dtype=self.torch_dtype
         )
 
-    def preprocess(self, image: Image.Image) -> Any:
-        return self.image_processor(images=image, return_tensors="pt").pixel_values[0]
-
     def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
         config = self.model.config
         n_query = config.num_query_tokens
@@ -47,6 +44,9 @@ class Blip2Captioner(Captioner):
         for key in ("max_length", "min_length"):
             if key in kwargs:
                 kwargs[key] += n_query
+        if self.static_cache:
+            # OPT takes transformers' own static cache (the graph path on a GPU); equal ids: test_static_decode.py.
+            kwargs.setdefault("cache_implementation", "static")
         out = self.model.generate(
             pixel_values=self.pixels(batch), input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids), **kwargs,

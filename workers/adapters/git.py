@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from PIL import Image
 
 from workers.adapters.base import Captioner, check_model_type
 
@@ -22,9 +21,6 @@ class GitCaptioner(Captioner):
         self.image_processor = self.load_pretrained(CLIPImageProcessorPil.from_pretrained)
         self.tokenizer = self.load_pretrained(AutoTokenizer.from_pretrained)
         self.model = self.load_pretrained(GitForCausalLM.from_pretrained, config=config, dtype=self.torch_dtype)
-
-    def preprocess(self, image: Image.Image) -> Any:
-        return self.image_processor(images=image, return_tensors="pt").pixel_values[0]
 
     def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
         # GIT starts text with [CLS]; ids are built here rather than by the tokenizer so that no

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from PIL import Image
 
 from workers.adapters.base import Captioner, check_model_type
 from workers.adapters.beam_cache import fixed_cross_attention_cache
@@ -14,6 +13,7 @@ class VitGpt2Captioner(Captioner):
 
     name = "vit-gpt2"
     supports_prompt = False
+    supports_static_cache = True
 
     def _load(self) -> None:
         from transformers import AutoConfig, AutoTokenizer, ViTImageProcessorPil, VisionEncoderDecoderModel
@@ -30,13 +30,17 @@ class VitGpt2Captioner(Captioner):
             VisionEncoderDecoderModel.from_pretrained, config=config, dtype=self.torch_dtype
         )
 
-    def preprocess(self, image: Image.Image) -> Any:
-        return self.image_processor(images=image, return_tensors="pt").pixel_values[0]
-
     def _generate(self, batch: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
         kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         kwargs.setdefault("eos_token_id", self.tokenizer.eos_token_id)
-        kwargs.setdefault("cache", fixed_cross_attention_cache(self.model.decoder.config))
+        decoder, config = self.model.decoder, self.model.generation_config
+        own = None
+        if self.static_cache:
+            rows = len(batch) * max(kwargs.get("num_beams") or config.num_beams or 1,
+                                    kwargs.get("num_return_sequences") or config.num_return_sequences or 1)
+            # The decoder starts from its start token alone: one position before the first new one.
+            own = self.static_caches.self_attention(decoder, {"max_length": config.max_length, **kwargs}, 1, rows)
+        kwargs.setdefault("cache", fixed_cross_attention_cache(decoder.config, own))
         out = self.model.generate(pixel_values=self.pixels(batch), **kwargs)
         # The first token is the decoder start token, never part of the caption.
         return self.tokenizer.batch_decode(out[:, 1:], skip_special_tokens=True)
