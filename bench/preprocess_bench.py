@@ -51,14 +51,14 @@ def photo_jpeg(width: int, height: int, seed: int) -> bytes:
 
 def before(processor) -> Callable[[list[bytes]], torch.Tensor]:
     def run(batch: list[bytes]) -> torch.Tensor:
-        return torch.stack([processor(images=decode_rgb(data, MAX_PIXELS), return_tensors="pt").pixel_values[0]
+        return torch.stack([processor(images=decode_rgb(data, MAX_PIXELS, max_side_px=10**5), return_tensors="pt").pixel_values[0]
                             for data in batch])
     return run
 
 
 def after(recipe: PixelRecipe) -> Callable[[list[bytes]], torch.Tensor]:
     def run(batch: list[bytes]) -> torch.Tensor:
-        resized = [recipe.resize(uint8_chw(decode_rgb(data, MAX_PIXELS, recipe.draft_size))) for data in batch]
+        resized = [recipe.resize(uint8_chw(decode_rgb(data, MAX_PIXELS, min_size=recipe.draft_size))) for data in batch]
         return recipe.normalize(torch.stack(resized), torch.float32)
     return run
 

@@ -5,22 +5,12 @@ from capq.names import EVAL_QUEUE, EVAL_TASK, MODEL_NAMES, QUALITY_TASK
 from capq.settings import Settings
 
 
+def _per_model(prefix: str, task: str, interval_s: float) -> dict:
+    return {f"{prefix}-{model}": {"task": task, "schedule": float(interval_s), "kwargs": {"model": model},
+                                  "options": {"queue": EVAL_QUEUE}} for model in MODEL_NAMES}
+
+
 def beat_schedule(settings: Settings) -> dict:
-    return {
-        f"evaluate-{model}": {
-            "task": EVAL_TASK,
-            "schedule": float(settings.eval_interval_s),
-            "kwargs": {"model": model},
-            "options": {"queue": EVAL_QUEUE},
-        }
-        for model in MODEL_NAMES
-    } | {
-        # Issue 18: reference-free quality (health signals, CLIPScore) of each model's newest captions.
-        f"quality-{model}": {
-            "task": QUALITY_TASK,
-            "schedule": float(settings.quality_interval_s),
-            "kwargs": {"model": model},
-            "options": {"queue": EVAL_QUEUE},
-        }
-        for model in MODEL_NAMES
-    }
+    # Scores against references, and (issue 18) reference-free quality: health signals, CLIPScore.
+    return (_per_model("evaluate", EVAL_TASK, settings.eval_interval_s)
+            | _per_model("quality", QUALITY_TASK, settings.quality_interval_s))

@@ -76,7 +76,7 @@ def _fetch_one(w: Worker, sha: str) -> tuple[str, Any, str | None, float]:
         if sha256_hex(data) != sha:  # a stored object is trusted no more than an upload
             return sha, None, "corrupt: the stored bytes do not hash to the image's sha256", time.perf_counter() - t0
         image = decode_rgb(data, w.max_pixels, w.max_side_px, w.decode_budget,
-                           getattr(w.captioner, "draft_size", None))
+                           min_size=getattr(w.captioner, "draft_size", None))
         return sha, w.captioner.preprocess(image), None, time.perf_counter() - t0
     except NotFound:
         return sha, None, "missing: image object not found in the object store", time.perf_counter() - t0

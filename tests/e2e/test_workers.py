@@ -41,7 +41,8 @@ def test_each_architecture_captions_the_seed_images(settings, workers, tiny_mode
     from workers.presets import get_preset
 
     local = load_captioner(model, str(tiny_models / model))
-    expected = local.generate([local.preprocess(decode_rgb(data, settings.max_image_pixels, local.draft_size)) for _, data in images], get_preset(model, "default"))
+    expected = local.generate([local.preprocess(decode_rgb(data, settings.max_image_pixels, settings.worker_decode_max_side_px,
+                                                           min_size=local.draft_size)) for _, data in images], get_preset(model, "default"))
     assert [items[sha256_hex(data)]["caption"] for _, data in images] == expected
     # Distinct captions per image make "in input order" mean something: a mix-up of images would show.
     assert len(set(expected)) == len(images), expected

@@ -123,26 +123,28 @@ def _jpeg(image: Image.Image, **save) -> bytes:
 
 def test_draft_decodes_at_the_smallest_scale_not_below_the_input(images):
     data = _jpeg(images[-1])  # 4000x3000
-    assert decode_rgb(data, 10**8).size == (4000, 3000)
+    # Without a model size, issue 12's bound applies: the longer side stays at 1024 or more (1/2 scale here)
+    assert decode_rgb(data, 10**8).size == (2000, 1500)
+    assert decode_rgb(data, 10**8, max_side_px=4000).size == (4000, 3000)
     # 1/8 would be 500x375, under 384: 1/4 is the smallest scale that keeps both sides at least 384
-    assert decode_rgb(data, 10**8, (384, 384)).size == (1000, 750)
-    assert decode_rgb(data, 10**8, (224, 224)).size == (500, 375)
+    assert decode_rgb(data, 10**8, min_size=(384, 384)).size == (1000, 750)
+    assert decode_rgb(data, 10**8, min_size=(224, 224)).size == (500, 375)
     # An image already near the input size is decoded whole
-    assert decode_rgb(_jpeg(images[0]), 10**8, (384, 384)).size == images[0].size
+    assert decode_rgb(_jpeg(images[0]), 10**8, min_size=(384, 384)).size == images[0].size
     # Not a JPEG: no draft, decoded whole
     png = io.BytesIO()
     images[-2].save(png, "PNG")
-    assert decode_rgb(png.getvalue(), 10**8, (224, 224)).size == (1920, 1080)
+    assert decode_rgb(png.getvalue(), 10**8, min_size=(224, 224)).size == (1920, 1080)
 
 
 def test_draft_keeps_exif_orientation_and_the_pixel_cap(images):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display": the stored 4000x3000 shows as 3000x4000
     data = _jpeg(images[-1], exif=exif)
-    assert decode_rgb(data, 10**8, (384, 384)).size == (750, 1000)
+    assert decode_rgb(data, 10**8, min_size=(384, 384)).size == (750, 1000)
     # The cap counts the stored pixels, before any draft shrinks them
     with pytest.raises(InvalidImage, match="over the 11,999,999-pixel cap"):
-        decode_rgb(data, 4000 * 3000 - 1, (384, 384))
+        decode_rgb(data, 4000 * 3000 - 1, min_size=(384, 384))
 
 
 @pytest.mark.parametrize("name", ["blip", "git", "vit-gpt2"])
@@ -151,7 +153,7 @@ def test_draft_then_tensor_path_stays_close_to_the_full_decode(name, images):
     recipe = PixelRecipe.from_processor(processor)
     for image in images[:3] + images[-2:]:
         data = _jpeg(image)
-        want = torch.from_numpy(processor(images=decode_rgb(data, 10**8), return_tensors="np").pixel_values[0])
-        got = recipe.normalize(recipe.resize(uint8_chw(decode_rgb(data, 10**8, recipe.draft_size)))[None],
+        want = torch.from_numpy(processor(images=decode_rgb(data, 10**8, max_side_px=10**5), return_tensors="np").pixel_values[0])
+        got = recipe.normalize(recipe.resize(uint8_chw(decode_rgb(data, 10**8, min_size=recipe.draft_size)))[None],
                                torch.float32)[0]
         assert _levels(recipe, got, want).mean() <= DRAFT_MEAN_LEVELS
