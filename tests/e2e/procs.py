@@ -1,6 +1,8 @@
 """procs: start `capq` subprocesses with their logs under LOG_DIR, wait for their HTTP endpoints, stop them for sure."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -36,13 +38,13 @@ def wait_http(client: httpx.Client, path: str, timeout_s: float = 60) -> httpx.R
 
 
 def stop(*procs: subprocess.Popen) -> None:
-    """TERM, then KILL what is left."""
+    """TERM each one's session (a worker's pool children too), then KILL what is left."""
     for proc in procs:
         if proc.poll() is None:
-            proc.terminate()
+            os.killpg(proc.pid, signal.SIGTERM)
     for proc in procs:
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from producer.queries import job_status, list_jobs
 from storage.jobs import JobStore
 from tests.conftest import REPO, settings_env
 from tests.e2e.conftest import LOG_DIR, make_job, random_images, wait_job
+from tests.e2e.procs import stop
 
 SECONDS_PER_IMAGE = 0.1
 
@@ -74,9 +74,4 @@ def test_eta_of_each_job_matches_its_actual_finish(settings, clean_redis):
         # and a finished job has no ETA
         assert job_status(settings, a)["eta"] is None
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)

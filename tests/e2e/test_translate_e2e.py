@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from storage.db import mongo
 from storage.translations import TranslationMemory
 from tests.conftest import REPO, SEED_IMAGES, settings_env
 from tests.e2e.conftest import LOG_DIR
+from tests.e2e.procs import stop
 from tests.integration.test_translation import StandIn
 from translation.service import text_sha
 
@@ -46,13 +46,7 @@ def translate_worker(settings, stand_in, clean_redis):
             time.sleep(0.3)
         yield proc
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
 
 def capq(settings, *args):
