@@ -5,58 +5,44 @@ import sys
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from capq import stack as local_stack
-from capq.settings import SettingsError, get_settings
+from capq.settings import SettingsError
 
 app = typer.Typer(help="capq: distributed batch image captioning.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
-stack_app = typer.Typer(help="Local Redis, MongoDB wire server and S3 server for development, tests and the demo.",
-                        no_args_is_help=True)
-app.add_typer(stack_app, name="stack")
 console = Console(stderr=True)
-
-
-@stack_app.command("up")
-def stack_up() -> None:
-    """Start the local services (idempotent) and wait until each answers."""
-    settings = get_settings()
-    table = Table("service", "state", "url")
-    local_stack.up(settings, lambda name, state, url: table.add_row(name, state, url))
-    table.caption = f"data and logs under {settings.stack_dir.resolve()}"
-    Console().print(table)
-
-
-@stack_app.command("down")
-def stack_down() -> None:
-    """Stop the local services capq started."""
-    local_stack.down(get_settings(), lambda name, state, url: Console().print(f"{name}: {state}"))
-
-
-@stack_app.command("status")
-def stack_status() -> None:
-    """Show whether each local service answers; exit 1 if any does not."""
-    rows = local_stack.status(get_settings())
-    table = Table("service", "state", "url", "log")
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
-    if any(not state.startswith("running") for _, state, _, _ in rows):
-        raise typer.Exit(1)
+# Repository tooling (tooling/): the runtime images do not ship it, so these commands say where they run instead.
+TOOLING_COMMANDS = ("stack", "demo", "models make-tiny")
 
 
 def _register_packages() -> None:
     import importlib
 
-    for name in ("workers.cli", "producer.cli", "evaluation.cli", "producer.cli_export", "translation.cli", "ui.cli"):
+    for name in ("workers.cli", "producer.cli", "evaluation.cli", "producer.cli_export", "translation.cli", "ui.cli",
+                 "tooling.cli"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != name:
+            if exc.name not in (name, "tooling"):
                 raise
+            if name == "tooling.cli":
+                _tooling_missing()
             continue
         module.register(app)
+
+
+def _tooling_missing() -> None:
+    def missing(ctx: typer.Context) -> None:
+        console.print(f"[red]error:[/red] `{ctx.command_path}` is repository tooling, not part of this installation: "
+                      "run it from a checkout of capq (make setup installs it; then .venv/bin/capq)")
+        raise typer.Exit(2)
+
+    takes_anything = {"allow_extra_args": True, "ignore_unknown_options": True}
+    for command in TOOLING_COMMANDS:
+        *group, name = command.split()
+        parent = next((g.typer_instance for g in app.registered_groups if [g.name] == group), None) if group else app
+        if parent is not None:
+            parent.command(name, context_settings=takes_anything, help="Repository tooling: run from a checkout.")(missing)
 
 
 _register_packages()
@@ -70,6 +56,6 @@ def main() -> None:
     except SettingsError as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(2)
-    except (StorageError, local_stack.StackError) as exc:
+    except StorageError as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(1)

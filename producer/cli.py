@@ -1,4 +1,4 @@
-"""cli: `capq submit|status|results|jobs|history|cancel|keys|api|demo`, thin over producer's plain functions."""
+"""cli: `capq submit|status|results|jobs|history|cancel|keys|api`, thin over producer's plain functions."""
 from __future__ import annotations
 
 import csv
@@ -335,32 +335,6 @@ def api_cmd(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 
-@_exits
-def demo_cmd(models: str = typer.Option("blip,blip2,git,vit-gpt2", help="Models to run, comma-separated."),
-             checkpoint: Optional[list[str]] = typer.Option(None, help="MODEL=HUB_ID_OR_DIR (repeatable); default: "
-                                                            "tiny offline models"),
-             device: str = typer.Option("cpu", help="cpu or cuda:N for the workers."),
-             no_api: bool = typer.Option(False, "--no-api", help="Submit directly instead of over HTTP."),
-             timeout_s: float = typer.Option(600, help="Give up waiting for captions after this long."),
-             keep_running: bool = typer.Option(False, "--keep-running", help="Then leave the stack, workers, API "
-                                               "and web UI running and print the UI's URL (Ctrl-C stops them)."),
-             ui_host: str = typer.Option("127.0.0.1", "--ui-host", help="With --keep-running: the UI's address."),
-             ui_port: int = typer.Option(8501, "--ui-port", min=1, max=65535,
-                                         help="With --keep-running: the UI's port.")) -> None:
-    """The main job end to end: stack, models, workers, API, submit the seed images, print captions."""
-    import httpx
-
-    from producer.demo import DemoError, run_demo
-
-    try:
-        code = run_demo(get_settings(), models, checkpoint or [], device, not no_api, timeout_s, keep_running,
-                        ui_host, ui_port)
-    except (DemoError, httpx.HTTPError) as exc:
-        fail(exc)
-        code = 1
-    raise typer.Exit(code)
-
-
 def register(app: typer.Typer) -> None:
     app.command("submit")(submit_cmd)
     app.command("status")(status_cmd)
@@ -370,7 +344,6 @@ def register(app: typer.Typer) -> None:
     app.command("cancel")(cancel_cmd)
     app.add_typer(keys_app, name="keys")
     app.command("api")(api_cmd)
-    app.command("demo")(demo_cmd)
     from producer import owners_cli  # issue 15: owners, usage, keys rotate, retention
 
     owners_cli.register(app)

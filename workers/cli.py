@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -105,15 +104,6 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
     for r in rows:
         table.add_row(r["model"], r["default_checkpoint"], ", ".join(r["other_checkpoints"]), ", ".join(r["presets"]))
     out.print(table)
-
-
-@models_app.command("make-tiny")
-def models_make_tiny(directory: Path = typer.Argument(..., help="Folder to build DIR/blip, DIR/blip2, DIR/git, DIR/vit-gpt2 in.")) -> None:
-    """Build tiny, randomly initialised models of all four architectures, offline."""
-    from workers.tiny import make_tiny
-
-    for name, path in make_tiny(directory).items():
-        out.print(f"{name}: {path}")
 
 
 @dlq_app.command("list")

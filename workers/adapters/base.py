@@ -71,7 +71,7 @@ def load_pretrained(model: str, checkpoint: str, loader: Callable[..., Any], **k
 def _local_hint() -> str:
     return (
         "point --checkpoint at a folder written by save_pretrained (config.json, weights, tokenizer "
-        "and preprocessor files), or build tiny test models with workers.tiny.make_tiny"
+        "and preprocessor files), or build tiny test models with `capq models make-tiny DIR`"
     )
 
 

@@ -1,4 +1,4 @@
-"""tiny: build a tiny random-weight Marian translation model offline (sentencepiece trained in-process), for tests."""
+"""tiny_marian: a tiny random-weight Marian translation model, built offline (sentencepiece trained in-process)."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from workers.tiny import CORPUS, MARKER, SEED
+from tooling.tiny import MARKER, SEED, corpus
 
 TINY_MARIAN_VERSION = "1"
 HIDDEN = 32
@@ -28,7 +28,7 @@ def _build(out: Path) -> None:
     import torch
     from transformers import MarianConfig, MarianMTModel, MarianTokenizer
 
-    lines = [line for line in CORPUS.splitlines() if line]
+    lines = corpus()
     model_bytes = _spm(lines)
     (out / "source.spm").write_bytes(model_bytes)
     (out / "target.spm").write_bytes(model_bytes)

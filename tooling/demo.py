@@ -3,34 +3,25 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from capq.names import WORKER_HEARTBEAT_KEY
 from capq.settings import Settings
 from producer.choices import parse_models
-from producer.errors import BadInput, ProducerError
+from producer.errors import BadInput
 from producer.render import Bar, captions_grid, err, finished, out
+from tooling import stack
+from tooling.paths import missing_seed_images, seed_images
+from tooling.ports import free_port
+from tooling.procs import ProcessError, Processes
+from tooling.workers import heartbeat_key
 
-REPO = Path(__file__).resolve().parents[1]
 DEMO_OWNER = "demo"
 
 
-class DemoError(ProducerError):
+class DemoError(ProcessError):
     """A process the demo started died or never became ready; the message carries its log tail."""
-
-
-def seed_images() -> list[Path]:
-    """The 10 seed JPEGs: $CAPQ_SEED_DIR (the seed folder) else <repo>/../shared/seed."""
-    root = Path(os.environ.get("CAPQ_SEED_DIR") or REPO.parent / "shared" / "seed")
-    images = sorted((root / "test_images" / "images").glob("*.jpg"))
-    if not images:
-        raise BadInput(f"no seed images in {root / 'test_images' / 'images'}; set CAPQ_SEED_DIR to the seed folder "
-                       "(the one holding test_images/images/*.jpg)")
-    return images
 
 
 def parse_checkpoints(pairs: list[str], models: list[str]) -> dict[str, str]:
@@ -46,58 +37,13 @@ def parse_checkpoints(pairs: list[str], models: list[str]) -> dict[str, str]:
     return chosen
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Processes:
-    """Child processes, each in its own session (so a terminal's Ctrl-C reaches only us) and with a log file."""
-
-    def __init__(self, log_dir: Path):
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen] = {}
-        log_dir.mkdir(parents=True, exist_ok=True)
-
-    def start(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "capq", *args], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.procs[name] = proc
-        return proc
-
-    def check(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                tail = (self.log_dir / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
-                raise DemoError(f"{name} exited with code {proc.returncode}; its log "
-                                f"{self.log_dir / (name + '.log')} ends:\n" + "\n".join(tail))
-
-    def stop_all(self, timeout_s: float = 15.0) -> None:
-        # A second Ctrl-C must not cut the clean-up short and leave orphans running.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
 def _wait_ready(settings: Settings, procs: Processes, workers: dict[str, subprocess.Popen], api_url: str | None,
                 timeout_s: float) -> None:
     import httpx
     import redis
 
     client = redis.Redis.from_url(settings.redis_url)
-    host = socket.gethostname()
-    pending = {f"{WORKER_HEARTBEAT_KEY}{m}@{host}:{p.pid}": m for m, p in workers.items()}
+    pending = {heartbeat_key(m, p.pid): m for m, p in workers.items()}
     deadline = time.monotonic() + timeout_s
     while pending or api_url:
         procs.check()
@@ -167,9 +113,9 @@ def _keep_running(settings: Settings, procs: Processes, api_url: str, ui_host: s
     key, record = keys.create(DEMO_OWNER, "premium", note="capq demo --keep-running (web UI)")
     try:
         if settings.translate_chain:
-            procs.start("translate", ["translate", "worker"])
+            procs.start_capq("translate", ["translate", "worker"])
         os.environ["CAPQ_UI_API_KEY"] = key  # to the UI process only: never on a command line (ps shows those)
-        procs.start("ui", ["ui", "--host", ui_host, "--port", str(ui_port), "--api", api_url])
+        procs.start_capq("ui", ["ui", "--host", ui_host, "--port", str(ui_port), "--api", api_url])
         os.environ.pop("CAPQ_UI_API_KEY")
         url = f"http://{ui_host}:{ui_port}"
         deadline = time.monotonic() + 120
@@ -196,29 +142,29 @@ def run_demo(settings: Settings, models: str, checkpoints: list[str], device: st
              timeout_s: float, keep_running: bool = False, ui_host: str = "127.0.0.1", ui_port: int = 8501) -> int:
     """Run the demo; returns the exit code (0 when every seed image got a caption from every model).
     With keep_running, the stack, workers, API and web UI stay up (URL printed) until Ctrl-C."""
-    from capq import stack
-
     models_ = parse_models(models)
     chosen = parse_checkpoints(checkpoints, models_)
     images = seed_images()
+    if not images:
+        raise BadInput(missing_seed_images())
     stack.up(settings, lambda name, state, url: err.print(f"{name}: {state} ({url})"))
     tiny = [m for m in models_ if m not in chosen]
     if tiny:
-        from workers.tiny import make_tiny
+        from tooling.tiny import make_tiny
 
         err.print(f"tiny offline models for {', '.join(tiny)} in {settings.models_dir} (built if absent)")
         chosen |= {m: str(p) for m, p in make_tiny(settings.models_dir, tiny).items()}
     if keep_running and not use_api:
         raise BadInput("--keep-running serves the web UI, which needs the API: drop --no-api")
-    procs = Processes(settings.home / "demo")
+    procs = Processes(settings.home / "demo", {"PYTHONUNBUFFERED": "1"})
     t0 = time.monotonic()
     try:
-        workers = {m: procs.start(f"worker-{m}", ["worker", "--model", m, "--checkpoint", chosen[m], "--device", device])
+        workers = {m: procs.start_capq(f"worker-{m}", ["worker", "--model", m, "--checkpoint", chosen[m], "--device", device])
                    for m in models_}
         api_url = None
         if use_api:
-            port = _free_port()
-            procs.start("api", ["api", "--host", "127.0.0.1", "--port", str(port)])
+            port = free_port()
+            procs.start_capq("api", ["api", "--host", "127.0.0.1", "--port", str(port)])
             api_url = f"http://127.0.0.1:{port}"
         _wait_ready(settings, procs, workers, api_url, timeout_s)
         bar = Bar("captioning")
@@ -234,6 +180,8 @@ def run_demo(settings: Settings, models: str, checkpoints: list[str], device: st
         err.print("interrupted: stopping the workers and API the demo started")
         return 130
     finally:
+        # A second Ctrl-C must not cut the clean-up short and leave orphans running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         procs.stop_all()
     out.print(captions_grid(rows, models_))
     c = job["counts"]

@@ -1,4 +1,5 @@
-"""tiny: build tiny random-weight versions of the four caption models offline, for tests and demos."""
+"""tiny: tiny random-weight caption models of the four architectures, and a tiny CLIP, built offline for tests,
+benches and the demo."""
 from __future__ import annotations
 
 import json
@@ -56,11 +57,12 @@ a photo of a picture hanging on a wall
 """
 
 
-def _corpus() -> list[str]:
+def corpus() -> list[str]:
+    """CORPUS's captions, one a line."""
     return [line for line in CORPUS.splitlines() if line]
 
 
-def _bert_tokenizer(bos: str | None = None, size: int | None = None):
+def bert_tokenizer(bos: str | None = None, size: int | None = None):
     """A lowercase WordPiece tokenizer over CORPUS's words, as transformers' BertTokenizer.
 
     `size` pads the vocabulary with BERT-style [unusedN] tokens, for full-size models whose embedding and
@@ -70,7 +72,7 @@ def _bert_tokenizer(bos: str | None = None, size: int | None = None):
 
     # Built, not trained: tokenizers' WordPiece trainer breaks count ties differently from run to run,
     # so two builds got different vocabularies. Whole words first, then characters for anything else.
-    words = sorted({word for line in _corpus() for word in line.split()})
+    words = sorted({word for line in corpus() for word in line.split()})
     chars = sorted({char for word in words for char in word})
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + chars + [f"##{c}" for c in chars]
     tokens = list(dict.fromkeys(tokens))
@@ -84,7 +86,7 @@ def _bert_tokenizer(bos: str | None = None, size: int | None = None):
     return tokenizer
 
 
-def _gpt2_tokenizer(bos: str, eos: str, pad: str | None, unk: str, specials: list[str]):
+def gpt2_tokenizer(bos: str, eos: str, pad: str | None, unk: str, specials: list[str]):
     """A byte-level BPE tokenizer trained on CORPUS, wrapped as transformers' GPT2Tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Tokenizer
@@ -93,7 +95,7 @@ def _gpt2_tokenizer(bos: str, eos: str, pad: str | None, unk: str, specials: lis
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
     # No full byte alphabet: random weights would then emit stray bytes that decode to '\ufffd'.
-    raw.train_from_iterator(_corpus(), trainers.BpeTrainer(
+    raw.train_from_iterator(corpus(), trainers.BpeTrainer(
         vocab_size=500, special_tokens=specials, show_progress=False))
     state = json.loads(raw.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
@@ -109,7 +111,7 @@ def _vision(**extra) -> dict:
 def _build_blip(out: Path) -> None:
     from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil, BlipProcessor
 
-    tokenizer = _bert_tokenizer(bos="[DEC]")
+    tokenizer = bert_tokenizer(bos="[DEC]")
     config = BlipConfig(
         text_config=dict(vocab_size=len(tokenizer), hidden_size=HIDDEN, encoder_hidden_size=HIDDEN,
                          intermediate_size=2 * HIDDEN, num_hidden_layers=1, num_attention_heads=2,
@@ -120,7 +122,7 @@ def _build_blip(out: Path) -> None:
         vision_config=_vision(projection_dim=HIDDEN), projection_dim=HIDDEN, image_text_hidden_size=HIDDEN,
     )
     image_processor = BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-    _save(out, BlipForConditionalGeneration, config, BlipProcessor(image_processor, tokenizer))
+    save_model(out, BlipForConditionalGeneration, config, BlipProcessor(image_processor, tokenizer))
 
 
 def _build_blip2(out: Path) -> None:
@@ -129,7 +131,7 @@ def _build_blip2(out: Path) -> None:
                               BlipImageProcessorPil, OPTConfig)
 
     # OPT's conventions: </s> is both bos and eos, <pad> pads.
-    tokenizer = _gpt2_tokenizer("</s>", "</s>", "<pad>", "<unk>", ["<pad>", "</s>", "<unk>"])
+    tokenizer = gpt2_tokenizer("</s>", "</s>", "<pad>", "<unk>", ["<pad>", "</s>", "<unk>"])
     tokenizer.add_tokens([AddedToken("<image>", normalized=False, special=True)], special_tokens=True)
     n_query = 4
     text = OPTConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, word_embed_proj_dim=HIDDEN,
@@ -147,13 +149,13 @@ def _build_blip2(out: Path) -> None:
     image_processor = BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     # The processor must agree with the model on how many <image> placeholders to insert.
     processor = Blip2Processor(image_processor, tokenizer, num_query_tokens=n_query)
-    _save(out, Blip2ForConditionalGeneration, config, processor)
+    save_model(out, Blip2ForConditionalGeneration, config, processor)
 
 
 def _build_git(out: Path) -> None:
     from transformers import CLIPImageProcessorPil, GitConfig, GitForCausalLM, GitProcessor
 
-    tokenizer = _bert_tokenizer()
+    tokenizer = bert_tokenizer()
     config = GitConfig(
         vision_config=_vision(), vocab_size=len(tokenizer), hidden_size=HIDDEN, num_hidden_layers=1,
         num_attention_heads=2, intermediate_size=2 * HIDDEN, max_position_embeddings=MAX_POSITIONS,
@@ -162,7 +164,7 @@ def _build_git(out: Path) -> None:
     )
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
                                             crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-    _save(out, GitForCausalLM, config, GitProcessor(image_processor, tokenizer))
+    save_model(out, GitForCausalLM, config, GitProcessor(image_processor, tokenizer))
 
 
 def _build_vit_gpt2(out: Path) -> None:
@@ -170,7 +172,7 @@ def _build_vit_gpt2(out: Path) -> None:
     from transformers import VisionEncoderDecoderModel
 
     eot = "<|endoftext|>"
-    tokenizer = _gpt2_tokenizer(eot, eot, None, eot, [eot])
+    tokenizer = gpt2_tokenizer(eot, eot, None, eot, [eot])
     eos = tokenizer.eos_token_id
     decoder = GPT2Config(vocab_size=len(tokenizer), n_embd=HIDDEN, n_layer=1, n_head=2,
                          n_positions=MAX_POSITIONS, bos_token_id=eos, eos_token_id=eos,
@@ -182,10 +184,11 @@ def _build_vit_gpt2(out: Path) -> None:
     config.eos_token_id = eos
     image_processor = ViTImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     # Like the real checkpoint: an image processor and a tokenizer side by side, no joint processor.
-    _save(out, VisionEncoderDecoderModel, config, image_processor, tokenizer)
+    save_model(out, VisionEncoderDecoderModel, config, image_processor, tokenizer)
 
 
-def _save(out: Path, model_cls, config, *parts) -> None:
+def save_model(out: Path, model_cls, config, *parts) -> None:
+    """model_cls(config) with seeded random weights, and its processor parts, saved into out."""
     import torch
 
     torch.manual_seed(SEED)  # same seed, same weights: two builds give identical folders
@@ -201,6 +204,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
 
 
 def is_complete(folder: Path) -> bool:
+    """Whether folder holds a finished build of this TINY_VERSION."""
     marker = Path(folder) / MARKER
     return marker.is_file() and marker.read_text().strip() == TINY_VERSION
 
@@ -249,3 +253,41 @@ def _build_into(target: Path, builder: Callable[[Path], None]) -> None:
             raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+CLIP_MARKER = ".capq-tiny-clip-complete"
+
+
+def make_tiny_clip(out: Path) -> Path:
+    """Build (once) a CLIP whose text and vision towers are one 32-wide layer each, saved with save_pretrained."""
+    out = Path(out)
+    if (out / CLIP_MARKER).exists():
+        return out
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    # CLIP's BPE marks word ends with "</w>"; trained on the tiny models' caption corpus.
+    raw = Tokenizer(models.BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    raw.train_from_iterator(corpus(), trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|startoftext|>", "<|endoftext|>"], end_of_word_suffix="</w>",
+        show_progress=False))
+    state = json.loads(raw.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
+    tokenizer = CLIPTokenizer(vocab=state["vocab"], merges=merges)
+    torch.manual_seed(SEED)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    processor = CLIPProcessor(CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                              tokenizer)
+    out.mkdir(parents=True, exist_ok=True)
+    CLIPModel(config).save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / CLIP_MARKER).write_text("ok\n")
+    return out

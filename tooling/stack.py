@@ -4,10 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +12,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from capq.settings import Settings
+from tooling import procs
 
 
 class StackError(RuntimeError):
@@ -96,10 +94,9 @@ class Service:
     def pid(self) -> int | None:
         try:
             pid = int(self.pidfile.read_text())
-            os.kill(pid, 0)
-            return pid
         except (OSError, ValueError):
             return None
+        return pid if procs.alive(pid) else None
 
     def status(self) -> str:
         if self.ready():
@@ -110,38 +107,20 @@ class Service:
         """Start unless already answering; wait until ready. Returns what was done."""
         if self.ready():
             return "already running" if self.pid() else "reused (already answering)"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "data").mkdir(exist_ok=True)
-        log = open(self.logfile, "ab")
-        proc = subprocess.Popen(
-            self.argv(self.dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=self.dir, start_new_session=True, env={**os.environ, **self.env},
-        )
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        proc = procs.spawn(self.argv(self.dir), self.logfile, {**os.environ, **self.env}, cwd=self.dir, append=True)
         self.pidfile.write_text(str(proc.pid))
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise StackError(f"{self.name} exited with code {proc.returncode}; see {self.logfile}:\n{_tail(self.logfile)}")
-            if self.ready():
-                return f"started (pid {proc.pid})"
-            time.sleep(0.2)
-        raise StackError(f"{self.name} did not answer at {self.url} within {self.start_timeout_s:.0f}s; see {self.logfile}:\n{_tail(self.logfile)}")
+        try:
+            procs.wait_ready(proc, self.ready, self.start_timeout_s, f"{self.name} at {self.url}")
+        except procs.ProcessError as exc:
+            raise StackError(str(exc)) from None
+        return f"started (pid {proc.pid})"
 
     def stop(self, timeout_s: float = 15.0) -> str:
         pid = self.pid()
         if pid is None:
             return "not running (or not started by capq)"
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            _reap(pid)
-            time.sleep(0.1)
-        else:
-            os.killpg(pid, signal.SIGKILL)
+        procs.stop(pid, timeout_s=timeout_s)
         self.pidfile.unlink(missing_ok=True)
         return f"stopped (pid {pid})"
 
@@ -149,23 +128,8 @@ class Service:
         """SIGKILL at once: for fault tests that want a crash, not a shutdown."""
         pid = self.pid()
         if pid is not None:
-            os.killpg(pid, signal.SIGKILL)
-            _reap(pid)
+            procs.kill9(pid)
             self.pidfile.unlink(missing_ok=True)
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def redis_service(url: str, root: Path) -> Service:
