@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import shutil
 import tarfile
 import tempfile
@@ -13,10 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from PIL import Image
-
 from bench.scratch import scratch
 from capq.settings import Settings
+from tooling.images import noise_jpeg
 
 
 def make_shards(folder: Path, shards: int, per_shard: int) -> int:
@@ -26,13 +24,12 @@ def make_shards(folder: Path, shards: int, per_shard: int) -> int:
         with tarfile.open(folder / f"{s:05}.tar", "w") as tar:
             for i in range(per_shard):
                 side = 160 + ((s * per_shard + i) * 37) % 180
-                buf = io.BytesIO()
-                Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buf, "JPEG", quality=85)
-                for name, data in ((f"{s:05}{i:05}.jpg", buf.getvalue()), (f"{s:05}{i:05}.json", b'{"n": 1}')):
+                jpeg = noise_jpeg((side, side), quality=85)
+                for name, data in ((f"{s:05}{i:05}.jpg", jpeg), (f"{s:05}{i:05}.json", b'{"n": 1}')):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
-                total += buf.tell()
+                total += len(jpeg)
     return total
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from workers import tiny
+from tooling import tiny
 from workers.models import MODELS
 from workers.presets import get_preset
 
@@ -26,7 +26,7 @@ from workers.presets import get_preset
 def _blip(large: bool) -> tuple[Any, Any, Any]:
     from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil
 
-    tokenizer = tiny._bert_tokenizer(bos="[DEC]", size=30522)
+    tokenizer = tiny.bert_tokenizer(bos="[DEC]", size=30522)
     vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16) if large else {}
     config = BlipConfig(
         vision_config=vision,
@@ -39,7 +39,7 @@ def _blip(large: bool) -> tuple[Any, Any, Any]:
 def _blip2() -> tuple[Any, Any, Any]:
     from transformers import Blip2Config, Blip2ForConditionalGeneration, BlipImageProcessorPil, OPTConfig
 
-    tokenizer = tiny._gpt2_tokenizer("</s>", "</s>", "<pad>", "<unk>", ["<pad>", "</s>", "<unk>"])
+    tokenizer = tiny.gpt2_tokenizer("</s>", "</s>", "<pad>", "<unk>", ["<pad>", "</s>", "<unk>"])
     # Salesforce/blip2-opt-2.7b: ViT-g/14 (the config default), Q-Former with 32 queries, OPT-2.7b.
     text = OPTConfig(hidden_size=2560, word_embed_proj_dim=2560, num_hidden_layers=32, num_attention_heads=32,
                      ffn_dim=10240, vocab_size=50304, bos_token_id=2, eos_token_id=2, pad_token_id=1)
@@ -50,7 +50,7 @@ def _blip2() -> tuple[Any, Any, Any]:
 def _git() -> tuple[Any, Any, Any]:
     from transformers import CLIPImageProcessorPil, GitConfig, GitForCausalLM
 
-    tokenizer = tiny._bert_tokenizer(size=30522)
+    tokenizer = tiny.bert_tokenizer(size=30522)
     # microsoft/git-base-coco: CLIP ViT-B/16 at 224 px and a 6-layer decoder (the config defaults).
     config = GitConfig(bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
                        pad_token_id=tokenizer.pad_token_id)
@@ -63,7 +63,7 @@ def _vit_gpt2() -> tuple[Any, Any, Any]:
     from transformers import VisionEncoderDecoderModel
 
     eot = "<|endoftext|>"
-    tokenizer = tiny._gpt2_tokenizer(eot, eot, None, eot, [eot])
+    tokenizer = tiny.gpt2_tokenizer(eot, eot, None, eot, [eot])
     # nlpconnect/vit-gpt2-image-captioning: ViT-B/16 at 224 px and GPT-2 small (the config defaults).
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(ViTConfig(), GPT2Config())
     config.decoder_start_token_id = config.pad_token_id = config.eos_token_id = 50256

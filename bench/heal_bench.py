@@ -8,8 +8,6 @@ shard would wait that long. Prints markdown rows for docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import socket
 import statistics
 import time
@@ -18,14 +16,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from bench.worker_bench import drop, start_worker
+from bench.worker_bench import drop
 from capq.names import HELD_KEY
 from capq.settings import load_settings
 from producer.enqueue import enqueue_pending
 from storage.blobs import ImageStore
 from storage.db import Mongo
 from storage.jobs import JobStore
-from tests.e2e.conftest import TINY_DIR, random_images
+from tooling.images import random_images
+from tooling.paths import TINY_DIR
+from tooling.tiny import make_tiny
+from tooling.workers import Workers
 from workers.celery_app import create_app
 
 GOAL_S = 30.0
@@ -45,7 +46,7 @@ def settings_for_run(redis_url: str | None):
     return s, env
 
 
-def one_round(s, env, procs: dict[int, object], seed: int) -> float:
+def one_round(s, env, fleet: Workers, live: dict[int, object], seed: int) -> float:
     store, jobs, client = ImageStore(s), JobStore(s), redis.Redis.from_url(s.redis_url, decode_responses=True)
     images = random_images(40, seed=seed)
     job, _ = jobs.create("bench", "free", ["blip"], "default")
@@ -58,10 +59,9 @@ def one_round(s, env, procs: dict[int, object], seed: int) -> float:
     tag, holder = next((t, h) for t, h in client.hgetall(HELD_KEY).items()
                        if client.hget("unacked", t) and job["_id"] in client.hget("unacked", t))
     pid = int(holder.rsplit(":", 1)[1])
-    os.killpg(pid, signal.SIGKILL)
     t_kill = time.monotonic()
-    procs.pop(pid).wait()
-    others = {f"blip@{socket.gethostname()}:{p}" for p in procs}
+    fleet.kill9(live.pop(pid))
+    others = {f"blip@{socket.gethostname()}:{p}" for p in live}
     # Worked again: another worker has received the shard (it records the delivery as held on receipt).
     while client.hget(HELD_KEY, tag) not in others:
         time.sleep(0.1)
@@ -77,8 +77,9 @@ def main() -> None:
                         "CAPQ_REDIS_URL's server, which the bench flushes")
     args = parser.parse_args()
     s, env = settings_for_run(args.redis_url)
-    argv = ["-m", "capq", "worker", "--model", "blip", "--checkpoint", str(TINY_DIR / "blip")]
-    procs: dict[int, object] = {}
+    make_tiny(TINY_DIR, ["blip"])  # the tests' tiny models (built here if no test has run yet)
+    fleet = Workers(env, TINY_DIR)
+    live: dict[int, object] = {}
     times = []
     print(f"heartbeat lapse CAPQ_WORKER_LOST_AFTER_S={s.worker_lost_after_s}, CAPQ_HEAL_INTERVAL_S="
           f"{s.heal_interval_s}, CAPQ_VISIBILITY_TIMEOUT_S={s.visibility_timeout_s}\n")
@@ -86,15 +87,13 @@ def main() -> None:
     print("| --- | --- |")
     try:
         for r in range(args.rounds):
-            while len(procs) < 2:
-                p = start_worker(env, argv, "blip")
-                procs[p.pid] = p
-            times.append(one_round(s, env, procs, seed=40 + r))
+            while len(live) < 2:
+                p = fleet.start("blip", settle_s=1.0)
+                live[p.pid] = p
+            times.append(one_round(s, env, fleet, live, seed=40 + r))
             print(f"| {r + 1} | {times[-1]:.1f} |", flush=True)
     finally:
-        for p in procs.values():  # they may be mid-shard: no need to wait for a warm shutdown
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+        fleet.kill9(*live.values())  # they may be mid-shard: no need to wait for a warm shutdown
         drop(s)
     median = statistics.median(times)
     print(f"\nmedian of {len(times)}: {median:.1f} s = {median / GOAL_S:.2f} of the 30 s goal; "

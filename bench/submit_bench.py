@@ -2,19 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from io import BytesIO
 from pathlib import Path
 
-from PIL import Image
-
 from capq.settings import Settings, load_settings
+from tooling import procs
+from tooling.images import noise_jpeg
+from tooling.ports import free_port
+from tooling.stack import redis_ready
 
 
 def make_images(folder: Path, n: int) -> int:
@@ -22,32 +22,20 @@ def make_images(folder: Path, n: int) -> int:
     total = 0
     for i in range(n):
         side = 160 + (i * 37) % 180  # 160..339 px of noise at q85: ~20-100 KB
-        noise = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
-        buf = BytesIO()
-        noise.save(buf, "JPEG", quality=85)
-        (folder / f"img-{i:05}.jpg").write_bytes(buf.getvalue())
-        total += buf.tell()
+        data = noise_jpeg((side, side), quality=85)
+        (folder / f"img-{i:05}.jpg").write_bytes(data)
+        total += len(data)
     return total
 
 
 def private_redis(folder: Path) -> tuple[subprocess.Popen, str]:
     """A throwaway Redis, so benchmark shards never reach a real worker's queue."""
-    import socket
-
-    import redis
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            redis.Redis(port=port).ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    return proc, f"redis://127.0.0.1:{port}/0"
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    proc = procs.spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                        "no", "--dir", str(folder)], folder / "redis.log")
+    procs.wait_ready(proc, lambda: redis_ready(url), 30, "redis-server", poll_s=0.05)
+    return proc, url
 
 
 def raw_puts(settings: Settings, files: list[Path], threads: int) -> float:
@@ -134,8 +122,7 @@ def main() -> None:
         from storage.db import Mongo
 
         Mongo(sub).client.drop_database(sub.mongo_db)
-        redis_proc.terminate()
-        redis_proc.wait(10)
+        procs.stop(redis_proc, timeout_s=10)
         shutil.rmtree(work, ignore_errors=True)
 
 

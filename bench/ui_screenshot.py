@@ -23,8 +23,10 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-SEED = REPO.parent / "shared" / "seed" / "test_images" / "images" / "000000006818.jpg"
+from tooling.paths import REPO, seed_dir
+from tooling.ports import free_port
+
+SEED = seed_dir() / "test_images" / "images" / "000000006818.jpg"
 
 
 class DevTools:
@@ -77,11 +79,10 @@ def main() -> int:
         print("chromium not found: apt-get install -y chromium", file=sys.stderr)
         return 1
     from capq.settings import get_settings
-    from producer.demo import _free_port
-    from translation.tiny import make_tiny_marian
+    from tooling.tiny_marian import make_tiny_marian
 
     marian = make_tiny_marian(get_settings().models_dir / "tiny-marian")
-    ui_port, cdp_port = _free_port(), _free_port()
+    ui_port, cdp_port = free_port(), free_port()
     env = {**os.environ, "CAPQ_TRANSLATE_PROVIDERS": "offline", "CAPQ_TRANSLATE_OFFLINE_MODEL": str(marian),
            "PYTHONUNBUFFERED": "1"}
     demo = subprocess.Popen([sys.executable, "-m", "capq", "demo", "--models", "blip", "--keep-running",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,12 +18,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from capq.names import WORKER_HEARTBEAT_KEY
 from capq.settings import Settings, load_settings
 from storage.blobs import ImageStore
 from storage.db import Mongo
 from storage.jobs import JobStore
 from producer.enqueue import enqueue_pending
+from tooling import procs
+from tooling.images import random_images
+from tooling.paths import LOG_DIR
+from tooling.workers import wait_heartbeat
 from workers.celery_app import create_app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,13 +40,13 @@ def build_blip_base(out: Path) -> Path:
     from transformers import BlipProcessor
 
     from bench.gpu_bench import ARCHITECTURES
-    from workers import tiny
+    from tooling import tiny
 
     if tiny.is_complete(out):
         return out
     model_cls, config, (tokenizer, image_processor) = ARCHITECTURES["blip-base"][1]()
     out.mkdir(parents=True, exist_ok=True)
-    tiny._save(out, model_cls, config, BlipProcessor(image_processor, tokenizer))
+    tiny.save_model(out, model_cls, config, BlipProcessor(image_processor, tokenizer))
     (out / tiny.MARKER).write_text(tiny.TINY_VERSION + "\n")
     return out
 
@@ -71,20 +73,15 @@ def drop(s: Settings) -> None:
 
 
 def start_worker(env: dict, argv: list[str], model: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, *argv], env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    client = redis.Redis.from_url(env["CAPQ_REDIS_URL"])
-    while not client.keys(f"{WORKER_HEARTBEAT_KEY}{model}@*:{proc.pid}"):
-        if proc.poll() is not None:
-            raise SystemExit(f"worker exited with {proc.returncode}")
-        time.sleep(0.2)
-    time.sleep(1.0)  # the consumer starts just after the heartbeat
+    """`python ARGV` (a worker for `model`), once it consumes; its log under LOG_DIR."""
+    proc = procs.spawn([sys.executable, *argv], LOG_DIR / f"bench-{model}-{time.strftime('%H%M%S')}.log",
+                       env={**os.environ, **env})
+    wait_heartbeat(proc, model, env["CAPQ_REDIS_URL"], timeout_s=600, settle_s=1.0)
     return proc
 
 
 def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(60)
+    procs.stop(proc, timeout_s=60)
 
 
 def run_job(s: Settings, images: list[tuple[str, bytes]], model: str) -> tuple[float, float]:
@@ -140,8 +137,6 @@ def raw_write_rate(s: Settings, n: int, bulk: int) -> float:
 
 def model_runs(n_images: int, dtypes: list[str]) -> None:
     """Full-size BLIP-base (random weights) on the CPU at batch 1 and batch 8, in each dtype."""
-    from capq.sample_images import random_images
-
     print("| run | images | wall s | images/s | share outside generate |")
     print("| --- | --- | --- | --- | --- |")
     ckpt = build_blip_base(FULLSIZE_DIR)
@@ -173,7 +168,6 @@ def model_runs(n_images: int, dtypes: list[str]) -> None:
 def plumbing_runs(n_images: int, rounds: int) -> None:
     """A no-op model through the real plumbing vs raw S3 GET, alternated so both see the same machine."""
     from storage.blobs import sha256_hex
-    from capq.sample_images import random_images
 
     s, env = bench_settings(8)
     proc = start_worker(env, ["-m", "bench.noop_worker"], "blip")

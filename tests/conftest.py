@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from capq.settings import Settings, load_settings
+# Re-exported: tests import REPO, free_port and settings_env from here.
+from tooling.paths import REPO, seed_dir, seed_images  # noqa: F401
+from tooling.ports import free_port  # noqa: F401
+from tooling.procs import settings_env
 
-REPO = Path(__file__).resolve().parents[1]
-SEED_DIR = Path(os.environ.get("CAPQ_SEED_DIR", REPO.parent / "shared" / "seed"))
-SEED_IMAGES = sorted((SEED_DIR / "test_images" / "images").glob("*.jpg"))
+SEED_DIR = seed_dir()
+SEED_IMAGES = seed_images()
 
 
 def pytest_collection_modifyitems(items):
@@ -24,25 +25,9 @@ def pytest_collection_modifyitems(items):
                 item.add_marker(getattr(pytest.mark, kind))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The CAPQ_* variables that reproduce `settings` in a subprocess."""
-    env = {}
-    for name, value in settings.model_dump().items():
-        if isinstance(value, dict):
-            value = ",".join(f"{k}={v}" for k, v in value.items())
-        env["CAPQ_" + name.upper()] = str(value)
-    return env
-
-
 def _require_services(settings: Settings) -> None:
     """A missing service fails the run: tests never skip because the stack is down."""
-    from capq.stack import mongo_ready, redis_ready, s3_ready
+    from tooling.stack import mongo_ready, redis_ready, s3_ready
 
     down = [name for name, ok in (("Redis", redis_ready(settings.redis_url)), ("MongoDB", mongo_ready(settings.mongo_url)),
                                   ("S3", s3_ready(settings.s3_endpoint))) if not ok]

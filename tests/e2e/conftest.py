@@ -1,33 +1,26 @@
 """e2e fixtures: tiny models, real worker processes, and jobs put straight into the stores."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import redis
 
-from capq.names import WORKER_HEARTBEAT_KEY
-from capq.sample_images import random_images  # re-exported: tests import it from here
 from capq.settings import Settings, load_settings
 from producer.enqueue import enqueue_pending
 from storage.blobs import ImageStore, sha256_hex
 from storage.jobs import JobStore
-from tests.conftest import REPO, flush_redis, settings_env
+from tests.conftest import flush_redis, settings_env
+from tooling import workers as harness
+from tooling.images import random_images  # noqa: F401 (re-exported: tests import it from here)
+from tooling.paths import LOG_DIR, TINY_DIR  # noqa: F401 (re-exported: tests import them from here)
 from workers.celery_app import create_app
-
-LOG_DIR = REPO / ".capq" / "test-logs"
-TINY_DIR = Path(os.environ.get("CAPQ_TEST_MODELS", REPO / ".capq" / "test-models"))
 
 
 @pytest.fixture(scope="session")
 def tiny_models() -> Path:
     """Tiny models of all four architectures, built offline once and reused across runs."""
-    from workers.tiny import make_tiny
+    from tooling.tiny import make_tiny
 
     make_tiny(TINY_DIR)
     return TINY_DIR
@@ -41,52 +34,12 @@ def clean_redis(settings):
     flush_redis(settings)
 
 
-class Workers:
-    """Starts `capq worker` subprocesses and always stops them."""
+class Workers(harness.Workers):
+    """Starts `capq worker` subprocesses on this session's settings and always stops them."""
 
     def __init__(self, settings: Settings, models_dir: Path):
-        self.settings, self.models_dir, self.procs = settings, models_dir, []
-
-    def start(self, model: str, extra_env: dict | None = None, args: list[str] = (), wait: bool = True,
-              launch: tuple[str, ...] = ("-m", "capq")) -> subprocess.Popen:
-        """`launch` is what runs `capq` (a fault test may name a module that plants a crash first)."""
-        env = {**os.environ, **settings_env(self.settings), "CAPQ_LOG_JSON": "false", **(extra_env or {})}
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        log = open(LOG_DIR / f"worker-{model}-{time.strftime('%H%M%S')}-{len(self.procs)}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, *launch, "worker", "--model", model, "--checkpoint", str(self.models_dir / model),
-             *args], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        proc.log_path = log.name
-        self.procs.append(proc)
-        if wait:
-            self.wait_ready(proc, model, env.get("CAPQ_REDIS_URL", self.settings.redis_url))
-        return proc
-
-    def wait_ready(self, proc, model: str, redis_url: str, timeout_s: float = 120) -> None:
-        client = redis.Redis.from_url(redis_url)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"worker exited {proc.returncode}:\n{Path(proc.log_path).read_text()[-3000:]}")
-            if client.exists(f"{WORKER_HEARTBEAT_KEY}{model}@{os.uname().nodename}:{proc.pid}"):
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"worker for {model} not ready:\n{Path(proc.log_path).read_text()[-3000:]}")
-
-    def kill9(self, proc) -> None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        super().__init__({**settings_env(settings), "CAPQ_LOG_JSON": "false"}, models_dir, LOG_DIR)
+        self.settings = settings
 
 
 @pytest.fixture

@@ -1,26 +1,19 @@
-"""procs: start `capq` subprocesses with their logs under LOG_DIR, wait for their HTTP endpoints, stop them for sure."""
+"""procs: `capq` subprocesses for the e2e stories, with their logs under LOG_DIR (the harness is tooling.procs)."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 
 import httpx
 
-from tests.conftest import REPO
-from tests.e2e.conftest import LOG_DIR
+from tooling import procs
+from tooling.paths import LOG_DIR, REPO
+from tooling.procs import stop  # noqa: F401 (re-exported: tests import it from here)
 
 
 def spawn_capq(env: dict, name: str, *args: str) -> subprocess.Popen:
     """`python -m capq ARGS` in its own session; its output goes to LOG_DIR/NAME-TIME.log (proc.log_path)."""
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    path = LOG_DIR / f"{name}-{time.strftime('%H%M%S')}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "capq", *args], env=env, cwd=REPO, stdout=open(path, "wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    proc.log_path = str(path)
-    return proc
+    return procs.spawn_capq(args, LOG_DIR / f"{name}-{time.strftime('%H%M%S')}.log", env, cwd=REPO)
 
 
 def wait_http(client: httpx.Client, path: str, timeout_s: float = 60) -> httpx.Response:
@@ -35,16 +28,3 @@ def wait_http(client: httpx.Client, path: str, timeout_s: float = 60) -> httpx.R
             pass
         assert time.monotonic() < deadline, f"{path} never answered 200"
         time.sleep(0.3)
-
-
-def stop(*procs: subprocess.Popen) -> None:
-    """TERM each one's session (a worker's pool children too), then KILL what is left."""
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()

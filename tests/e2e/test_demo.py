@@ -24,7 +24,7 @@ def demo_env(settings):
     env = {**settings_env(settings), "CAPQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
            "CAPQ_MONGO_DB": f"{settings.mongo_db}_d{tag}", "CAPQ_S3_BUCKET": f"{settings.s3_bucket}-d{tag}"}
     yield {**os.environ, **env, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    from capq import stack
+    from tooling import stack
 
     demo_settings = load_settings(env)
     stack.down(demo_settings)  # stops only what this home started: the demo's Redis

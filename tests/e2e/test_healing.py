@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from capq.names import HELD_KEY, caption_queues
-from capq.stack import mongo_service, redis_ready
+from tooling.stack import mongo_service, redis_ready
 from storage.blobs import sha256_hex
 from storage.captions import CaptionStore
 from storage.db import Mongo

@@ -74,7 +74,7 @@ def api(env, tmp_path_factory):
 @pytest.fixture(scope="module")
 def worker(psettings, env, tmp_path_factory):  # noqa: F811
     """A real blip worker (tiny model) exporting Prometheus metrics; -> its metrics URL."""
-    from workers.tiny import make_tiny
+    from tooling.tiny import make_tiny
 
     checkpoint = make_tiny(psettings.models_dir, ["blip"])["blip"]
     port = free_port()

@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from capq.stack import redis_ready
+from tooling.stack import redis_ready
 from tests.conftest import free_port, settings_env
 
 

@@ -27,7 +27,7 @@ def env(psettings):  # noqa: F811
 @pytest.fixture(scope="module")
 def blip_worker(psettings, env, tmp_path_factory):  # noqa: F811
     """One real worker process pinned to a tiny BLIP, ready when its heartbeat is in Redis."""
-    from workers.tiny import make_tiny
+    from tooling.tiny import make_tiny
 
     checkpoint = make_tiny(psettings.models_dir, ["blip"])["blip"]
     log = open(tmp_path_factory.mktemp("worker") / "worker.log", "wb")

@@ -10,7 +10,7 @@ import time
 import redis
 
 from capq.names import OUTAGES_KEY
-from capq.stack import mongo_service
+from tooling.stack import mongo_service
 from storage.db import Mongo
 from storage.jobs import JobStore
 from tests.conftest import SEED_IMAGES, free_port

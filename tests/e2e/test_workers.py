@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from capq.names import MODEL_NAMES
-from capq.stack import mongo_service
+from tooling.stack import mongo_service
 from storage.blobs import ImageStore, sha256_hex
 from storage.captions import CaptionStore
 from storage.jobs import JobStore

@@ -20,9 +20,10 @@ from evaluation.run import compare_models, evaluate_groups, run_evaluation
 from evaluation.seed import PUBLISHED as SEED_TABLE, read_eval_file
 from storage.blobs import sha256_hex
 from storage.db import Mongo, mongo
+from tooling.paths import seed_dir
 
 REPO = Path(__file__).resolve().parents[2]
-SEED_DIR = Path(os.environ.get("CAPQ_SEED_DIR", REPO.parent / "shared" / "seed"))
+SEED_DIR = seed_dir()
 GROUND_TRUTH = SEED_DIR / "captions_ground_truth.json"
 # models_tested name in the seed files -> capq model name and the seed's checkpoint.
 SEED_MODELS = {"blip": ("blip", "Salesforce/blip-image-captioning-large"), "blip2": ("blip2", "Salesforce/blip2-opt-2.7b"),

@@ -17,7 +17,7 @@ from capq.settings import load_settings
 from evaluation.clipscore import clip_scores, compare_unpaired, load_clip, mean_ci95
 from evaluation.quality import compare_alias_arms, measure_quality
 from evaluation.score_metrics import score_families
-from evaluation.tiny_clip import make_tiny_clip
+from tooling.tiny import make_tiny_clip
 from storage.aliases import AliasStore
 from storage.blobs import ImageStore
 from storage.db import mongo

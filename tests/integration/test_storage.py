@@ -115,7 +115,7 @@ def test_dead_database_gives_typed_error_within_bound(settings):
 
 
 def test_stopped_database_server_gives_typed_error(settings, tmp_path):
-    from capq.stack import mongo_service
+    from tooling.stack import mongo_service
 
     url = f"mongodb://127.0.0.1:{free_port()}"
     svc = mongo_service(url, tmp_path)

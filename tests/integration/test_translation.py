@@ -173,7 +173,7 @@ def test_no_provider_means_unavailable_and_captions_still_come_back(settings):
 
 
 def test_offline_marian_provider_with_a_tiny_model(settings, tmp_path_factory):
-    from translation.tiny import make_tiny_marian
+    from tooling.tiny_marian import make_tiny_marian
 
     folder = make_tiny_marian(tmp_path_factory.mktemp("marian") / "tiny-marian")
     s = load_settings({**settings_env(settings), "CAPQ_TRANSLATE_PROVIDERS": "offline",

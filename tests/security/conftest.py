@@ -17,6 +17,7 @@ from PIL import Image
 
 from storage.apikeys import ApiKeys
 from tests.conftest import REPO, free_port, settings_env
+from tooling.images import noise_jpeg
 
 # Small caps so that each attack is cheap to send and its refusal is plain to see.
 LIMITS = {
@@ -129,11 +130,7 @@ def key(settings):
 
 
 def jpeg(seed: int, size=(40, 30)) -> bytes:
-    rng = random.Random(seed)
-    img = Image.frombytes("RGB", size, bytes(rng.getrandbits(8) for _ in range(size[0] * size[1] * 3)))
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=80)
-    return buf.getvalue()
+    return noise_jpeg(size, random.Random(seed))
 
 
 def jpeg_claiming(width: int, height: int) -> bytes:

@@ -1,17 +1,11 @@
 """Fixtures for unit tests: the seed images and tiny random caption models built offline once per session."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def seed_dir() -> Path:
-    """The seed project's data: $CAPQ_SEED_DIR, else <repo>/../shared/seed."""
-    return Path(os.environ.get("CAPQ_SEED_DIR") or REPO.parent / "shared" / "seed")
+from tooling.paths import seed_dir
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +27,7 @@ def seed_images():
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """{model name: folder} of tiny random-weight checkpoints for all four architectures."""
-    from workers.tiny import make_tiny
+    from tooling.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("tiny-models"))
 

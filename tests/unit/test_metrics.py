@@ -21,9 +21,10 @@ from evaluation import metrics
 from evaluation.cli import register
 from evaluation.java import java_available, ptb_tokenize
 from evaluation.seed import PUBLISHED, SeedFormatError, differences_from_published, load_seed_dir, score_seed_dir
+from tooling.paths import seed_dir
 
 REPO = Path(__file__).resolve().parents[2]
-SEED_DIR = Path(os.environ.get("CAPQ_SEED_DIR", REPO.parent / "shared" / "seed"))
+SEED_DIR = seed_dir()
 
 # SEED_RESULTS.md, transcribed from the seed's screenshots/results.png.
 NAMES = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")

@@ -15,7 +15,7 @@ from PIL import Image
 from workers.adapters.base import Captioner, CheckpointError
 from workers.models import MODELS, describe_models, load_captioner
 from workers.presets import PRESETS, apply_postprocess, config_hash, get_preset, preset_names
-from workers.tiny import MARKER, make_tiny
+from tooling.tiny import MARKER, make_tiny
 
 
 REPO = Path(__file__).resolve().parents[2]

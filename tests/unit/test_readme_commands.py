@@ -13,10 +13,11 @@ import pytest
 import typer
 
 from capq.cli import app
+from tooling.paths import seed_dir
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
-SEED_DIR = Path(os.environ.get("CAPQ_SEED_DIR", REPO.parent / "shared" / "seed"))
+SEED_DIR = seed_dir()
 
 
 def _split(line: str) -> list[list[str]]:
