@@ -34,7 +34,7 @@ def _register_packages() -> None:
 def _tooling_missing() -> None:
     def missing(ctx: typer.Context) -> None:
         console.print(f"[red]error:[/red] `{ctx.command_path}` is repository tooling, not part of this installation: "
-                      "run it from a checkout of capq (make setup installs it; then .venv/bin/capq)")
+                      "run it from a checkout of capq (make setup installs it; then .venv/bin/capq)", soft_wrap=True)
         raise typer.Exit(2)
 
     takes_anything = {"allow_extra_args": True, "ignore_unknown_options": True}
