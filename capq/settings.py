@@ -9,10 +9,11 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from capq.errors import InputError
 from capq.names import TIERS, TRANSLATE_PROVIDERS
 
 
-class SettingsError(ValueError):
+class SettingsError(InputError, ValueError):
     """A CAPQ_* variable is missing or malformed; the message names it and says what to fix."""
 
 

@@ -16,12 +16,9 @@ from pathlib import Path
 
 from capq.settings import Settings
 from storage.references import PENDING_PREFIX, ReferenceStore, pending_key
+from evaluation.errors import ReferenceFormatError
 
 _SHOW = 5  # problems listed per message; the count says how many more
-
-
-class ReferenceFormatError(ValueError):
-    """The reference file cannot be imported; the message says what to fix. Nothing was written."""
 
 
 @dataclass

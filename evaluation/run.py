@@ -15,6 +15,7 @@ from evaluation.references import resolve_pending
 from storage.caption_reads import CaptionReads
 from storage.evaluations import EvaluationStore
 from storage.references import ReferenceStore
+from evaluation.errors import CompareError
 
 TRIGGERS = ("manual", "beat")
 
@@ -116,10 +117,6 @@ def run_evaluation(settings: Settings, model: str | None = None, preset: str | N
     :returns: the stored evaluation documents, each with its "id".
     """
     return evaluate_groups(settings, model, preset, job_id, since, trigger, skip_if_unchanged, meteor).evaluations
-
-
-class CompareError(ValueError):
-    """The two models cannot be compared; the message says what is missing."""
 
 
 def _latest_group(settings: Settings, model: str, preset: str | None) -> dict:

@@ -1,11 +1,12 @@
 """errors: the producer's error hierarchy; BadInput is the caller's to fix (exit 2, HTTP 4xx)."""
+from capq.errors import CapqError, InputError
 
 
-class ProducerError(Exception):
+class ProducerError(CapqError):
     """Base of every producer error."""
 
 
-class BadInput(ProducerError):
+class BadInput(ProducerError, InputError):
     """The request itself is wrong (unknown model, tier, preset, filter, path...); the message says what to fix."""
 
     status = 400

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from capq.errors import InputError
 from capq.settings import Settings
 from producer.errors import BadInput
 from producer.urls import FetchError, check_url, fetch_url
@@ -23,7 +24,7 @@ def owner_prefix(owner: str) -> str:
     return f"owners/{owner}/"
 
 
-class Refused(ValueError):
+class Refused(InputError, ValueError):
     """One named source may not be read; the message says why and what is allowed instead."""
 
 

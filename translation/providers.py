@@ -5,10 +5,11 @@ from abc import ABC, abstractmethod
 
 import httpx
 
+from capq.errors import Unavailable
 from capq.settings import Settings
 
 
-class ProviderError(Exception):
+class ProviderError(Unavailable):
     """A provider could not translate (down, refused, misconfigured); the chain moves on to the next one."""
 
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 
 import redis
 
+from capq.errors import Unavailable
 from capq.names import TRANSLATE_CACHE_KEY
 from capq.settings import Settings
 from storage.errors import StorageError
@@ -18,7 +19,7 @@ log = logging.getLogger("capq.translate")
 BATCH = 50  # texts per provider request
 
 
-class TranslationUnavailable(Exception):
+class TranslationUnavailable(Unavailable):
     """No provider is configured, or every provider in the chain failed; the message says which and why.
     `done` holds what was translated before the chain ran out (it is also in the memory)."""
 

@@ -11,6 +11,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from PIL import Image
 
+from capq.errors import InputError
 from workers.adapters.static_cache import StaticCaches, bucket
 from workers.preprocess import DeviceStager, PixelRecipe, is_resized_uint8, stack_and_normalize, uint8_chw
 from workers.presets import POSTPROCESSORS, apply_postprocess
@@ -21,7 +22,7 @@ _GENERATION_KEYS = ("prompt", "generate", "postprocess")
 log = logging.getLogger("capq.worker")
 
 
-class CheckpointError(Exception):
+class CheckpointError(InputError):
     """A checkpoint (hub id or local folder) is missing or unreadable: permanent, never retried."""
 
     def __init__(self, model: str, checkpoint: str, reason: str, hint: str):
