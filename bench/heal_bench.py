@@ -26,7 +26,7 @@ from storage.blobs import ImageStore
 from storage.db import Mongo
 from storage.jobs import JobStore
 from tests.e2e.conftest import TINY_DIR, random_images
-from workers.celery_app import create_app
+from capq.celery_app import create_app
 
 GOAL_S = 30.0
 

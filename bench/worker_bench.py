@@ -25,7 +25,7 @@ from storage.blobs import ImageStore
 from storage.db import Mongo
 from storage.jobs import JobStore
 from producer.enqueue import enqueue_pending
-from workers.celery_app import create_app
+from capq.celery_app import create_app
 
 REPO = Path(__file__).resolve().parents[1]
 FULLSIZE_DIR = REPO / ".capq" / "bench-models" / "blip-base-random-v2"

@@ -27,7 +27,7 @@ def tier_of_queue(queue: str) -> str | None:
 CAPTION_TASK = "capq.caption_shard"
 EVAL_TASK = "capq.evaluate"
 
-# The captioning architectures capq ships adapters for (workers.models holds their details).
+# The captioning architectures capq ships adapters for (capq.catalog holds their details).
 MODEL_NAMES = ("blip", "blip2", "git", "vit-gpt2")
 
 # Issue 15: per-key request/image counters and per-owner daily quotas

@@ -15,7 +15,7 @@ from storage.blobs import ImageStore
 from storage.caption_samples import CaptionSamples
 from storage.errors import NotFound
 from storage.evaluations import EvaluationStore
-from workers.presets import get_preset
+from capq.presets import get_preset
 
 log = logging.getLogger("capq.eval")
 

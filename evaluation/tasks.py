@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import logging
 
+from celery import shared_task
+
 from capq.names import EVAL_QUEUE, EVAL_TASK
 from capq.settings import Settings, get_settings
-from workers.celery_app import app
 
 log = logging.getLogger("capq.eval")
 
 
 # Routed to capq.names.EVAL_QUEUE by celery_app's task_routes (a task's own `queue` is deprecated in Celery).
-@app.task(name=EVAL_TASK)
+@shared_task(name=EVAL_TASK)
 def evaluate(model: str | None = None) -> dict:
     """Evaluate `model` (all models when None), skipping groups unchanged since their last evaluation.
 

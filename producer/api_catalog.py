@@ -21,7 +21,7 @@ SHA_PATTERN = "^[0-9a-fA-F]{64}$"
 
 
 def _presets() -> dict[str, dict]:
-    from workers.presets import PRESETS  # plain dicts; no torch behind them
+    from capq.presets import PRESETS  # plain dicts; no torch behind them
 
     return {model: {name: {"prompt": p.get("prompt"), "generate": p.get("generate")} for name, p in presets.items()}
             for model, presets in PRESETS.items()}

@@ -44,8 +44,8 @@ def check_tier(tier: str) -> str:
 
 
 def check_preset(models: list[str], preset: str) -> str:
-    """The preset must exist for every model named (workers.presets holds them and imports no torch)."""
-    from workers.presets import preset_names
+    """The preset must exist for every model named (capq.presets holds them)."""
+    from capq.presets import preset_names
 
     if not isinstance(preset, str):
         raise BadInput("preset must be a name (string)")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
 from capq import tracing
+from capq.celery_app import create_app
 from capq.imaging import ImageInfo, InvalidImage, decode_budget, inspect_image
 from capq.settings import Settings
 from producer import choices, quota
@@ -58,8 +59,6 @@ class SubmitResult:
 @functools.cache
 def celery_app(settings: Settings):
     """The workers' Celery app configured for these settings (same broker options, so queues match)."""
-    from workers.celery_app import create_app
-
     return create_app(settings)
 
 

@@ -13,7 +13,7 @@ from capq.settings import Settings
 from storage.blobs import ImageStore, image_store, object_key
 from storage.db import insert_new, mongo, translated
 from storage.errors import ServiceUnreachable
-from translation.service import text_sha
+from storage.translations import text_sha
 
 UNFINISHED = ("submitting", "queued", "running")
 GC_PAGE = 500

@@ -1,7 +1,6 @@
 """service: translate texts through the cache, the memory, language detection and the provider chain, in that order."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -12,7 +11,7 @@ from capq.errors import Unavailable
 from capq.names import TRANSLATE_CACHE_KEY
 from capq.settings import Settings
 from storage.errors import StorageError
-from storage.translations import TranslationMemory
+from storage.translations import TranslationMemory, text_sha
 from translation.providers import Provider, ProviderError, RateLimited, build_provider
 
 log = logging.getLogger("capq.translate")
@@ -39,10 +38,6 @@ class Translation:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def text_sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def detect_language(text: str) -> str | None:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from capq.celery_app import create_app
 from capq.settings import get_settings
 from workers import ops_cli
 
@@ -44,8 +45,7 @@ def worker(
 
 def beat(loglevel: str = typer.Option("INFO")) -> None:
     """Run celery beat (exactly one per deployment): schedules the periodic evaluation."""
-    from workers.celery_app import app
-
+    app = create_app(get_settings())
     schedule = get_settings().home / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
     app.Beat(loglevel=loglevel, schedule=str(schedule)).run()
@@ -58,8 +58,9 @@ def flower(address: str = typer.Option("127.0.0.1"), port: int = typer.Option(55
         Console(stderr=True).print("[red]error:[/red] set FLOWER_BASIC_AUTH=user:password with a real password (not "
                                    "empty, not the .env.example placeholder); Flower never runs open")
         raise typer.Exit(2)
-    from workers.celery_app import app
     from workers.flower_queues import install
+
+    app = create_app(get_settings())
 
     install()  # issue 18: every queue shown, with or without a worker online
     # Flower reads FLOWER_BASIC_AUTH itself; passing it as a flag would show the password in `ps`.
@@ -95,7 +96,7 @@ def health(service: str = typer.Option("api", help="api, worker or beat: what th
 @models_app.command("list")
 def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Models, their checkpoints and generation presets."""
-    from workers.models import describe_models
+    from capq.catalog import describe_models
 
     rows = describe_models()
     if as_json:
@@ -136,14 +137,13 @@ def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
 def dlq_retry(ids: Optional[list[str]] = typer.Argument(None, help="Entry ids (default: all)."),
               all_: bool = typer.Option(False, "--all", help="Re-queue every dead letter.")) -> None:
     """Re-queue dead letters on their original queues."""
-    from workers.celery_app import app
     from workers.deadletters import DeadLetters
 
     if not ids and not all_:
         Console(stderr=True).print("[red]error:[/red] name entry ids (see `capq dlq list`) or pass --all")
         raise typer.Exit(2)
     try:
-        sent = DeadLetters(get_settings()).retry(app, ids or None)
+        sent = DeadLetters(get_settings()).retry(create_app(get_settings()), ids or None)
     except KeyError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc.args[0]}")
         raise typer.Exit(2)

@@ -11,6 +11,7 @@ import time
 import redis
 
 from capq import tracing
+from capq.celery_app import create_app
 from capq.names import MODELS_SEEN_KEY, WORKER_HEARTBEAT_KEY
 from capq.settings import Settings
 from workers import healing
@@ -44,8 +45,7 @@ def consume(settings: Settings, name: str, queues: list[str], pool: list[str], l
             details: dict | None = None) -> None:
     """Start the heartbeat (read by `capq health --service worker`; `details` such as the batch size go in it),
     then consume `queues` until shut down."""
-    from workers.celery_app import app
-
+    app = create_app(settings)
     tracing.connect_celery(settings)  # issue 18: tasks log under their submission's trace id
     wid = worker_id(name)
     threading.Thread(target=_heartbeat, args=(settings, wid, details), daemon=True).start()

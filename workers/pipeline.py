@@ -14,7 +14,7 @@ from storage.captions import CaptionStore
 from storage.errors import NotFound
 from storage.jobs import JobStore
 from storage.owners import discard_late_writes
-from workers.presets import config_hash, get_preset
+from capq.presets import config_hash, get_preset
 
 
 @dataclass

@@ -4,17 +4,17 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, timezone
 
+from celery import shared_task
+
 from capq.names import RETENTION_TASK
 from capq.settings import Settings, get_settings
-from workers.celery_app import app
+from storage.owners import Owners
 
 log = logging.getLogger("capq.retention")
 
 
 def run_retention(settings: Settings, now: datetime | None = None) -> dict:
     """Delete what is older than the retention (storage.owners.Owners.expire); nothing when retention is off."""
-    from storage.owners import Owners
-
     if not settings.retention_days:
         return {"retention": "off"}
     cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=settings.retention_days)
@@ -23,7 +23,7 @@ def run_retention(settings: Settings, now: datetime | None = None) -> dict:
     return counts
 
 
-@app.task(name=RETENTION_TASK)
+@shared_task(name=RETENTION_TASK)
 def retention() -> dict:
     return run_retention(get_settings())
 

@@ -18,7 +18,7 @@ from producer.enqueue import enqueue_pending
 from storage.blobs import ImageStore, sha256_hex
 from storage.jobs import JobStore
 from tests.conftest import REPO, flush_redis, settings_env
-from workers.celery_app import create_app
+from capq.celery_app import create_app
 
 LOG_DIR = REPO / ".capq" / "test-logs"
 TINY_DIR = Path(os.environ.get("CAPQ_TEST_MODELS", REPO / ".capq" / "test-models"))
