@@ -21,7 +21,7 @@ import redis
 from bench.worker_bench import drop, start_worker
 from capq.names import HELD_KEY
 from capq.settings import load_settings
-from producer.enqueue import enqueue_pending
+from capq.enqueue import enqueue_pending
 from storage.blobs import ImageStore
 from storage.db import Mongo
 from storage.jobs import JobStore

@@ -19,12 +19,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from capq.names import WORKER_HEARTBEAT_KEY
+from capq.names import heartbeat_key, worker_id
 from capq.settings import Settings, load_settings
 from storage.blobs import ImageStore
 from storage.db import Mongo
 from storage.jobs import JobStore
-from producer.enqueue import enqueue_pending
+from capq.enqueue import enqueue_pending
 from capq.celery_app import create_app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def start_worker(env: dict, argv: list[str], model: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, *argv], env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     client = redis.Redis.from_url(env["CAPQ_REDIS_URL"])
-    while not client.keys(f"{WORKER_HEARTBEAT_KEY}{model}@*:{proc.pid}"):
+    while not client.keys(heartbeat_key(worker_id(model, proc.pid))):
         if proc.poll() is not None:
             raise SystemExit(f"worker exited with {proc.returncode}")
         time.sleep(0.2)

@@ -392,7 +392,7 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     if on_job is not None:
         on_job(job_id, created)
 
-    from producer.enqueue import enqueue_pending
+    from capq.enqueue import enqueue_pending
 
     shard = settings.batch_size * settings.shard_batches
     def send() -> int:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from capq.celery_app import create_app
 from capq.settings import get_settings
+from capq.shard import shard_of
 from workers import ops_cli
 
 models_app = typer.Typer(help="Captioning models, checkpoints and generation presets.", no_args_is_help=True)
@@ -69,11 +70,9 @@ def flower(address: str = typer.Option("127.0.0.1"), port: int = typer.Option(55
 
 def health(service: str = typer.Option("api", help="api, worker or beat: what this process is.")) -> None:
     """Exit 0 when Redis, MongoDB and S3 answer (and, for a worker, this host has a live heartbeat)."""
-    import socket
-
     import redis
 
-    from capq.names import WORKER_HEARTBEAT_KEY
+    from capq.names import heartbeat_key, worker_id
     from storage.blobs import ImageStore
     from storage.db import Mongo
 
@@ -83,7 +82,7 @@ def health(service: str = typer.Option("api", help="api, worker or beat: what th
         client.ping()
         Mongo(settings).ping()
         ImageStore(settings).ensure_bucket()
-        if service == "worker" and not list(client.scan_iter(f"{WORKER_HEARTBEAT_KEY}*@{socket.gethostname()}:*")):
+        if service == "worker" and not list(client.scan_iter(heartbeat_key(worker_id("*", "*")))):
             raise RuntimeError("no live worker heartbeat on this host")
     except Exception as exc:
         from capq.redact import redact
@@ -129,7 +128,9 @@ def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     table = Table("id", "queue", "job", "images", "retries", "error")
     for e in entries:
-        table.add_row(e["id"], e["queue"], str(e["args"][0]), str(len(e["args"][3])), str(e["retries"]), e["error"])
+        shard = shard_of(e["args"])
+        table.add_row(e["id"], e["queue"], shard.job_id if shard else "?", str(len(shard.shas)) if shard else "?",
+                      str(e["retries"]), e["error"])
     out.print(table if entries else "no dead letters")
 
 

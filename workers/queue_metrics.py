@@ -12,6 +12,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from capq.names import DLQ_KEY, EVAL_QUEUE, MODEL_NAMES, TIERS, caption_queue
 from capq.settings import Settings
+from capq.shard import shard_of
 from workers.throughput import live_workers
 
 log = logging.getLogger("capq.exporter")
@@ -25,10 +26,10 @@ def _shard(raw: str) -> tuple[str | None, int, float | None]:
         body = msg["body"]
         if msg.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        args = json.loads(body)[0]
-        return args[0], len(args[3]), (float(args[4]) if len(args) > 4 and args[4] else None)
+        shard = shard_of(json.loads(body)[0])
     except (ValueError, KeyError, IndexError, TypeError):
-        return None, 0, None
+        shard = None
+    return (shard.job_id, len(shard.shas), shard.enqueued_at) if shard else (None, 0, None)
 
 
 @dataclass
@@ -139,9 +140,9 @@ class QueueCollector:
         dead = GaugeMetricFamily("capq_dead_letters", "Dead letters waiting for a re-drive", labels=["model"])
         per_model = {m: 0 for m in MODEL_NAMES}
         for raw in self.client.hvals(DLQ_KEY):
-            args = json.loads(raw).get("args") or []
-            if len(args) > 1 and args[1] in per_model:
-                per_model[args[1]] += 1
+            shard = shard_of(json.loads(raw).get("args"))
+            if shard and shard.model in per_model:
+                per_model[shard.model] += 1
         for model, n in per_model.items():
             dead.add_metric([model], n)
         yield from (depth, age, eval_depth, online, dead)

@@ -11,6 +11,7 @@ from capq.errors import InputError
 from capq.logs import job_id_var
 from capq.names import CAPTION_TASK, TRANSLATE_QUEUE, TRANSLATE_TASK
 from capq.settings import get_settings
+from capq.shard import BadShard, ShardMessage
 from storage.errors import NotFound, ServiceUnreachable
 from storage.jobs import JobStore
 from workers import healing, metrics, pipeline, runtime, throughput
@@ -56,10 +57,18 @@ def after_shard(app, job_id: str, model: str, preset: str, shas: list[str]) -> N
 
 
 @shared_task(bind=True, name=CAPTION_TASK)
-def caption_shard(self, job_id: str, model: str, preset: str, shas: list[str], enqueued_at: float | None = None) -> dict:
+def caption_shard(self, *message) -> dict:
+    """Caption one shard; `message` is a capq.shard.ShardMessage's args (any version this code reads)."""
+    try:
+        shard = ShardMessage.from_args(message)
+    except BadShard as exc:
+        log.error("shard message refused: %s", exc)
+        _dead_letter(self, list(message), f"BadShard: {exc}")
+        return {"dead": True}
+    job_id, model, preset, shas, enqueued_at = shard.job_id, shard.model, shard.preset, shard.shas, shard.enqueued_at
     settings = get_settings()
     w = runtime.current()
-    args = [job_id, model, preset, shas, enqueued_at]
+    args = shard.to_args()
     job_id_var.set(job_id)
     if model != w.model:
         _dead_letter(self, args, f"misrouted: shard for {model} reached a {w.model} worker")

@@ -8,7 +8,7 @@ import uuid
 
 import redis
 
-from capq.names import THROUGHPUT_KEY, WORKER_HEARTBEAT_KEY
+from capq.names import THROUGHPUT_KEY, heartbeat_key, worker_of_heartbeat
 from capq.settings import Settings
 
 log = logging.getLogger("capq.worker")
@@ -37,8 +37,8 @@ def record(settings: Settings, model: str, worker_id: str, items: int, busy_s: f
 def live_workers(client: redis.Redis) -> dict[str, list[str]]:
     """{model (or "eval"): [worker ids with a live heartbeat]}."""
     out: dict[str, list[str]] = {}
-    for key in client.scan_iter(WORKER_HEARTBEAT_KEY + "*", count=500):
-        wid = key[len(WORKER_HEARTBEAT_KEY):]
+    for key in client.scan_iter(heartbeat_key("*"), count=500):
+        wid = worker_of_heartbeat(key)
         out.setdefault(wid.split("@", 1)[0], []).append(wid)
     return out
 

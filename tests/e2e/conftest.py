@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from capq.names import WORKER_HEARTBEAT_KEY
+from capq.names import heartbeat_key, worker_id
 from capq.sample_images import random_images  # re-exported: tests import it from here
 from capq.settings import Settings, load_settings
-from producer.enqueue import enqueue_pending
+from capq.enqueue import enqueue_pending
 from storage.blobs import ImageStore, sha256_hex
 from storage.jobs import JobStore
 from tests.conftest import REPO, flush_redis, settings_env
@@ -68,7 +68,7 @@ class Workers:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise AssertionError(f"worker exited {proc.returncode}:\n{Path(proc.log_path).read_text()[-3000:]}")
-            if client.exists(f"{WORKER_HEARTBEAT_KEY}{model}@{os.uname().nodename}:{proc.pid}"):
+            if client.exists(heartbeat_key(worker_id(model, proc.pid))):
                 return
             time.sleep(0.2)
         raise AssertionError(f"worker for {model} not ready:\n{Path(proc.log_path).read_text()[-3000:]}")

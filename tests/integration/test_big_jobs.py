@@ -15,7 +15,7 @@ import redis
 from pymongo import MongoClient, monitoring
 
 from capq.names import caption_queue
-from producer.enqueue import resend_open
+from capq.enqueue import resend_open
 from storage.db import Mongo
 from storage.jobs import ITEM_PAGE, JobStore
 from tests.conftest import flush_redis
