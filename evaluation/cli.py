@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from capq.settings import get_settings
-from evaluation import quality_cli
+from evaluation import ops_cli, quality_cli
 
 refs_app = typer.Typer(help="Reference captions that evaluation scores against.", no_args_is_help=True)
 eval_app = typer.Typer(help="Caption quality: BLEU-1..4, ROUGE-L, CIDEr (and METEOR) with 95% intervals.",
@@ -197,3 +197,4 @@ def register(app: typer.Typer) -> None:
     quality_cli.register(eval_app)  # issue 18
     app.add_typer(refs_app, name="refs")
     app.add_typer(eval_app, name="eval")
+    ops_cli.register(app)  # issue 18: `capq exporter`

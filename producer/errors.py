@@ -1,21 +1,9 @@
-"""errors: the producer's error hierarchy; BadInput is the caller's to fix (exit 2, HTTP 4xx)."""
-from capq.errors import CapqError, InputError
+"""errors: the producer's errors; BadInput (the caller's to fix: exit 2, HTTP 4xx) lives in capq.errors."""
+from capq.errors import BadInput, CapqError, TooLarge  # noqa: F401  (BadInput, TooLarge: re-exported)
 
 
 class ProducerError(CapqError):
-    """Base of every producer error."""
-
-
-class BadInput(ProducerError, InputError):
-    """The request itself is wrong (unknown model, tier, preset, filter, path...); the message says what to fix."""
-
-    status = 400
-
-
-class TooLarge(BadInput):
-    """A single image or a request is over a size cap."""
-
-    status = 413
+    """Base of the producer's own errors."""
 
 
 class CaptionTimeout(ProducerError):

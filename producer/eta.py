@@ -9,8 +9,8 @@ import redis
 
 from capq.names import TIERS, caption_queue, caption_queues
 from capq.settings import Settings
-from workers.queue_metrics import QueueState, in_flight, read_queue, redis_client
-from workers.throughput import model_rates
+from capq.queue_metrics import QueueState, in_flight, read_queue, redis_client
+from capq.throughput import model_rates
 from capq.tiers import slot_schedule
 
 UNFINISHED = ("submitting", "queued", "running")

@@ -122,7 +122,7 @@ def keys_rotate(prefix: str = typer.Argument(..., help="The prefix `capq keys li
 @_exits
 def retention_run() -> None:
     """Run retention now (beat runs it every CAPQ_RETENTION_INTERVAL_S when CAPQ_RETENTION_DAYS is set)."""
-    from workers.retention import run_retention
+    from storage.owners import run_retention
 
     print(json.dumps(run_retention(get_settings())))
 

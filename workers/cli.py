@@ -13,7 +13,6 @@ from rich.table import Table
 from capq.celery_app import create_app
 from capq.settings import get_settings
 from capq.shard import shard_of
-from workers import ops_cli
 
 models_app = typer.Typer(help="Captioning models, checkpoints and generation presets.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: work that kept failing.", no_args_is_help=True)
@@ -158,4 +157,3 @@ def register(app: typer.Typer) -> None:
     app.command("health")(health)
     app.add_typer(models_app, name="models")
     app.add_typer(dlq_app, name="dlq")
-    ops_cli.register(app)  # issue 18

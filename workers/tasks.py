@@ -14,7 +14,8 @@ from capq.settings import get_settings
 from capq.shard import BadShard, ShardMessage
 from storage.errors import NotFound, ServiceUnreachable
 from storage.jobs import JobStore
-from workers import healing, metrics, pipeline, runtime, throughput
+from capq import throughput
+from workers import healing, metrics, pipeline, runtime
 from workers.deadletters import DeadLetters
 
 log = logging.getLogger("capq.worker")

@@ -17,7 +17,7 @@ from storage.db import mongo
 from tests.conftest import flush_redis
 from tests.e2e.conftest import make_job, random_images
 from workers.deadletters import DeadLetters
-from workers.queue_metrics import QueueCollector
+from capq.queue_metrics import QueueCollector
 
 
 def _samples(settings) -> dict:
