@@ -11,40 +11,15 @@ from typing import Optional
 import typer
 
 from capq.settings import get_settings
-from producer import aliases_cli
+from producer import aliases_cli, owners_cli
 from producer.errors import BadInput
-from producer.render import err, fail, out
+from producer.render import err, exits, fail, out
 
 keys_app = typer.Typer(help="API keys: each maps to an owner and a tier; stored hashed.", no_args_is_help=True)
 
 
 def default_owner() -> str:
     return os.environ.get("USER") or "local"
-
-
-def _exits(fn):
-    """2 for input the caller must fix (message says what), 1 when a service is down."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from kombu.exceptions import OperationalError
-
-        from storage.errors import NotFound, StorageError
-
-        try:
-            return fn(*args, **kwargs)
-        except (BadInput, NotFound) as exc:
-            fail(exc)
-            raise typer.Exit(2)
-        except StorageError as exc:
-            fail(exc)
-            raise typer.Exit(1)
-        except OperationalError as exc:
-            fail(f"message broker unreachable ({exc}); check Redis (capq stack status) and CAPQ_REDIS_URL; "
-                 "submitting again with the same --job-id resumes")
-            raise typer.Exit(1)
-
-    return wrapper
 
 
 # Issue 11: `submit --wait` and `status --watch` exit with this when --timeout passes before the job finishes.
@@ -83,7 +58,7 @@ def _watch(settings, job_id: str, as_json: bool, timeout_s: float | None = None)
         return wait_job(settings, job_id, on_update=update, timeout_s=timeout_s, on_blip=blip)
 
 
-@_exits
+@exits
 def submit_cmd(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive), .jsonl/.csv/.parquet manifests, "
                                       ".tar shards or brace patterns, s3:// keys and s3://bucket/prefix/."),
@@ -157,7 +132,7 @@ def _warn_offline(settings, models: list[str]) -> None:
         err.print(f"[yellow]warning:[/yellow] {offline_message(model, last_seen)}; the job waits until one is")
 
 
-@_exits
+@exits
 def status_cmd(job: str = typer.Argument(..., help="Job id."),
                watch: bool = typer.Option(False, "--watch", help="Follow until the job finishes."),
                as_json: bool = typer.Option(False, "--json"),
@@ -183,7 +158,7 @@ def status_cmd(job: str = typer.Argument(..., help="Job id."),
         out.print(rejections_table(status["rejected"]))
 
 
-@_exits
+@exits
 def results_cmd(job: str = typer.Argument(..., help="Job id."),
                 fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
                 lang: Optional[str] = typer.Option(None, "--lang", help="Add each caption's translation into this "
@@ -213,7 +188,7 @@ def results_cmd(job: str = typer.Argument(..., help="Job id."),
     writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
 
 
-@_exits
+@exits
 def jobs_cmd(mine: bool = typer.Option(False, "--mine", help="Only jobs of --owner ($USER or 'local')."),
              owner: Optional[str] = typer.Option(None, help="Only this owner's jobs."),
              limit: int = typer.Option(50, min=1, max=1000), as_json: bool = typer.Option(False, "--json")) -> None:
@@ -232,7 +207,7 @@ def jobs_cmd(mine: bool = typer.Option(False, "--mine", help="Only jobs of --own
                 out.print(f"{job['job_id']} waiting: {job['waiting']}")
 
 
-@_exits
+@exits
 def history_cmd(image: Optional[str] = typer.Option(None, help="An image file (hashed) or its sha256."),
                 model: Optional[str] = typer.Option(None), job: Optional[str] = typer.Option(None),
                 since: Optional[str] = typer.Option(None, help="ISO time, epoch seconds, or an age: 30m, 2h, 7d."),
@@ -254,7 +229,7 @@ def history_cmd(image: Optional[str] = typer.Option(None, help="An image file (h
         err.print(f"more: --cursor {page_['next_cursor']}")
 
 
-@_exits
+@exits
 def cancel_cmd(job: str = typer.Argument(..., help="Job id.")) -> None:
     """Cancel what is still queued; finished captions are kept."""
     from producer.queries import cancel_job
@@ -269,7 +244,7 @@ def cancel_cmd(job: str = typer.Argument(..., help="Job id.")) -> None:
 
 
 @keys_app.command("create")
-@_exits
+@exits
 def keys_create(owner: str = typer.Option(..., help="Owner the key acts for."),
                 tier: str = typer.Option(..., help="free, plus or premium."),
                 note: Optional[str] = typer.Option(None, help="A reminder of what the key is for."),
@@ -284,7 +259,7 @@ def keys_create(owner: str = typer.Option(..., help="Owner the key acts for."),
 
 
 @keys_app.command("list")
-@_exits
+@exits
 def keys_list(owner: Optional[str] = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
     """Keys by prefix with their use this hour and day (the keys themselves are not stored)."""
     from rich.table import Table
@@ -307,7 +282,7 @@ def keys_list(owner: Optional[str] = typer.Option(None), as_json: bool = typer.O
 
 
 @keys_app.command("revoke")
-@_exits
+@exits
 def keys_revoke(prefix: str = typer.Argument(..., help="The prefix `capq keys list` shows.")) -> None:
     """Revoke a key: requests with it get 401 from now on."""
     from storage.apikeys import ApiKeys
@@ -335,7 +310,7 @@ def api_cmd(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 
-@_exits
+@exits
 def demo_cmd(models: str = typer.Option("blip,blip2,git,vit-gpt2", help="Models to run, comma-separated."),
              checkpoint: Optional[list[str]] = typer.Option(None, help="MODEL=HUB_ID_OR_DIR (repeatable); default: "
                                                             "tiny offline models"),
@@ -371,7 +346,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
     app.command("api")(api_cmd)
     app.command("demo")(demo_cmd)
-    from producer import owners_cli  # issue 15: owners, usage, keys rotate, retention
-
-    owners_cli.register(app)
+    owners_cli.register(app, keys_app)  # issue 15: owners, usage, keys rotate, retention
     aliases_cli.register(app)  # issue 18

@@ -6,12 +6,12 @@ from typing import Optional
 import typer
 
 from capq.settings import get_settings
-from producer.cli import _exits, default_owner
+from producer.cli import default_owner
+from producer.render import err, exits
 from producer.errors import BadInput
-from producer.render import err
 
 
-@_exits
+@exits
 def export_cmd(
     targets: list[str] = typer.Argument(..., metavar="[JOB] DEST",
                                         help="A job id (or none, with --model/--since) and a local folder or "

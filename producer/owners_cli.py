@@ -10,8 +10,7 @@ from typing import Optional
 import typer
 
 from capq.settings import get_settings
-from producer.cli import _exits, keys_app
-from producer.render import err, out
+from producer.render import err, exits, out
 
 owners_app = typer.Typer(help="Owners: list them, erase one (data, keys, usage), read the audit trail.",
                          no_args_is_help=True)
@@ -27,7 +26,7 @@ def _operator() -> str:
 
 
 @owners_app.command("list")
-@_exits
+@exits
 def owners_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Every owner with a key or a job: keys, jobs, last job."""
     from rich.table import Table
@@ -46,7 +45,7 @@ def owners_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @owners_app.command("delete")
-@_exits
+@exits
 def owners_delete(owner: str = typer.Argument(..., help="The owner to erase."),
                   yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
                   as_json: bool = typer.Option(False, "--json")) -> None:
@@ -65,7 +64,7 @@ def owners_delete(owner: str = typer.Argument(..., help="The owner to erase."),
 
 
 @owners_app.command("audit")
-@_exits
+@exits
 def owners_audit(owner: Optional[str] = typer.Option(None), limit: int = typer.Option(50, min=1, max=1000)) -> None:
     """Erasures and retention runs: who, what, when and how much (JSON lines, newest first)."""
     from storage.owners import Owners
@@ -74,7 +73,7 @@ def owners_audit(owner: Optional[str] = typer.Option(None), limit: int = typer.O
         print(json.dumps(entry, default=str))
 
 
-@_exits
+@exits
 def usage_cmd(owner: Optional[str] = typer.Option(None, help="Only this owner (default: everyone)."),
               since: str = typer.Option("30d", help="ISO date, epoch seconds or an age: 24h, 30d."),
               by: str = typer.Option("model", help="Group by model, day, tier, owner or device."),
@@ -105,7 +104,7 @@ def usage_cmd(owner: Optional[str] = typer.Option(None, help="Only this owner (d
         err.print(f"no price for {', '.join(rep['unpriced'])}: set CAPQ_GPU_HOUR_PRICES (MODEL:DEVICE=USD)")
 
 
-@_exits
+@exits
 def keys_rotate(prefix: str = typer.Argument(..., help="The prefix `capq keys list` shows."),
                 grace_s: Optional[float] = typer.Option(None, help="Seconds the old key keeps working "
                                                         "(default CAPQ_KEY_ROTATION_GRACE_S).")) -> None:
@@ -119,7 +118,7 @@ def keys_rotate(prefix: str = typer.Argument(..., help="The prefix `capq keys li
 
 
 @retention_app.command("run")
-@_exits
+@exits
 def retention_run() -> None:
     """Run retention now (beat runs it every CAPQ_RETENTION_INTERVAL_S when CAPQ_RETENTION_DAYS is set)."""
     from storage.owners import run_retention
@@ -127,7 +126,7 @@ def retention_run() -> None:
     print(json.dumps(run_retention(get_settings())))
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, keys_app: typer.Typer) -> None:
     app.add_typer(owners_app, name="owners")
     app.add_typer(retention_app, name="retention")
     app.command("usage")(usage_cmd)

@@ -12,7 +12,7 @@ from capq.names import TRANSLATE_CACHE_KEY
 from capq.settings import Settings
 from storage.errors import StorageError
 from storage.translations import TranslationMemory, text_sha
-from translation.providers import Provider, ProviderError, RateLimited, build_provider
+from translation.providers import AwsTranslate, AzureTranslator, GoogleTranslate, Provider, ProviderError, RateLimited
 
 log = logging.getLogger("capq.translate")
 BATCH = 50  # texts per provider request
@@ -38,6 +38,22 @@ class Translation:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def build_provider(name: str, settings: Settings) -> Provider:
+    """The named provider, configured from settings; ProviderError says which setting is missing."""
+    if name == "google":
+        return GoogleTranslate(settings)
+    if name == "azure":
+        return AzureTranslator(settings)
+    if name == "aws":
+        return AwsTranslate(settings)
+    if name == "offline":
+        # Imported here: only a translation worker's image has torch; the API names remote providers only.
+        from translation.offline import MarianProvider
+
+        return MarianProvider(settings.translate_offline_model)
+    raise ProviderError(f"unknown translation provider {name!r}")
 
 
 def detect_language(text: str) -> str | None:
