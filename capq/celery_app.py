@@ -6,8 +6,16 @@ import functools
 from celery import Celery
 from kombu import Exchange, Queue
 
-from capq.names import (EVAL_QUEUE, EVAL_TASK, MODEL_NAMES, QUALITY_TASK, RETENTION_TASK, TRANSLATE_QUEUE,
-                        TRANSLATE_TASK, caption_queues)
+from capq.names import (
+    EVAL_QUEUE,
+    EVAL_TASK,
+    MODEL_NAMES,
+    QUALITY_TASK,
+    RETENTION_TASK,
+    TRANSLATE_QUEUE,
+    TRANSLATE_TASK,
+    caption_queues,
+)
 from capq.settings import Settings
 from capq.tiers import TierCycle
 

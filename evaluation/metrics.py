@@ -19,8 +19,8 @@ import numpy as np
 from pycocoevalcap.bleu.bleu_scorer import precook
 from pycocoevalcap.cider.cider_scorer import CiderScorer
 
-from evaluation.java import MeteorProcess, ptb_tokenize
 from evaluation.errors import MetricError
+from evaluation.java import MeteorProcess, ptb_tokenize
 
 N = 4
 BLEU_NAMES = tuple(f"bleu_{k}" for k in range(1, N + 1))

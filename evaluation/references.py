@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from capq.settings import Settings
-from storage.references import PENDING_PREFIX, ReferenceStore, pending_key
 from evaluation.errors import ReferenceFormatError
+from storage.references import PENDING_PREFIX, ReferenceStore, pending_key
 
 _SHOW = 5  # problems listed per message; the count says how many more
 

@@ -11,11 +11,11 @@ from datetime import datetime, timezone
 
 from capq.settings import Settings
 from evaluation import metrics
+from evaluation.errors import CompareError
 from evaluation.references import resolve_pending
 from storage.caption_reads import CaptionReads
 from storage.evaluations import EvaluationStore
 from storage.references import ReferenceStore
-from evaluation.errors import CompareError
 
 TRIGGERS = ("manual", "beat")
 

@@ -5,9 +5,9 @@ import json
 import re
 from pathlib import Path
 
+from evaluation.errors import SeedFormatError
 from evaluation.java import MeteorProcess
 from evaluation.metrics import corpus_stats, tokenize
-from evaluation.errors import SeedFormatError
 
 # The notebook silently dropped predictions whose text mentions a failure.
 _FAILED = re.compile(r"failed|error", re.IGNORECASE)

@@ -16,13 +16,24 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from capq.names import MODEL_NAMES, TIERS
 from capq.settings import Settings
-from producer import (api_aliases, api_catalog, api_guard, api_heal, api_owners, api_tracing, api_translate,
-                      key_stats, queries)
+from producer import (
+    api_aliases,
+    api_catalog,
+    api_guard,
+    api_heal,
+    api_owners,
+    api_tracing,
+    api_translate,
+    key_stats,
+    queries,
+)
+from producer.api_export import parquet_results
 from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers, take_images
 from producer.errors import BadInput, CaptionTimeout, TooLarge
 from producer.sources import Candidate, Expanded, from_api_items, upload_name
-from producer.api_export import parquet_results
 from producer.submit import submit
+from storage.db import mongo
+from translation.results import check_lang, with_translations
 
 REQUESTS = Counter("capq_api_requests_total", "API requests", ["method", "route", "status"])
 LATENCY = Histogram("capq_api_request_seconds", "API request latency", ["method", "route"])
@@ -140,8 +151,6 @@ def create_app(settings: Settings) -> FastAPI:
         """200 when Redis and MongoDB answer; a 503 names the service down, never its address."""
         import redis
 
-        from storage.db import mongo
-
         down = []
         try:
             mongo(settings).ping()
@@ -198,7 +207,6 @@ def create_app(settings: Settings) -> FastAPI:
         first = next(rows, None)  # raises NotFound here, before a streamed body has started
         head = [first] if first else []
         if lang is not None:  # Issue 14: translated from the memory, or on demand
-            from translation.results import check_lang, with_translations
 
             translated, summary = with_translations(settings, head + list(rows), check_lang(lang))
             head, rows = translated, iter(())
@@ -218,7 +226,6 @@ def create_app(settings: Settings) -> FastAPI:
         found = queries.history(settings, caller.owner, image=image, model=model, job=job, since=since,
                                 limit=limit, page=page, cursor=cursor, allow_files=False)
         if lang is not None:  # Issue 14
-            from translation.results import check_lang, with_translations
 
             found["items"], found["translation"] = with_translations(settings, found["items"], check_lang(lang))
         return found

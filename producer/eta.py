@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import redis
 
 from capq.names import TIERS, caption_queue, caption_queues
-from capq.settings import Settings
 from capq.queue_metrics import QueueState, in_flight, read_queue, redis_client
+from capq.settings import Settings
 from capq.throughput import model_rates
 from capq.tiers import slot_schedule
 

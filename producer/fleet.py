@@ -6,9 +6,18 @@ import time
 
 import redis
 
-from capq.names import EVAL_QUEUE, MODEL_NAMES, TIERS, TRANSLATE_QUEUE, caption_queue, heartbeat_key, worker_of_heartbeat
+from capq.names import (
+    EVAL_QUEUE,
+    MODEL_NAMES,
+    TIERS,
+    TRANSLATE_QUEUE,
+    caption_queue,
+    heartbeat_key,
+    worker_of_heartbeat,
+)
 from capq.settings import Settings
 from storage.errors import ServiceUnreachable
+from storage.throughput import Throughput
 
 THROUGHPUT_WINDOW_S = 300
 
@@ -46,8 +55,6 @@ def workers_online(client: redis.Redis) -> list[dict]:
 def snapshot(settings: Settings) -> dict:
     """Queue depth per model and tier, workers per model, plus the evaluation and translation queues.
     Raises BrokerUnreachable (a 503 for the API) when Redis does not answer."""
-    from storage.throughput import Throughput
-
     client = _client(settings)
     try:
         pipe = client.pipeline(transaction=False)

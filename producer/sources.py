@@ -14,6 +14,7 @@ from capq.errors import InputError
 from capq.settings import Settings
 from producer.errors import BadInput
 from producer.urls import FetchError, check_url, fetch_url
+from storage.blobs import image_store
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CONTENT_KEY = re.compile(r"^images/sha256/([0-9a-f]{2})/([0-9a-f]{64})$")
@@ -99,8 +100,6 @@ def s3_candidate(uri, settings: Settings, owner: str, meta: dict | None = None) 
     if content and content.group(2).startswith(content.group(1)):
         return Candidate(uri, sha256=content.group(2), meta=meta)
     if key.startswith(owner_prefix(owner)):
-        from storage.blobs import image_store
-
         store = image_store(settings)
         # The read is bounded itself: the object may grow between the size check and the GET.
         return Candidate(uri, read=lambda: store.get_key(key, settings.max_image_bytes),

@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 
 from capq import tracing
 from capq.celery_app import create_app
+from capq.enqueue import enqueue_pending
 from capq.imaging import ImageInfo, InvalidImage, decode_budget, inspect_image
 from capq.settings import Settings
 from producer import choices, quota
@@ -24,7 +25,10 @@ from producer.sources import Candidate, Expanded
 from producer.urls import FetchError
 from storage.blobs import image_store, sha256_hex
 from storage.errors import NotFound
+from storage.history import CaptionHistory
+from storage.images import ImageRecords
 from storage.jobs import JobStore
+from translation.results import check_lang
 
 # (stage, done, total): stage is "validating" (once per input; total is the inputs read so far, final once the
 # input is exhausted), then "recorded" and "enqueued" (once each).
@@ -86,9 +90,6 @@ class _Recorder:
 
     def __init__(self, settings: Settings, jobs: JobStore, job_id: str, owner: str, models: list[str], preset: str,
                  send: Callable[[], int], route: Route | None = None):
-        from storage.history import CaptionHistory
-        from storage.images import ImageRecords
-
         self.images, self.jobs, self.send, self.history = ImageRecords(settings), jobs, send, CaptionHistory(settings)
         self.job_id, self.owner, self.models, self.preset = job_id, owner, models, preset
         self.route = route or (lambda sha: models)  # issue 18: an alias picks each image's model by its sha256
@@ -244,8 +245,6 @@ class _Stream:
 
     def __init__(self, settings: Settings, owner: str, recorder: _Recorder, rejections: _Rejections,
                  progress: Progress):
-        from storage.history import CaptionHistory
-
         self.settings, self.owner, self.recorder, self.rejections = settings, owner, recorder, rejections
         self.progress, self.history = progress, CaptionHistory(settings)
         self.recent = _Recent()
@@ -376,8 +375,6 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
         choices.check_key(idempotency_key)
     quota.check(settings, owner, tier)  # issue 15: 429 / exit 2 with the reset time
     if translate is not None:
-        from translation.results import check_lang
-
         translate = check_lang(translate)
     items = _items(settings, paths_or_uploads, owner, allow_local)
 
@@ -391,8 +388,6 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     job_id = job["_id"]
     if on_job is not None:
         on_job(job_id, created)
-
-    from capq.enqueue import enqueue_pending
 
     shard = settings.batch_size * settings.shard_batches
     def send() -> int:

@@ -8,7 +8,7 @@ from typing import Iterable
 from capq.errors import BadInput
 from capq.settings import Settings
 from storage.errors import StorageError
-from translation.service import Translator, TranslationUnavailable
+from translation.service import TranslationUnavailable, Translator
 
 log = logging.getLogger("capq.translate")
 

@@ -10,9 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from capq.catalog import describe_models
 from capq.celery_app import create_app
+from capq.names import heartbeat_key, worker_id
+from capq.redact import redact
 from capq.settings import get_settings
 from capq.shard import shard_of
+from workers.deadletters import DeadLetters
 
 models_app = typer.Typer(help="Captioning models, checkpoints and generation presets.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: work that kept failing.", no_args_is_help=True)
@@ -71,7 +75,6 @@ def health(service: str = typer.Option("api", help="api, worker or beat: what th
     """Exit 0 when Redis, MongoDB and S3 answer (and, for a worker, this host has a live heartbeat)."""
     import redis
 
-    from capq.names import heartbeat_key, worker_id
     from storage.blobs import ImageStore
     from storage.db import Mongo
 
@@ -84,8 +87,6 @@ def health(service: str = typer.Option("api", help="api, worker or beat: what th
         if service == "worker" and not list(client.scan_iter(heartbeat_key(worker_id("*", "*")))):
             raise RuntimeError("no live worker heartbeat on this host")
     except Exception as exc:
-        from capq.redact import redact
-
         Console(stderr=True).print(f"unhealthy: {redact(exc)}", markup=False)
         raise typer.Exit(1)
     out.print("ok")
@@ -94,8 +95,6 @@ def health(service: str = typer.Option("api", help="api, worker or beat: what th
 @models_app.command("list")
 def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Models, their checkpoints and generation presets."""
-    from capq.catalog import describe_models
-
     rows = describe_models()
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -118,8 +117,6 @@ def models_make_tiny(directory: Path = typer.Argument(..., help="Folder to build
 @dlq_app.command("list")
 def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Dead letters with their errors, oldest first."""
-    from workers.deadletters import DeadLetters
-
     entries = DeadLetters(get_settings()).list()
     if as_json:
         for e in entries:
@@ -137,8 +134,6 @@ def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
 def dlq_retry(ids: Optional[list[str]] = typer.Argument(None, help="Entry ids (default: all)."),
               all_: bool = typer.Option(False, "--all", help="Re-queue every dead letter.")) -> None:
     """Re-queue dead letters on their original queues."""
-    from workers.deadletters import DeadLetters
-
     if not ids and not all_:
         Console(stderr=True).print("[red]error:[/red] name entry ids (see `capq dlq list`) or pass --all")
         raise typer.Exit(2)

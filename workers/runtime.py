@@ -12,6 +12,7 @@ from prometheus_client import start_http_server
 from capq.imaging import decode_budget
 from capq.logs import setup_logging
 from capq.names import caption_queues
+from capq.presets import get_preset
 from capq.settings import Settings
 from storage.blobs import ImageStore
 from storage.captions import CaptionStore
@@ -59,7 +60,6 @@ def build_worker(settings: Settings, model: str, checkpoint: str | None, device:
     metrics.MODEL_LOAD.labels(model).set(time.perf_counter() - t0)
     if batch_size is None:
         from workers.batch_size import auto_batch_size
-        from capq.presets import get_preset
 
         batch_size = captioner.max_batch_size = auto_batch_size(captioner, get_preset(model, settings.default_preset))
     log.info("worker for %s on %s: batch size %d", model, device, batch_size)

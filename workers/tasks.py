@@ -7,6 +7,7 @@ import time
 
 from celery import shared_task
 
+from capq import throughput
 from capq.errors import InputError
 from capq.logs import job_id_var
 from capq.names import CAPTION_TASK, TRANSLATE_QUEUE, TRANSLATE_TASK
@@ -14,7 +15,6 @@ from capq.settings import get_settings
 from capq.shard import BadShard, ShardMessage
 from storage.errors import NotFound, ServiceUnreachable
 from storage.jobs import JobStore
-from capq import throughput
 from workers import healing, metrics, pipeline, runtime
 from workers.deadletters import DeadLetters
 

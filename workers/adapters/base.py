@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from capq.errors import InputError
+from capq.presets import POSTPROCESSORS, apply_postprocess
 from workers.adapters.static_cache import StaticCaches, bucket
 from workers.preprocess import DeviceStager, PixelRecipe, is_resized_uint8, stack_and_normalize, uint8_chw
-from capq.presets import POSTPROCESSORS, apply_postprocess
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
