@@ -31,7 +31,7 @@ from producer.api_export import parquet_results
 from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers, take_images
 from producer.errors import BadInput, CaptionTimeout, TooLarge
 from producer.sources import Candidate, Expanded, from_api_items, upload_name
-from producer.submit import submit
+from producer.submit import SubmitRequest, submit
 from storage.db import mongo
 from translation.results import check_lang, with_translations
 
@@ -179,10 +179,11 @@ def create_app(settings: Settings) -> FastAPI:
             fields, expanded = await _job_request(request, settings, caller)
             take_images(settings, caller, len(expanded.candidates))
             result = await run_in_threadpool(
-                functools.partial(submit, settings, expanded, fields.get("models") or [],
-                                  tier=_tier(caller, fields.get("tier")), preset=fields.get("preset"),
-                                  owner=caller.owner, idempotency_key=fields.get("idempotency_key"),
-                                  allow_local=False, translate=fields.get("translate") or None))
+                submit, settings, expanded,
+                SubmitRequest(fields.get("models") or [], tier=_tier(caller, fields.get("tier")),
+                              preset=fields.get("preset"), owner=caller.owner,
+                              idempotency_key=fields.get("idempotency_key"), allow_local=False,
+                              translate=fields.get("translate") or None))
         finally:
             await request.close()  # the spooled uploads' temporary files go now, not at garbage collection
         key_stats.add_images(settings, caller.key_prefix, result.new_items)
@@ -239,8 +240,8 @@ def create_app(settings: Settings) -> FastAPI:
         if expanded.rejected:
             raise TooLarge(expanded.rejected[0]["reason"])
         take_images(settings, caller, 1)
-        result = await run_in_threadpool(submit, settings, expanded, [model], caller.tier, preset, caller.owner,
-                                         None, None, None, False)
+        result = await run_in_threadpool(submit, settings, expanded, SubmitRequest(
+            [model], tier=caller.tier, preset=preset, owner=caller.owner, allow_local=False))
         key_stats.add_images(settings, caller.key_prefix, result.new_items)
         if result.rejected:
             raise BadInput(f"{result.rejected[0]['file']}: {result.rejected[0]['reason']}")

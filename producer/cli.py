@@ -91,7 +91,7 @@ def submit_cmd(
                                             "seconds, print the state and exit 3 (the job goes on)."),
 ) -> None:
     """Validate, upload and queue images for captioning; prints the job id."""
-    from producer.submit import submit
+    from producer.submit import SubmitRequest, submit
 
     settings = get_settings()
     with progress_bar("validating + uploading") as bar:
@@ -108,8 +108,9 @@ def submit_cmd(
             if as_json:
                 print(json.dumps({"event": "started", "job_id": job, "created": created}), flush=True)
 
-        result = submit(settings, paths, model, tier, preset, owner or default_owner(), job_id, idempotency_key,
-                        progress, on_job=started, translate=translate)
+        request = SubmitRequest(model, tier=tier, preset=preset, owner=owner or default_owner(), job_id=job_id,
+                                idempotency_key=idempotency_key, translate=translate)
+        result = submit(settings, paths, request, progress, on_job=started)
     if as_json:
         for r in result.rejected:
             print(json.dumps({"event": "rejected", **r}), flush=True)

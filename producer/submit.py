@@ -343,19 +343,35 @@ def _items(settings: Settings, paths_or_uploads, owner: str, allow_local: bool) 
     return iter_inputs(paths_or_uploads, settings, owner)
 
 
+@dataclass(frozen=True)
+class SubmitRequest:
+    """What a caller asks of submit(): the models and the job's options (None: the settings' default).
+
+    :param allow_local: False for callers that must never read server-local paths (the API).
+    :param translate: a language code: each caption is also translated into it, by the translation worker.
+    """
+
+    models: str | Iterable[str]
+    tier: str | None = None
+    preset: str | None = None
+    owner: str = "local"
+    job_id: str | None = None
+    idempotency_key: str | None = None
+    allow_local: bool = True
+    translate: str | None = None
+
+
 def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Candidate] | Expanded,
-           models: str | Iterable[str], tier: str | None = None, preset: str | None = None, owner: str = "local",
-           job_id: str | None = None, idempotency_key: str | None = None, progress: Progress | None = None,
-           allow_local: bool = True, on_job: Callable[[str, bool], None] | None = None,
-           translate: str | None = None) -> SubmitResult:
-    """Submit images for captioning by `models`; safe to repeat: the same job id or idempotency key resumes.
+           request: SubmitRequest | str | Iterable[str] | None = None, progress: Progress | None = None,
+           on_job: Callable[[str, bool], None] | None = None, **options) -> SubmitResult:
+    """Submit images for captioning by the request's models; safe to repeat: the same job id or idempotency key
+    resumes. `request` is a SubmitRequest, or its models with its other fields as keywords
+    (`submit(settings, paths, "blip", owner="alice")`).
 
     :param paths_or_uploads: local paths/folders/manifests/shards/s3:// URIs and prefixes (CLI), or Candidates
         (API uploads/items), or any iterable of them: read lazily, so its length is not bounded by memory.
-    :param allow_local: False for callers that must never read server-local paths (the API).
     :param on_job: called with (job id, created) once the job exists, before any input is read, so a caller
         can show the id that resumes an interrupted submission.
-    :param translate: a language code: each caption is also translated into it, by the translation worker.
     Inputs stream through a window of CAPQ_SUBMIT_WINDOW candidates in flight; accepted images are recorded in
     chunks of CAPQ_SUBMIT_RECORD_CHUNK and sent to the queues as they are recorded. Bad files are listed in
     `rejected` (the first 1000; all are recorded on the job) and the job goes on with the rest. An image is
@@ -364,6 +380,13 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     Raises BadInput for unknown models/tier/preset and bad names; storage errors when a service is down
     (the job stays resumable).
     """
+    if isinstance(request, SubmitRequest):
+        if options:
+            raise TypeError(f"submit() takes a SubmitRequest or keywords, not both: {sorted(options)}")
+    else:
+        request = SubmitRequest(**({"models": request} if request is not None else {}), **options)
+    models, tier, preset, owner = request.models, request.tier, request.preset, request.owner
+    job_id, idempotency_key, translate = request.job_id, request.idempotency_key, request.translate
     progress = progress or (lambda stage, done, total: None)
     models, route, aliases = expand(settings, list(models) if not isinstance(models, str) else models)
     tier = choices.check_tier(tier or settings.default_tier)
@@ -376,7 +399,7 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     quota.check(settings, owner, tier)  # issue 15: 429 / exit 2 with the reset time
     if translate is not None:
         translate = check_lang(translate)
-    items = _items(settings, paths_or_uploads, owner, allow_local)
+    items = _items(settings, paths_or_uploads, owner, request.allow_local)
 
     jobs = JobStore(settings)
     trace_id = tracing.current() or tracing.new_trace_id()  # issue 18: the API request's, or this submission's own
