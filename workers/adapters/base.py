@@ -193,7 +193,7 @@ class Captioner(ABC):
 
         :param batch: outputs of `preprocess`, any length (run in chunks of max_batch_size).
         :param generation: a preset {"prompt": str|None, "generate": {...}, "postprocess": name|None};
-            see workers.presets.get_preset. None means the model's built-in generation config.
+            see capq.presets.get_preset. None means the model's built-in generation config.
         """
         if not self.loaded:
             raise RuntimeError(f"{type(self).__name__}.generate called before load()")
