@@ -20,7 +20,7 @@ from PIL import Image
 
 from tooling import tiny
 from workers.models import MODELS
-from workers.presets import get_preset
+from capq.presets import get_preset
 
 
 def _blip(large: bool) -> tuple[Any, Any, Any]:

@@ -19,7 +19,7 @@ import redis
 from bench.worker_bench import drop
 from capq.names import HELD_KEY
 from capq.settings import load_settings
-from producer.enqueue import enqueue_pending
+from capq.enqueue import enqueue_pending
 from storage.blobs import ImageStore
 from storage.db import Mongo
 from storage.jobs import JobStore
@@ -27,7 +27,7 @@ from tooling.images import random_images
 from tooling.paths import TINY_DIR
 from tooling.tiny import make_tiny
 from tooling.workers import Workers
-from workers.celery_app import create_app
+from capq.celery_app import create_app
 
 GOAL_S = 30.0
 

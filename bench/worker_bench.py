@@ -22,12 +22,12 @@ from capq.settings import Settings, load_settings
 from storage.blobs import ImageStore
 from storage.db import Mongo
 from storage.jobs import JobStore
-from producer.enqueue import enqueue_pending
+from capq.enqueue import enqueue_pending
 from tooling import procs
 from tooling.images import random_images
 from tooling.paths import LOG_DIR
 from tooling.workers import wait_heartbeat
-from workers.celery_app import create_app
+from capq.celery_app import create_app
 
 REPO = Path(__file__).resolve().parents[1]
 FULLSIZE_DIR = REPO / ".capq" / "bench-models" / "blip-base-random-v2"

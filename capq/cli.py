@@ -7,6 +7,7 @@ import typer
 from rich.console import Console
 
 from capq.settings import SettingsError
+from storage.errors import StorageError
 
 app = typer.Typer(help="capq: distributed batch image captioning.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -49,8 +50,6 @@ _register_packages()
 
 
 def main() -> None:
-    from storage.errors import StorageError
-
     try:
         app()
     except SettingsError as exc:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from capq.errors import InputError
+
 # capq checks the pixel count itself, before any decode, against CAPQ_MAX_IMAGE_PIXELS. PIL's own guard
 # would refuse some images under a larger configured cap, and its warning filter is process-wide (not
 # thread-safe), so it is switched off here in favour of the explicit checks below.
@@ -70,7 +72,7 @@ def open_image(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
 
 
-class InvalidImage(ValueError):
+class InvalidImage(InputError, ValueError):
     """The bytes are not an image capq can caption; the message says why and what to do."""
 
 

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 
+from capq.redact import RedactingFilter
 from capq.tracing import trace_id_var
 
 job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("capq_job_id", default=None)
@@ -35,8 +36,6 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(json_lines: bool, level: int = logging.INFO, secrets: tuple[str, ...] = ()) -> None:
-    from capq.redact import RedactingFilter
-
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter(secrets))  # no password of a connection URL reaches a log line
     handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -1,4 +1,6 @@
 """names: every Redis key, queue name and tier in one place, all under the capq prefix."""
+import os
+import socket
 
 # Highest service first: this order is the order a worker drains its queues in.
 TIERS = ("premium", "plus", "free")
@@ -7,7 +9,23 @@ PREFIX = "capq"
 EVAL_QUEUE = f"{PREFIX}.eval"
 DLQ_KEY = f"{PREFIX}:dlq"
 RATE_KEY = f"{PREFIX}:rate:"  # + api key hash + ":" + hour window
-WORKER_HEARTBEAT_KEY = f"{PREFIX}:worker:"  # + worker id
+WORKER_HEARTBEAT_KEY = f"{PREFIX}:worker:"  # + worker id: build it with heartbeat_key(worker_id(...))
+
+
+def worker_id(name: str, pid: int | str | None = None) -> str:
+    """`name@host:pid` (this host; this process when pid is None): what heartbeats, logs and captions call a
+    worker process. Pass "*" for name or pid to build a pattern for heartbeat_key."""
+    return f"{name}@{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def heartbeat_key(wid: str) -> str:
+    """The Redis key a worker's heartbeat lives under (`"*"`: every worker's, for SCAN)."""
+    return WORKER_HEARTBEAT_KEY + wid
+
+
+def worker_of_heartbeat(key: str) -> str:
+    """The worker id in a heartbeat key."""
+    return key[len(WORKER_HEARTBEAT_KEY):]
 
 
 def caption_queue(model: str, tier: str) -> str:
@@ -24,10 +42,11 @@ def tier_of_queue(queue: str) -> str | None:
     tier = queue.rsplit(".", 1)[-1]
     return tier if tier in TIERS else None
 
-CAPTION_TASK = "capq.caption_shard"
+CAPTION_TASK = "capq.caption_shard"  # its message: capq.shard.ShardMessage
+ITEM_QUEUED = "queued"  # a job item waiting for its caption (storage.jobs.OPEN)
 EVAL_TASK = "capq.evaluate"
 
-# The captioning architectures capq ships adapters for (workers.models holds their details).
+# The captioning architectures capq ships adapters for (capq.catalog holds their details).
 MODEL_NAMES = ("blip", "blip2", "git", "vit-gpt2")
 
 # Issue 15: per-key request/image counters and per-owner daily quotas

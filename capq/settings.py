@@ -9,10 +9,11 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from capq.names import TIERS, TRANSLATE_PROVIDERS
+from capq.errors import InputError
+from capq.names import MODEL_NAMES, TIERS, TRANSLATE_PROVIDERS
 
 
-class SettingsError(ValueError):
+class SettingsError(InputError, ValueError):
     """A CAPQ_* variable is missing or malformed; the message names it and says what to fix."""
 
 
@@ -67,8 +68,6 @@ def _pairs(value, example: str) -> dict[str, str]:
 
 def _parse_prices(value) -> dict[str, float]:
     """'blip:cuda=1.2,*:cpu=0.05' -> {'blip:cuda': 1.2, '*:cpu': 0.05}: USD per GPU-hour by model:device."""
-    from capq.names import MODEL_NAMES
-
     prices = {}
     for name, number in _pairs(value, "blip:cuda=1.2,*:cpu=0.05").items():
         model, sep, device = name.partition(":")

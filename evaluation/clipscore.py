@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class ClipError(ValueError):
-    """The CLIP checkpoint cannot be loaded; the message says what to set."""
+from evaluation.errors import ClipError
 
 
 def _features_as_tensors(model):

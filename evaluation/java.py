@@ -9,13 +9,11 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
+from evaluation.errors import JavaError
+
 # The tokenizer runs with -preserveLines: any character Java treats as a line break would shift every later
 # caption onto the wrong image, so all of them become spaces (pycocoevalcap replaces only '\n').
 _LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-
-
-class JavaError(RuntimeError):
-    """A Java tool is missing or failed; the message says what to install or which flag to drop."""
 
 
 def java_available() -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 from pycocoevalcap.bleu.bleu_scorer import precook
 from pycocoevalcap.cider.cider_scorer import CiderScorer
 
+from evaluation.errors import MetricError
 from evaluation.java import MeteorProcess, ptb_tokenize
 
 N = 4
@@ -27,10 +28,6 @@ SCORE_NAMES = BLEU_NAMES + ("rouge_l", "cider", "meteor")
 # pycocoevalcap's BleuScorer guards: a zero count gives exactly 0, never a division by zero.
 _TINY, _SMALL = 1e-15, 1e-9
 _ROUGE_BETA = 1.2  # pycocoevalcap's Rouge().beta
-
-
-class MetricError(ValueError):
-    """The inputs cannot be scored; the message names the images to fix."""
 
 
 @dataclass(frozen=True)

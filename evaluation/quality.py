@@ -9,13 +9,14 @@ from datetime import datetime, timezone
 
 from capq.imaging import InvalidImage, decode_rgb
 from capq.names import MODEL_NAMES
+from capq.presets import get_preset
 from capq.settings import Settings
 from evaluation.health import health_signals, hits_limit, length_limit
+from storage.aliases import AliasStore
 from storage.blobs import ImageStore
 from storage.caption_samples import CaptionSamples
 from storage.errors import NotFound
 from storage.evaluations import EvaluationStore
-from workers.presets import get_preset
 
 log = logging.getLogger("capq.eval")
 
@@ -111,7 +112,6 @@ def compare_alias_arms(settings: Settings, alias: str, clip: bool = True) -> dic
     CLIP checkpoint, CLIPScore per arm and each pair's difference with its interval and p-value (unpaired
     bootstrap: the arms caption different images)."""
     from evaluation.clipscore import compare_unpaired
-    from storage.aliases import AliasStore
 
     arms = AliasStore(settings).get_many([alias]).get(alias)
     if arms is None:

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import logging
 
+from celery import shared_task
+
 from capq.names import QUALITY_TASK
 from capq.settings import get_settings
-from workers.celery_app import app
 
 log = logging.getLogger("capq.eval")
 
 
 # Routed to capq.eval (the app's default queue), so the evaluation worker runs it.
-@app.task(name=QUALITY_TASK)
+@shared_task(name=QUALITY_TASK)
 def measure(model: str | None = None) -> dict:
     """Store health signals (and CLIPScore, with CAPQ_CLIP_CHECKPOINT) of `model`'s newest captions."""
     # Imported here: beat and Flower load this module in the slim API image, which has no torch.

@@ -15,13 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from capq.settings import Settings
+from evaluation.errors import ReferenceFormatError
 from storage.references import PENDING_PREFIX, ReferenceStore, pending_key
 
 _SHOW = 5  # problems listed per message; the count says how many more
-
-
-class ReferenceFormatError(ValueError):
-    """The reference file cannot be imported; the message says what to fix. Nothing was written."""
 
 
 @dataclass

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 from capq.settings import Settings
 from evaluation import metrics
+from evaluation.errors import CompareError
 from evaluation.references import resolve_pending
 from storage.caption_reads import CaptionReads
 from storage.evaluations import EvaluationStore
@@ -116,10 +117,6 @@ def run_evaluation(settings: Settings, model: str | None = None, preset: str | N
     :returns: the stored evaluation documents, each with its "id".
     """
     return evaluate_groups(settings, model, preset, job_id, since, trigger, skip_if_unchanged, meteor).evaluations
-
-
-class CompareError(ValueError):
-    """The two models cannot be compared; the message says what is missing."""
 
 
 def _latest_group(settings: Settings, model: str, preset: str | None) -> dict:

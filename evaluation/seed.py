@@ -5,6 +5,7 @@ import json
 import re
 from pathlib import Path
 
+from evaluation.errors import SeedFormatError
 from evaluation.java import MeteorProcess
 from evaluation.metrics import corpus_stats, tokenize
 
@@ -18,10 +19,6 @@ PUBLISHED = {model: dict(zip(_NAMES, row, strict=True)) for model, row in {
     "git": (0.6250, 0.4633, 0.3208, 0.2062, 0.2972, 0.4749, 0.5401),
     "vit_gpt2": (0.3541, 0.1606, 0.0689, 0.0346, 0.1884, 0.3127, 0.1211),
 }.items()}
-
-
-class SeedFormatError(ValueError):
-    """A seed file does not have the layout SEED_RESULTS.md describes; the message says which part."""
 
 
 def _load_json(path: Path):

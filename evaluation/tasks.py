@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import logging
 
+from celery import shared_task
+
+from capq.logs import setup_logging
 from capq.names import EVAL_QUEUE, EVAL_TASK
 from capq.settings import Settings, get_settings
-from workers.celery_app import app
+from workers.consume import consume
 
 log = logging.getLogger("capq.eval")
 
 
 # Routed to capq.names.EVAL_QUEUE by celery_app's task_routes (a task's own `queue` is deprecated in Celery).
-@app.task(name=EVAL_TASK)
+@shared_task(name=EVAL_TASK)
 def evaluate(model: str | None = None) -> dict:
     """Evaluate `model` (all models when None), skipping groups unchanged since their last evaluation.
 
@@ -33,10 +36,6 @@ def evaluate(model: str | None = None) -> dict:
 
 def serve(settings: Settings, concurrency: int = 1, loglevel: str = "INFO") -> None:
     """Consume the evaluation queue in this process until shut down (`capq eval worker`)."""
-    from capq.logs import setup_logging
-
-    from workers.consume import consume
-
     setup_logging(settings.log_json)
     # Each evaluation is CPU-bound Python plus a JVM: separate processes, not threads, when running several.
     pool = ["--pool", "solo"] if concurrency == 1 else ["--pool", "prefork", "--concurrency", str(concurrency)]

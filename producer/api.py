@@ -16,13 +16,24 @@ from starlette.datastructures import UploadFile as StarletteUpload
 
 from capq.names import MODEL_NAMES, TIERS
 from capq.settings import Settings
-from producer import (api_aliases, api_catalog, api_guard, api_heal, api_owners, api_tracing, api_translate,
-                      key_stats, queries)
+from producer import (
+    api_aliases,
+    api_catalog,
+    api_guard,
+    api_heal,
+    api_owners,
+    api_tracing,
+    api_translate,
+    key_stats,
+    queries,
+)
+from producer.api_export import parquet_results
 from producer.apiauth import ApiError, Caller, authenticator, install_error_handlers, take_images
 from producer.errors import BadInput, CaptionTimeout, TooLarge
 from producer.sources import Candidate, Expanded, from_api_items, upload_name
-from producer.api_export import parquet_results
-from producer.submit import submit
+from producer.submit import SubmitRequest, submit
+from storage.db import mongo
+from translation.results import check_lang, with_translations
 
 REQUESTS = Counter("capq_api_requests_total", "API requests", ["method", "route", "status"])
 LATENCY = Histogram("capq_api_request_seconds", "API request latency", ["method", "route"])
@@ -140,8 +151,6 @@ def create_app(settings: Settings) -> FastAPI:
         """200 when Redis and MongoDB answer; a 503 names the service down, never its address."""
         import redis
 
-        from storage.db import mongo
-
         down = []
         try:
             mongo(settings).ping()
@@ -170,10 +179,11 @@ def create_app(settings: Settings) -> FastAPI:
             fields, expanded = await _job_request(request, settings, caller)
             take_images(settings, caller, len(expanded.candidates))
             result = await run_in_threadpool(
-                functools.partial(submit, settings, expanded, fields.get("models") or [],
-                                  tier=_tier(caller, fields.get("tier")), preset=fields.get("preset"),
-                                  owner=caller.owner, idempotency_key=fields.get("idempotency_key"),
-                                  allow_local=False, translate=fields.get("translate") or None))
+                submit, settings, expanded,
+                SubmitRequest(fields.get("models") or [], tier=_tier(caller, fields.get("tier")),
+                              preset=fields.get("preset"), owner=caller.owner,
+                              idempotency_key=fields.get("idempotency_key"), allow_local=False,
+                              translate=fields.get("translate") or None))
         finally:
             await request.close()  # the spooled uploads' temporary files go now, not at garbage collection
         key_stats.add_images(settings, caller.key_prefix, result.new_items)
@@ -198,7 +208,6 @@ def create_app(settings: Settings) -> FastAPI:
         first = next(rows, None)  # raises NotFound here, before a streamed body has started
         head = [first] if first else []
         if lang is not None:  # Issue 14: translated from the memory, or on demand
-            from translation.results import check_lang, with_translations
 
             translated, summary = with_translations(settings, head + list(rows), check_lang(lang))
             head, rows = translated, iter(())
@@ -218,7 +227,6 @@ def create_app(settings: Settings) -> FastAPI:
         found = queries.history(settings, caller.owner, image=image, model=model, job=job, since=since,
                                 limit=limit, page=page, cursor=cursor, allow_files=False)
         if lang is not None:  # Issue 14
-            from translation.results import check_lang, with_translations
 
             found["items"], found["translation"] = with_translations(settings, found["items"], check_lang(lang))
         return found
@@ -232,8 +240,8 @@ def create_app(settings: Settings) -> FastAPI:
         if expanded.rejected:
             raise TooLarge(expanded.rejected[0]["reason"])
         take_images(settings, caller, 1)
-        result = await run_in_threadpool(submit, settings, expanded, [model], caller.tier, preset, caller.owner,
-                                         None, None, None, False)
+        result = await run_in_threadpool(submit, settings, expanded, SubmitRequest(
+            [model], tier=caller.tier, preset=preset, owner=caller.owner, allow_local=False))
         key_stats.add_images(settings, caller.key_prefix, result.new_items)
         if result.rejected:
             raise BadInput(f"{result.rejected[0]['file']}: {result.rejected[0]['reason']}")

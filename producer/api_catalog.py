@@ -8,12 +8,16 @@ import re
 from fastapi import Depends, FastAPI, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
+from capq.presets import PRESETS
 from capq.settings import Settings
 from producer import choices, fleet
 from producer.apiauth import ApiError, Caller
 from producer.errors import BadInput
 from producer.queries import _int, plain
+from storage.blobs import ImageStore
 from storage.errors import NotFound
+from storage.evaluations import EvaluationStore
+from storage.history import CaptionHistory
 
 THUMB_PX = 256
 MAX_THUMBS = 50
@@ -21,8 +25,6 @@ SHA_PATTERN = "^[0-9a-fA-F]{64}$"
 
 
 def _presets() -> dict[str, dict]:
-    from workers.presets import PRESETS  # plain dicts; no torch behind them
-
     return {model: {name: {"prompt": p.get("prompt"), "generate": p.get("generate")} for name, p in presets.items()}
             for model, presets in PRESETS.items()}
 
@@ -60,8 +62,6 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
     def evaluations(model: str | None = None, limit: str = "50", caller: Caller = Depends(auth)) -> dict:
         """Evaluation runs, newest first: scores (BLEU-1..4, ROUGE-L, CIDEr, METEOR) with 95% intervals.
         Scores are per model over every owner's captions; no caption or image is returned."""
-        from storage.evaluations import EvaluationStore
-
         model = choices.check_model(plain("model", model)) if model is not None else None
         docs = EvaluationStore(settings).history(model, _int("limit", limit, 1, 500))
         return {"evaluations": [{k: v for k, v in d.items() if k != "last_caption_at"} for d in docs]}
@@ -89,9 +89,6 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
                    caller: Caller = Depends(auth)) -> dict:
         """JPEG thumbnails of several of your images in one request (a results page costs one request, not one
         per row): {"thumbnails": {sha256: "data:image/jpeg;base64,..."}}; shas not among yours are left out."""
-        from storage.blobs import ImageStore
-        from storage.history import CaptionHistory
-
         shas = list(dict.fromkeys(s.lower() for s in sha256))
         if len(shas) > MAX_THUMBS or any(not re.fullmatch(SHA_PATTERN, s) for s in shas):
             raise BadInput(f"give 1 to {MAX_THUMBS} sha256 values (64 hex characters each)")
@@ -109,9 +106,6 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
     def image(sha256: str = Path(..., pattern=SHA_PATTERN), size: str = Query("full", pattern="^(full|thumb)$"),
               caller: Caller = Depends(auth)) -> Response:
         """One of your images by sha256: its bytes, or a JPEG thumbnail (size=thumb). Anyone else's is 404."""
-        from storage.blobs import ImageStore
-        from storage.history import CaptionHistory
-
         sha = sha256.lower()
         missing = NotFound(f"no image {sha[:12]}... among yours; images are named by the sha256 your results show")
         if not CaptionHistory(settings).owned_shas(caller.owner, [sha]):

@@ -6,6 +6,7 @@ from fastapi import Depends, FastAPI
 from capq.settings import Settings
 from producer import queries
 from producer.apiauth import ApiError, Caller
+from producer.waiting import models_offline, offline_message
 from storage.errors import AlreadyFinished
 
 
@@ -23,8 +24,6 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
 def refuse_offline(settings: Settings, model: str, job_id: str) -> None:
     """503 with Retry-After when no worker is online for `model`; the job stays queued."""
     import redis
-
-    from producer.waiting import models_offline, offline_message
 
     later = f"the work stays queued as job {job_id}: GET /v1/jobs/{job_id}/results later"
     try:

@@ -7,6 +7,8 @@ from fastapi.concurrency import run_in_threadpool
 from capq.settings import Settings
 from producer.apiauth import ApiError, Caller
 from producer.errors import BadInput
+from translation.results import check_lang, translator
+from translation.service import TranslationUnavailable
 
 MAX_TEXTS = 100
 MAX_CHARS = 2000
@@ -28,9 +30,6 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
                         caller: Caller = Depends(auth)) -> dict:
         """Translate texts through the cache, the translation memory and the provider chain. 503 when no
         provider is configured or all failed (the message says which and why)."""
-        from translation.results import check_lang, translator
-        from translation.service import TranslationUnavailable
-
         if not texts or len(texts) > MAX_TEXTS:
             raise BadInput(f"send 1 to {MAX_TEXTS} texts, got {len(texts)}")
         if any(len(t) > MAX_CHARS for t in texts):

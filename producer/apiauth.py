@@ -13,6 +13,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from kombu.exceptions import OperationalError as KombuOperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from capq.errors import CapqError
 from capq.settings import Settings
 from producer import key_stats
 from producer.errors import BadInput, CaptionTimeout
@@ -25,7 +26,7 @@ HOW_TO_KEY = ("send it as header 'X-API-Key: KEY' or 'Authorization: Bearer KEY'
               "`capq keys create --owner NAME --tier TIER`")
 
 
-class ApiError(Exception):
+class ApiError(CapqError):
     """An HTTP error with a message that says what to fix."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):

@@ -5,6 +5,7 @@ import re
 
 # capq.names holds the model names so that the producer never imports workers.models (and with it torch).
 from capq.names import MODEL_NAMES, TIERS
+from capq.presets import preset_names
 from producer.errors import BadInput
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -44,9 +45,7 @@ def check_tier(tier: str) -> str:
 
 
 def check_preset(models: list[str], preset: str) -> str:
-    """The preset must exist for every model named (workers.presets holds them and imports no torch)."""
-    from workers.presets import preset_names
-
+    """The preset must exist for every model named (capq.presets holds them)."""
     if not isinstance(preset, str):
         raise BadInput("preset must be a name (string)")
     missing = [m for m in models if preset not in preset_names(m)]

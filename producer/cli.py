@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import functools
 import json
 import os
 import sys
@@ -10,41 +9,35 @@ from typing import Optional
 
 import typer
 
+from capq.logs import setup_logging
 from capq.settings import get_settings
-from producer import aliases_cli
+from producer import aliases_cli, owners_cli
 from producer.errors import BadInput
-from producer.render import err, fail, out
+from producer.keys_admin import create_key, list_keys
+from producer.queries import RESULT_FIELDS, cancel_job, history, job_status, list_jobs, results, wait_job
+from producer.render import (
+    csv_cell,
+    err,
+    exits,
+    fail,
+    finished,
+    history_table,
+    job_table,
+    jobs_table,
+    out,
+    progress_bar,
+    rejections_table,
+)
+from producer.waiting import models_offline, offline_message
+from storage.apikeys import ApiKeys
+from storage.errors import AlreadyFinished
+from translation.results import check_lang, with_translations
 
 keys_app = typer.Typer(help="API keys: each maps to an owner and a tier; stored hashed.", no_args_is_help=True)
 
 
 def default_owner() -> str:
     return os.environ.get("USER") or "local"
-
-
-def _exits(fn):
-    """2 for input the caller must fix (message says what), 1 when a service is down."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from kombu.exceptions import OperationalError
-
-        from storage.errors import NotFound, StorageError
-
-        try:
-            return fn(*args, **kwargs)
-        except (BadInput, NotFound) as exc:
-            fail(exc)
-            raise typer.Exit(2)
-        except StorageError as exc:
-            fail(exc)
-            raise typer.Exit(1)
-        except OperationalError as exc:
-            fail(f"message broker unreachable ({exc}); check Redis (capq stack status) and CAPQ_REDIS_URL; "
-                 "submitting again with the same --job-id resumes")
-            raise typer.Exit(1)
-
-    return wrapper
 
 
 # Issue 11: `submit --wait` and `status --watch` exit with this when --timeout passes before the job finishes.
@@ -63,9 +56,6 @@ def _timed_out(job_id: str, job: dict, timeout_s: float, as_json: bool) -> None:
 
 
 def _watch(settings, job_id: str, as_json: bool, timeout_s: float | None = None) -> dict:
-    from producer.queries import wait_job
-    from producer.render import finished, progress_bar
-
     with progress_bar(f"job {job_id[:12]}") as bar:
         last: list = []
 
@@ -83,7 +73,7 @@ def _watch(settings, job_id: str, as_json: bool, timeout_s: float | None = None)
         return wait_job(settings, job_id, on_update=update, timeout_s=timeout_s, on_blip=blip)
 
 
-@_exits
+@exits
 def submit_cmd(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive), .jsonl/.csv/.parquet manifests, "
                                       ".tar shards or brace patterns, s3:// keys and s3://bucket/prefix/."),
@@ -101,9 +91,7 @@ def submit_cmd(
                                             "seconds, print the state and exit 3 (the job goes on)."),
 ) -> None:
     """Validate, upload and queue images for captioning; prints the job id."""
-    from producer.queries import job_status
-    from producer.render import progress_bar, rejections_table
-    from producer.submit import submit
+    from producer.submit import SubmitRequest, submit
 
     settings = get_settings()
     with progress_bar("validating + uploading") as bar:
@@ -120,8 +108,9 @@ def submit_cmd(
             if as_json:
                 print(json.dumps({"event": "started", "job_id": job, "created": created}), flush=True)
 
-        result = submit(settings, paths, model, tier, preset, owner or default_owner(), job_id, idempotency_key,
-                        progress, on_job=started, translate=translate)
+        request = SubmitRequest(model, tier=tier, preset=preset, owner=owner or default_owner(), job_id=job_id,
+                                idempotency_key=idempotency_key, translate=translate)
+        result = submit(settings, paths, request, progress, on_job=started)
     if as_json:
         for r in result.rejected:
             print(json.dumps({"event": "rejected", **r}), flush=True)
@@ -147,8 +136,6 @@ def _warn_offline(settings, models: list[str]) -> None:
     """The job is accepted either way; say when no worker would take it now (issue 11)."""
     import redis
 
-    from producer.waiting import models_offline, offline_message
-
     try:
         offline = models_offline(settings, models)
     except redis.RedisError:
@@ -157,16 +144,13 @@ def _warn_offline(settings, models: list[str]) -> None:
         err.print(f"[yellow]warning:[/yellow] {offline_message(model, last_seen)}; the job waits until one is")
 
 
-@_exits
+@exits
 def status_cmd(job: str = typer.Argument(..., help="Job id."),
                watch: bool = typer.Option(False, "--watch", help="Follow until the job finishes."),
                as_json: bool = typer.Option(False, "--json"),
                timeout: Optional[float] = typer.Option(None, "--timeout", min=0, help="With --watch: give up after "
                                                        "this many seconds, print the state and exit 3.")) -> None:
     """Exact counts of a job and the files it rejected."""
-    from producer.queries import job_status
-    from producer.render import job_table, rejections_table
-
     settings = get_settings()
     status = _watch(settings, job, as_json, timeout) if watch else job_status(settings, job)
     if watch and timeout is not None and status["state"] not in ("done", "cancelled"):
@@ -183,21 +167,17 @@ def status_cmd(job: str = typer.Argument(..., help="Job id."),
         out.print(rejections_table(status["rejected"]))
 
 
-@_exits
+@exits
 def results_cmd(job: str = typer.Argument(..., help="Job id."),
                 fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
                 lang: Optional[str] = typer.Option(None, "--lang", help="Add each caption's translation into this "
                                                    "language (translated on demand when missing).")) -> None:
     """One record per image x model: sha256, file_name, model, preset, caption, status, error."""
-    from producer.queries import RESULT_FIELDS, results
-
     if fmt not in ("jsonl", "csv"):
         raise BadInput(f"--format must be jsonl or csv, not {fmt!r}")
     rows = results(get_settings(), job)
     fields = RESULT_FIELDS
     if lang is not None:
-        from translation.results import check_lang, with_translations
-
         rows, summary = with_translations(get_settings(), rows, check_lang(lang))
         fields = RESULT_FIELDS + ("translation",)
         if summary["error"]:
@@ -206,21 +186,17 @@ def results_cmd(job: str = typer.Argument(..., help="Job id."),
         for row in rows:
             print(json.dumps(row))
         return
-    from producer.render import csv_cell
 
     writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
 
 
-@_exits
+@exits
 def jobs_cmd(mine: bool = typer.Option(False, "--mine", help="Only jobs of --owner ($USER or 'local')."),
              owner: Optional[str] = typer.Option(None, help="Only this owner's jobs."),
              limit: int = typer.Option(50, min=1, max=1000), as_json: bool = typer.Option(False, "--json")) -> None:
     """Recent jobs, newest first."""
-    from producer.queries import list_jobs
-    from producer.render import jobs_table
-
     jobs = list_jobs(get_settings(), owner or (default_owner() if mine else None), limit)
     if as_json:
         for job in jobs:
@@ -232,7 +208,7 @@ def jobs_cmd(mine: bool = typer.Option(False, "--mine", help="Only jobs of --own
                 out.print(f"{job['job_id']} waiting: {job['waiting']}")
 
 
-@_exits
+@exits
 def history_cmd(image: Optional[str] = typer.Option(None, help="An image file (hashed) or its sha256."),
                 model: Optional[str] = typer.Option(None), job: Optional[str] = typer.Option(None),
                 since: Optional[str] = typer.Option(None, help="ISO time, epoch seconds, or an age: 30m, 2h, 7d."),
@@ -241,9 +217,6 @@ def history_cmd(image: Optional[str] = typer.Option(None, help="An image file (h
                 owner: Optional[str] = typer.Option(None, help="Whose history (default $USER or 'local')."),
                 as_json: bool = typer.Option(False, "--json")) -> None:
     """Caption history, newest first."""
-    from producer.queries import history
-    from producer.render import history_table
-
     page_ = history(get_settings(), owner or default_owner(), image=image, model=model, job=job, since=since,
                     limit=limit, page=page, cursor=cursor, allow_files=True)
     if as_json:
@@ -254,12 +227,9 @@ def history_cmd(image: Optional[str] = typer.Option(None, help="An image file (h
         err.print(f"more: --cursor {page_['next_cursor']}")
 
 
-@_exits
+@exits
 def cancel_cmd(job: str = typer.Argument(..., help="Job id.")) -> None:
     """Cancel what is still queued; finished captions are kept."""
-    from producer.queries import cancel_job
-    from storage.errors import AlreadyFinished
-
     try:
         n = cancel_job(get_settings(), job)["cancelled_now"]
     except AlreadyFinished as exc:
@@ -269,14 +239,12 @@ def cancel_cmd(job: str = typer.Argument(..., help="Job id.")) -> None:
 
 
 @keys_app.command("create")
-@_exits
+@exits
 def keys_create(owner: str = typer.Option(..., help="Owner the key acts for."),
                 tier: str = typer.Option(..., help="free, plus or premium."),
                 note: Optional[str] = typer.Option(None, help="A reminder of what the key is for."),
                 role: str = typer.Option("user", help="user (its own data) or admin (the admin API routes).")) -> None:
     """Create an API key and print it once (only its hash is stored)."""
-    from producer.keys_admin import create_key
-
     key, record = create_key(get_settings(), owner, tier, role, note)
     err.print(f"key {record['prefix']}... for owner {owner}, tier {tier}, role {role}; store it now, it is not "
               "shown again")
@@ -284,12 +252,10 @@ def keys_create(owner: str = typer.Option(..., help="Owner the key acts for."),
 
 
 @keys_app.command("list")
-@_exits
+@exits
 def keys_list(owner: Optional[str] = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
     """Keys by prefix with their use this hour and day (the keys themselves are not stored)."""
     from rich.table import Table
-
-    from producer.keys_admin import list_keys
 
     keys = list_keys(get_settings(), owner)
     if as_json:
@@ -307,11 +273,9 @@ def keys_list(owner: Optional[str] = typer.Option(None), as_json: bool = typer.O
 
 
 @keys_app.command("revoke")
-@_exits
+@exits
 def keys_revoke(prefix: str = typer.Argument(..., help="The prefix `capq keys list` shows.")) -> None:
     """Revoke a key: requests with it get 401 from now on."""
-    from storage.apikeys import ApiKeys
-
     revoked = ApiKeys(get_settings()).revoke(prefix)
     if not revoked:
         raise BadInput(f"no live key with prefix {prefix!r}; `capq keys list` shows them")
@@ -322,7 +286,6 @@ def api_cmd(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000
     """Serve the HTTP API (docs at /docs, OpenAPI at /openapi.json)."""
     import uvicorn
 
-    from capq.logs import setup_logging
     from producer.api import create_app
 
     settings = get_settings()
@@ -344,7 +307,5 @@ def register(app: typer.Typer) -> None:
     app.command("cancel")(cancel_cmd)
     app.add_typer(keys_app, name="keys")
     app.command("api")(api_cmd)
-    from producer import owners_cli  # issue 15: owners, usage, keys rotate, retention
-
-    owners_cli.register(app)
+    owners_cli.register(app, keys_app)  # issue 15: owners, usage, keys rotate, retention
     aliases_cli.register(app)  # issue 18

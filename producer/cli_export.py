@@ -6,12 +6,14 @@ from typing import Optional
 import typer
 
 from capq.settings import get_settings
-from producer.cli import _exits, default_owner
+from producer.cli import default_owner
 from producer.errors import BadInput
-from producer.render import err
+from producer.export import export
+from producer.export_rows import select
+from producer.render import err, exits
 
 
-@_exits
+@exits
 def export_cmd(
     targets: list[str] = typer.Argument(..., metavar="[JOB] DEST",
                                         help="A job id (or none, with --model/--since) and a local folder or "
@@ -22,9 +24,6 @@ def export_cmd(
     owner: Optional[str] = typer.Option(None, help="Whose captions (default $USER or 'local')."),
 ) -> None:
     """Export captions, one row per image with a caption column per model and preset; streamed to files."""
-    from producer.export import export
-    from producer.export_rows import select
-
     if len(targets) not in (1, 2):
         raise BadInput("give DEST, or JOB DEST (e.g. `capq export JOB out/ --format parquet`)")
     job, dest = (targets[0], targets[1]) if len(targets) == 2 else (None, targets[0])

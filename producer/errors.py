@@ -1,20 +1,9 @@
-"""errors: the producer's error hierarchy; BadInput is the caller's to fix (exit 2, HTTP 4xx)."""
+"""errors: the producer's errors; BadInput (the caller's to fix: exit 2, HTTP 4xx) lives in capq.errors."""
+from capq.errors import BadInput, CapqError, TooLarge  # noqa: F401  (BadInput, TooLarge: re-exported)
 
 
-class ProducerError(Exception):
-    """Base of every producer error."""
-
-
-class BadInput(ProducerError):
-    """The request itself is wrong (unknown model, tier, preset, filter, path...); the message says what to fix."""
-
-    status = 400
-
-
-class TooLarge(BadInput):
-    """A single image or a request is over a size cap."""
-
-    status = 413
+class ProducerError(CapqError):
+    """Base of the producer's own errors."""
 
 
 class CaptionTimeout(ProducerError):

@@ -8,16 +8,16 @@ from datetime import datetime, timezone
 import redis
 
 from capq.names import TIERS, caption_queue, caption_queues
+from capq.queue_metrics import QueueState, in_flight, read_queue, redis_client
 from capq.settings import Settings
-from workers.queue_metrics import QueueState, in_flight, read_queue, redis_client
-from workers.throughput import model_rates
-from workers.tiers import slot_schedule
+from capq.throughput import model_rates
+from capq.tiers import slot_schedule
 
 UNFINISHED = ("submitting", "queued", "running")
 
 
 def tier_shares(weights: dict[str, int], busy: set[str]) -> dict[str, float]:
-    """Each busy tier's share of a worker's picks, as workers.tiers.TierCycle makes them: a slot goes to its own
+    """Each busy tier's share of a worker's picks, as capq.tiers.TierCycle makes them: a slot goes to its own
     tier when that tier has work, else falls through to the highest busy tier (so a 0-weight tier gets the
     slots only when every other tier is empty)."""
     slots = slot_schedule(weights)

@@ -17,6 +17,8 @@ from capq.settings import Settings
 from producer.errors import BadInput
 from producer.export_rows import PAGE, Selection, column, rows
 from producer.sources import owner_prefix
+from storage.blobs import image_store
+from storage.evaluations import EvaluationStore
 
 FORMATS = ("parquet", "jsonl", "csv", "webdataset", "hf")
 SHARD_SAMPLES = 10_000  # samples per webdataset shard when the rows carry no source shard
@@ -123,8 +125,6 @@ def write_webdataset(items: Iterable[dict], sel: Selection, folder: Path) -> int
 
 def dataset_card(settings: Settings, sel: Selection, count: int) -> str:
     """README.md of an hf export: what it holds, from which models and checkpoints, and their latest scores."""
-    from storage.evaluations import EvaluationStore
-
     evals = EvaluationStore(settings)
     lines = ["---", "configs:", "- config_name: default", "  data_files:", "  - split: train",
              "    path: data/*.parquet", "---", f"# capq captions: {sel.describe()}", "",
@@ -186,8 +186,6 @@ def export(settings: Settings, sel: Selection, fmt: str, dest: str) -> dict:
                 items, sel, folder / f"captions.{fmt}")
         files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
         if remote:
-            from storage.blobs import image_store
-
             for name in files:
                 image_store(settings).upload_file(str(folder / name), prefix + name)
         return {"rows": n, "files": files, "dest": dest}

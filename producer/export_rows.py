@@ -8,6 +8,7 @@ from typing import Iterator
 
 from capq.settings import Settings
 from producer import choices
+from producer.errors import BadInput
 from producer.queries import owned_job, parse_since, plain
 from storage.db import mongo
 from storage.jobs import JobStore
@@ -45,8 +46,6 @@ def select(settings: Settings, owner: str, job=None, model=None, since=None) -> 
     owner = choices.check_owner(owner)
     if job is not None:
         if model is not None or since is not None:
-            from producer.errors import BadInput
-
             raise BadInput("export a job, or filter by --model/--since, not both")
         found = owned_job(JobStore(settings), job, owner)
         return Selection(owner, job_id=found["_id"], runs=tuple((m, found["preset"]) for m in found["models"]))

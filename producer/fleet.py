@@ -6,9 +6,18 @@ import time
 
 import redis
 
-from capq.names import EVAL_QUEUE, MODEL_NAMES, TIERS, TRANSLATE_QUEUE, WORKER_HEARTBEAT_KEY, caption_queue
+from capq.names import (
+    EVAL_QUEUE,
+    MODEL_NAMES,
+    TIERS,
+    TRANSLATE_QUEUE,
+    caption_queue,
+    heartbeat_key,
+    worker_of_heartbeat,
+)
 from capq.settings import Settings
 from storage.errors import ServiceUnreachable
+from storage.throughput import Throughput
 
 THROUGHPUT_WINDOW_S = 300
 
@@ -33,9 +42,9 @@ def _beat_at(value: str) -> float:
 def workers_online(client: redis.Redis) -> list[dict]:
     """[{name, host, pid, seen_s_ago}] from the heartbeat keys (`name@host:pid`, refreshed every 10 s)."""
     now, out = time.time(), []
-    keys = sorted(client.scan_iter(f"{WORKER_HEARTBEAT_KEY}*", count=500))
+    keys = sorted(client.scan_iter(heartbeat_key("*"), count=500))
     for key, beat in zip(keys, client.mget(keys) if keys else []):
-        wid = key[len(WORKER_HEARTBEAT_KEY):]
+        wid = worker_of_heartbeat(key)
         name, _, where = wid.partition("@")
         host, _, pid = where.rpartition(":")
         out.append({"name": name, "host": host, "pid": pid,
@@ -46,8 +55,6 @@ def workers_online(client: redis.Redis) -> list[dict]:
 def snapshot(settings: Settings) -> dict:
     """Queue depth per model and tier, workers per model, plus the evaluation and translation queues.
     Raises BrokerUnreachable (a 503 for the API) when Redis does not answer."""
-    from storage.throughput import Throughput
-
     client = _client(settings)
     try:
         pipe = client.pipeline(transaction=False)

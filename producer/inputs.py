@@ -10,6 +10,7 @@ from capq.settings import Settings
 from producer import shards
 from producer.errors import BadInput
 from producer.sources import REFERENCES, Candidate, Refused, _entry, iter_paths, owner_prefix, s3_candidate
+from storage.blobs import image_store
 
 Item = Candidate | dict  # a candidate, or a rejection {file, reason}
 
@@ -45,8 +46,6 @@ def _parquet(path: Path, settings: Settings, owner: str) -> Iterator[Item]:
 
 def _s3_prefix(uri: str, settings: Settings, owner: str) -> Iterator[Item]:
     """Every image under an s3://bucket/prefix/ of the owner's own; each key passes the single-key rule too."""
-    from storage.blobs import image_store
-
     bucket, _, prefix = uri[len("s3://"):].partition("/")
     mine = owner_prefix(owner)
     if bucket != settings.s3_bucket or not prefix.startswith(mine) or ".." in prefix.split("/"):

@@ -10,8 +10,10 @@ from typing import Optional
 import typer
 
 from capq.settings import get_settings
-from producer.cli import _exits, keys_app
-from producer.render import err, out
+from producer.errors import BadInput
+from producer.keys_admin import rotate_key
+from producer.render import err, exits, out
+from producer.usage_report import COLUMNS, report
 
 owners_app = typer.Typer(help="Owners: list them, erase one (data, keys, usage), read the audit trail.",
                          no_args_is_help=True)
@@ -27,7 +29,7 @@ def _operator() -> str:
 
 
 @owners_app.command("list")
-@_exits
+@exits
 def owners_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Every owner with a key or a job: keys, jobs, last job."""
     from rich.table import Table
@@ -46,7 +48,7 @@ def owners_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @owners_app.command("delete")
-@_exits
+@exits
 def owners_delete(owner: str = typer.Argument(..., help="The owner to erase."),
                   yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
                   as_json: bool = typer.Option(False, "--json")) -> None:
@@ -65,7 +67,7 @@ def owners_delete(owner: str = typer.Argument(..., help="The owner to erase."),
 
 
 @owners_app.command("audit")
-@_exits
+@exits
 def owners_audit(owner: Optional[str] = typer.Option(None), limit: int = typer.Option(50, min=1, max=1000)) -> None:
     """Erasures and retention runs: who, what, when and how much (JSON lines, newest first)."""
     from storage.owners import Owners
@@ -74,16 +76,13 @@ def owners_audit(owner: Optional[str] = typer.Option(None), limit: int = typer.O
         print(json.dumps(entry, default=str))
 
 
-@_exits
+@exits
 def usage_cmd(owner: Optional[str] = typer.Option(None, help="Only this owner (default: everyone)."),
               since: str = typer.Option("30d", help="ISO date, epoch seconds or an age: 24h, 30d."),
               by: str = typer.Option("model", help="Group by model, day, tier, owner or device."),
               as_json: bool = typer.Option(False, "--json"), as_csv: bool = typer.Option(False, "--csv")) -> None:
     """Images captioned, reused captions (free), GPU-seconds and estimated cost (CAPQ_GPU_HOUR_PRICES)."""
     from rich.table import Table
-
-    from producer.errors import BadInput
-    from producer.usage_report import COLUMNS, report
 
     if as_json and as_csv:
         raise BadInput("give --json or --csv, not both")
@@ -105,13 +104,11 @@ def usage_cmd(owner: Optional[str] = typer.Option(None, help="Only this owner (d
         err.print(f"no price for {', '.join(rep['unpriced'])}: set CAPQ_GPU_HOUR_PRICES (MODEL:DEVICE=USD)")
 
 
-@_exits
+@exits
 def keys_rotate(prefix: str = typer.Argument(..., help="The prefix `capq keys list` shows."),
                 grace_s: Optional[float] = typer.Option(None, help="Seconds the old key keeps working "
                                                         "(default CAPQ_KEY_ROTATION_GRACE_S).")) -> None:
     """A new key with the same owner, tier and role; the old one works for the grace period, then is refused."""
-    from producer.keys_admin import rotate_key
-
     key, new, old = rotate_key(get_settings(), prefix, grace_s)
     err.print(f"new key {new['prefix']}... for owner {new['owner']}; the old key {old['prefix']}... works until "
               f"{old['expires_at']}; store the new key now, it is not shown again")
@@ -119,15 +116,15 @@ def keys_rotate(prefix: str = typer.Argument(..., help="The prefix `capq keys li
 
 
 @retention_app.command("run")
-@_exits
+@exits
 def retention_run() -> None:
     """Run retention now (beat runs it every CAPQ_RETENTION_INTERVAL_S when CAPQ_RETENTION_DAYS is set)."""
-    from workers.retention import run_retention
+    from storage.owners import run_retention
 
     print(json.dumps(run_retention(get_settings())))
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, keys_app: typer.Typer) -> None:
     app.add_typer(owners_app, name="owners")
     app.add_typer(retention_app, name="retention")
     app.command("usage")(usage_cmd)

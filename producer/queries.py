@@ -16,6 +16,7 @@ from producer.eta import with_etas
 from producer.sources import SHA256
 from producer.waiting import annotate
 from storage.errors import NotFound, ServiceUnreachable
+from storage.history import CaptionHistory
 from storage.jobs import JobStore
 from storage.usage import UsageStore
 
@@ -162,8 +163,6 @@ def history(settings: Settings, owner: str, image=None, model=None, job=None, si
             cursor=None, allow_files: bool = False) -> dict:
     """Captions of `owner`, newest first. Pages by `page` (1-based, skips) or by `cursor` (next_cursor of the
     previous page; stable while new captions arrive). -> {"items": [...], "next_cursor": str | None}."""
-    from storage.history import CaptionHistory
-
     owner = choices.check_owner(owner)
     sha = image_sha(image, allow_files) if image is not None else None
     model = choices.check_model(plain("model", model)) if model is not None else None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import redis
 
+from capq.errors import Unavailable
 from capq.names import RATE_KEY
 from capq.redact import mask_url
 from capq.settings import Settings
@@ -14,7 +15,7 @@ from capq.settings import Settings
 WINDOW_S = 3600
 
 
-class LimiterUnavailable(RuntimeError):
+class LimiterUnavailable(Unavailable, RuntimeError):
     """Redis did not answer; the API refuses (503) rather than serve without limits."""
 
 

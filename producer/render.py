@@ -1,16 +1,22 @@
 """render: rich tables and progress bars for the producer's CLI (stderr for progress, stdout for answers)."""
 from __future__ import annotations
 
+import functools
 import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import typer
+from kombu.exceptions import OperationalError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
+
+from capq.errors import BadInput
+from storage.errors import NotFound, StorageError
 
 out = Console()
 err = Console(stderr=True)
@@ -19,6 +25,27 @@ err = Console(stderr=True)
 def fail(message) -> None:
     """An error line on stderr, unwrapped (log-friendly) and never parsed as markup."""
     err.print(f"[red]error:[/red] {escape(str(message))}", soft_wrap=True)
+
+
+def exits(fn):
+    """2 for input the caller must fix (message says what), 1 when a service is down."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (BadInput, NotFound) as exc:
+            fail(exc)
+            raise typer.Exit(2)
+        except StorageError as exc:
+            fail(exc)
+            raise typer.Exit(1)
+        except OperationalError as exc:
+            fail(f"message broker unreachable ({exc}); check Redis (capq stack status) and CAPQ_REDIS_URL; "
+                 "submitting again with the same --job-id resumes")
+            raise typer.Exit(1)
+
+    return wrapper
 
 
 class Bar:

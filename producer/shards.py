@@ -12,6 +12,8 @@ from braceexpand import braceexpand
 from capq.settings import Settings
 from producer.errors import BadInput
 from producer.sources import Candidate, Refused, check_meta, s3_candidate
+from storage.blobs import image_store
+from storage.errors import NotFound
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 TEXT_EXTS = ("txt", "cls", "caption")
@@ -45,7 +47,6 @@ def _open(shard: str, settings: Settings, owner: str):
     # The same rule as a single key: the configured bucket, under the owner's own prefix.
     if s3_candidate(shard, settings, owner).sha256 is not None:
         raise Refused("a content-addressed image is not a shard")
-    from storage.blobs import image_store
 
     return image_store(settings).open_key(shard.split("/", 3)[3])
 
@@ -83,7 +84,6 @@ def iter_shard(shard: str, settings: Settings, owner: str) -> Iterator[Candidate
     except (Refused, OSError) as exc:
         yield {"file": shard, "reason": f"cannot open shard: {exc}"}
         return
-    from storage.errors import NotFound
 
     key, members = None, {}
     try:

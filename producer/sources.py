@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from capq.errors import InputError
 from capq.settings import Settings
 from producer.errors import BadInput
 from producer.urls import FetchError, check_url, fetch_url
+from storage.blobs import image_store
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CONTENT_KEY = re.compile(r"^images/sha256/([0-9a-f]{2})/([0-9a-f]{64})$")
@@ -23,7 +25,7 @@ def owner_prefix(owner: str) -> str:
     return f"owners/{owner}/"
 
 
-class Refused(ValueError):
+class Refused(InputError, ValueError):
     """One named source may not be read; the message says why and what is allowed instead."""
 
 
@@ -98,8 +100,6 @@ def s3_candidate(uri, settings: Settings, owner: str, meta: dict | None = None) 
     if content and content.group(2).startswith(content.group(1)):
         return Candidate(uri, sha256=content.group(2), meta=meta)
     if key.startswith(owner_prefix(owner)):
-        from storage.blobs import image_store
-
         store = image_store(settings)
         # The read is bounded itself: the object may grow between the size check and the GET.
         return Candidate(uri, read=lambda: store.get_key(key, settings.max_image_bytes),

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
 from capq import tracing
+from capq.celery_app import create_app
+from capq.enqueue import enqueue_pending
 from capq.imaging import ImageInfo, InvalidImage, decode_budget, inspect_image
 from capq.settings import Settings
 from producer import choices, quota
@@ -23,7 +25,10 @@ from producer.sources import Candidate, Expanded
 from producer.urls import FetchError
 from storage.blobs import image_store, sha256_hex
 from storage.errors import NotFound
+from storage.history import CaptionHistory
+from storage.images import ImageRecords
 from storage.jobs import JobStore
+from translation.results import check_lang
 
 # (stage, done, total): stage is "validating" (once per input; total is the inputs read so far, final once the
 # input is exhausted), then "recorded" and "enqueued" (once each).
@@ -58,8 +63,6 @@ class SubmitResult:
 @functools.cache
 def celery_app(settings: Settings):
     """The workers' Celery app configured for these settings (same broker options, so queues match)."""
-    from workers.celery_app import create_app
-
     return create_app(settings)
 
 
@@ -87,9 +90,6 @@ class _Recorder:
 
     def __init__(self, settings: Settings, jobs: JobStore, job_id: str, owner: str, models: list[str], preset: str,
                  send: Callable[[], int], route: Route | None = None):
-        from storage.history import CaptionHistory
-        from storage.images import ImageRecords
-
         self.images, self.jobs, self.send, self.history = ImageRecords(settings), jobs, send, CaptionHistory(settings)
         self.job_id, self.owner, self.models, self.preset = job_id, owner, models, preset
         self.route = route or (lambda sha: models)  # issue 18: an alias picks each image's model by its sha256
@@ -245,8 +245,6 @@ class _Stream:
 
     def __init__(self, settings: Settings, owner: str, recorder: _Recorder, rejections: _Rejections,
                  progress: Progress):
-        from storage.history import CaptionHistory
-
         self.settings, self.owner, self.recorder, self.rejections = settings, owner, recorder, rejections
         self.progress, self.history = progress, CaptionHistory(settings)
         self.recent = _Recent()
@@ -345,19 +343,35 @@ def _items(settings: Settings, paths_or_uploads, owner: str, allow_local: bool) 
     return iter_inputs(paths_or_uploads, settings, owner)
 
 
+@dataclass(frozen=True)
+class SubmitRequest:
+    """What a caller asks of submit(): the models and the job's options (None: the settings' default).
+
+    :param allow_local: False for callers that must never read server-local paths (the API).
+    :param translate: a language code: each caption is also translated into it, by the translation worker.
+    """
+
+    models: str | Iterable[str]
+    tier: str | None = None
+    preset: str | None = None
+    owner: str = "local"
+    job_id: str | None = None
+    idempotency_key: str | None = None
+    allow_local: bool = True
+    translate: str | None = None
+
+
 def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Candidate] | Expanded,
-           models: str | Iterable[str], tier: str | None = None, preset: str | None = None, owner: str = "local",
-           job_id: str | None = None, idempotency_key: str | None = None, progress: Progress | None = None,
-           allow_local: bool = True, on_job: Callable[[str, bool], None] | None = None,
-           translate: str | None = None) -> SubmitResult:
-    """Submit images for captioning by `models`; safe to repeat: the same job id or idempotency key resumes.
+           request: SubmitRequest | str | Iterable[str] | None = None, progress: Progress | None = None,
+           on_job: Callable[[str, bool], None] | None = None, **options) -> SubmitResult:
+    """Submit images for captioning by the request's models; safe to repeat: the same job id or idempotency key
+    resumes. `request` is a SubmitRequest, or its models with its other fields as keywords
+    (`submit(settings, paths, "blip", owner="alice")`).
 
     :param paths_or_uploads: local paths/folders/manifests/shards/s3:// URIs and prefixes (CLI), or Candidates
         (API uploads/items), or any iterable of them: read lazily, so its length is not bounded by memory.
-    :param allow_local: False for callers that must never read server-local paths (the API).
     :param on_job: called with (job id, created) once the job exists, before any input is read, so a caller
         can show the id that resumes an interrupted submission.
-    :param translate: a language code: each caption is also translated into it, by the translation worker.
     Inputs stream through a window of CAPQ_SUBMIT_WINDOW candidates in flight; accepted images are recorded in
     chunks of CAPQ_SUBMIT_RECORD_CHUNK and sent to the queues as they are recorded. Bad files are listed in
     `rejected` (the first 1000; all are recorded on the job) and the job goes on with the rest. An image is
@@ -366,6 +380,13 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     Raises BadInput for unknown models/tier/preset and bad names; storage errors when a service is down
     (the job stays resumable).
     """
+    if isinstance(request, SubmitRequest):
+        if options:
+            raise TypeError(f"submit() takes a SubmitRequest or keywords, not both: {sorted(options)}")
+    else:
+        request = SubmitRequest(**({"models": request} if request is not None else {}), **options)
+    models, tier, preset, owner = request.models, request.tier, request.preset, request.owner
+    job_id, idempotency_key, translate = request.job_id, request.idempotency_key, request.translate
     progress = progress or (lambda stage, done, total: None)
     models, route, aliases = expand(settings, list(models) if not isinstance(models, str) else models)
     tier = choices.check_tier(tier or settings.default_tier)
@@ -377,10 +398,8 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
         choices.check_key(idempotency_key)
     quota.check(settings, owner, tier)  # issue 15: 429 / exit 2 with the reset time
     if translate is not None:
-        from translation.results import check_lang
-
         translate = check_lang(translate)
-    items = _items(settings, paths_or_uploads, owner, allow_local)
+    items = _items(settings, paths_or_uploads, owner, request.allow_local)
 
     jobs = JobStore(settings)
     trace_id = tracing.current() or tracing.new_trace_id()  # issue 18: the API request's, or this submission's own
@@ -392,8 +411,6 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     job_id = job["_id"]
     if on_job is not None:
         on_job(job_id, created)
-
-    from producer.enqueue import enqueue_pending
 
     shard = settings.batch_size * settings.shard_batches
     def send() -> int:

@@ -9,6 +9,7 @@ import time
 
 import httpx
 
+from capq.errors import InputError
 from capq.settings import Settings
 
 USER_AGENT = "capq-fetcher/0.1 (batch image captioning; like img2dataset)"
@@ -16,7 +17,7 @@ RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 MAX_URL_CHARS = 2048
 
 
-class FetchError(ValueError):
+class FetchError(InputError, ValueError):
     """One URL could not be fetched or may not be; the message says why (it becomes the item's rejection)."""
 
 

@@ -9,6 +9,7 @@ import redis
 
 from capq.names import DLQ_KEY, MODELS_SEEN_KEY, OUTAGES_KEY
 from capq.settings import Settings
+from capq.shard import shard_of
 
 OPEN_STATES = ("submitting", "queued", "running")
 
@@ -47,10 +48,11 @@ def why_waiting(settings: Settings, job: dict, client: redis.Redis | None = None
         for service, since in sorted(client.hgetall(OUTAGES_KEY).items()):
             reasons.append(f"waiting on {'S3' if service == 'object store' else service} "
                            f"(unreachable since {_hhmm(float(since))}); retried on its own once it answers")
-        letters = [e for e in map(json.loads, client.hvals(DLQ_KEY)) if e["args"][0] == job.get("job_id", job.get("_id"))]
+        job_id = job.get("job_id", job.get("_id"))
+        letters = [(e, s) for e in map(json.loads, client.hvals(DLQ_KEY)) if (s := shard_of(e["args"])) and s.job_id == job_id]
         if letters:
-            n = sum(len(e["args"][3]) for e in letters)
-            reasons.append(f"{n} items in dead letters: {letters[0]['error'][:200]} (capq dlq list)")
+            n = sum(len(s.shas) for _, s in letters)
+            reasons.append(f"{n} items in dead letters: {letters[0][0]['error'][:200]} (capq dlq list)")
     except redis.RedisError as exc:
         return f"the queue (Redis) does not answer: {type(exc).__name__}"
     return "; ".join(reasons) or None

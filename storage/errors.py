@@ -1,18 +1,18 @@
 """errors: the storage error hierarchy; unreachable services are distinct from missing things."""
+from capq.errors import CapqError, Unavailable
+from capq.redact import mask_url
 
 
-class StorageError(Exception):
+class StorageError(CapqError):
     """Base of every storage error."""
 
 
-class ServiceUnreachable(StorageError):
+class ServiceUnreachable(StorageError, Unavailable):
     """A backing service did not answer within the configured timeout: a passing fault, worth a retry."""
 
     service = "service"
 
     def __init__(self, url: str, detail: str = ""):
-        from capq.redact import mask_url
-
         self.url = mask_url(url)  # the message reaches logs and operators: never the password
         super().__init__(
             f"{self.service} unreachable at {self.url}"

@@ -9,12 +9,13 @@ from typing import Iterator
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from capq.names import ITEM_QUEUED
 from capq.settings import Settings
 from storage.db import insert_new, mongo, translated
 from storage.errors import AlreadyFinished, NotFound
 
 ITEM_STATES = ("queued", "done", "failed", "cancelled")
-OPEN = "queued"
+OPEN = ITEM_QUEUED
 FINISHED = ITEM_STATES[1:]
 ITEM_PAGE = 1000  # items per query when a whole job is walked
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+import logging
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 import redis
@@ -13,7 +14,9 @@ from capq.settings import Settings
 from storage.blobs import ImageStore, image_store, object_key
 from storage.db import insert_new, mongo, translated
 from storage.errors import ServiceUnreachable
-from translation.service import text_sha
+from storage.translations import text_sha
+
+log = logging.getLogger("capq.retention")
 
 UNFINISHED = ("submitting", "queued", "running")
 GC_PAGE = 500
@@ -284,3 +287,14 @@ def delete_prefix(store: ImageStore, prefix: str) -> int:
         return keys
 
     return delete_keys(store, store._call(listed, prefix))
+
+
+def run_retention(settings: Settings, now: datetime | None = None) -> dict:
+    """Delete what is older than the retention (Owners.expire); nothing when retention is off. The retention task
+    (workers.retention) and `capq owners retention run` both call it."""
+    if not settings.retention_days:
+        return {"retention": "off"}
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=settings.retention_days)
+    counts = Owners(settings).expire(cutoff)
+    log.info("retention before %s: %s", cutoff.isoformat(), counts)
+    return counts

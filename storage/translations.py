@@ -1,10 +1,16 @@
 """translations: the translation memory (one translation per text and target) and the translation history."""
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
 
 from capq.settings import Settings
 from storage.db import insert_new, mongo, translated
+
+
+def text_sha(text: str) -> str:
+    """The key of a caption text in the translation memory, history and cache."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class TranslationMemory:

@@ -5,10 +5,11 @@ from abc import ABC, abstractmethod
 
 import httpx
 
+from capq.errors import Unavailable
 from capq.settings import Settings
 
 
-class ProviderError(Exception):
+class ProviderError(Unavailable):
     """A provider could not translate (down, refused, misconfigured); the chain moves on to the next one."""
 
 
@@ -138,18 +139,3 @@ class AwsTranslate(Provider):
                 raise ProviderError(f"aws unreachable: {type(exc).__name__}") from None
             out.append(resp["TranslatedText"])
         return out
-
-
-def build_provider(name: str, settings: Settings) -> Provider:
-    """The named provider, configured from settings; ProviderError says which setting is missing."""
-    if name == "google":
-        return GoogleTranslate(settings)
-    if name == "azure":
-        return AzureTranslator(settings)
-    if name == "aws":
-        return AwsTranslate(settings)
-    if name == "offline":
-        from translation.offline import MarianProvider
-
-        return MarianProvider(settings.translate_offline_model)
-    raise ProviderError(f"unknown translation provider {name!r}")

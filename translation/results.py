@@ -5,9 +5,10 @@ import functools
 import logging
 from typing import Iterable
 
+from capq.errors import BadInput
 from capq.settings import Settings
 from storage.errors import StorageError
-from translation.service import Translator, TranslationUnavailable
+from translation.service import TranslationUnavailable, Translator
 
 log = logging.getLogger("capq.translate")
 
@@ -20,8 +21,6 @@ def translator(settings: Settings) -> Translator:
 
 def check_lang(lang) -> str:
     """A target language code such as vi, fr or zh-Hans; anything else is refused with what to send."""
-    from producer.errors import BadInput
-
     text = str(lang).strip() if isinstance(lang, str) else ""
     if not (2 <= len(text) <= 8 and text.replace("-", "").isalpha()):
         raise BadInput(f"lang must be a language code such as vi, fr or zh-Hans, got {str(lang)[:20]!r}")

@@ -1,24 +1,24 @@
 """service: translate texts through the cache, the memory, language detection and the provider chain, in that order."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
 
 import redis
 
+from capq.errors import Unavailable
 from capq.names import TRANSLATE_CACHE_KEY
 from capq.settings import Settings
 from storage.errors import StorageError
-from storage.translations import TranslationMemory
-from translation.providers import Provider, ProviderError, RateLimited, build_provider
+from storage.translations import TranslationMemory, text_sha
+from translation.providers import AwsTranslate, AzureTranslator, GoogleTranslate, Provider, ProviderError, RateLimited
 
 log = logging.getLogger("capq.translate")
 BATCH = 50  # texts per provider request
 
 
-class TranslationUnavailable(Exception):
+class TranslationUnavailable(Unavailable):
     """No provider is configured, or every provider in the chain failed; the message says which and why.
     `done` holds what was translated before the chain ran out (it is also in the memory)."""
 
@@ -40,8 +40,20 @@ class Translation:
         return asdict(self)
 
 
-def text_sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def build_provider(name: str, settings: Settings) -> Provider:
+    """The named provider, configured from settings; ProviderError says which setting is missing."""
+    if name == "google":
+        return GoogleTranslate(settings)
+    if name == "azure":
+        return AzureTranslator(settings)
+    if name == "aws":
+        return AwsTranslate(settings)
+    if name == "offline":
+        # Imported here: only a translation worker's image has torch; the API names remote providers only.
+        from translation.offline import MarianProvider
+
+        return MarianProvider(settings.translate_offline_model)
+    raise ProviderError(f"unknown translation provider {name!r}")
 
 
 def detect_language(text: str) -> str | None:

@@ -9,8 +9,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from capq.catalog import describe_models
+from capq.celery_app import create_app
+from capq.names import heartbeat_key, worker_id
+from capq.redact import redact
 from capq.settings import get_settings
-from workers import ops_cli
+from capq.shard import shard_of
+from workers.deadletters import DeadLetters
 
 models_app = typer.Typer(help="Captioning models, checkpoints and generation presets.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: work that kept failing.", no_args_is_help=True)
@@ -43,8 +48,7 @@ def worker(
 
 def beat(loglevel: str = typer.Option("INFO")) -> None:
     """Run celery beat (exactly one per deployment): schedules the periodic evaluation."""
-    from workers.celery_app import app
-
+    app = create_app(get_settings())
     schedule = get_settings().home / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
     app.Beat(loglevel=loglevel, schedule=str(schedule)).run()
@@ -57,8 +61,9 @@ def flower(address: str = typer.Option("127.0.0.1"), port: int = typer.Option(55
         Console(stderr=True).print("[red]error:[/red] set FLOWER_BASIC_AUTH=user:password with a real password (not "
                                    "empty, not the .env.example placeholder); Flower never runs open")
         raise typer.Exit(2)
-    from workers.celery_app import app
     from workers.flower_queues import install
+
+    app = create_app(get_settings())
 
     install()  # issue 18: every queue shown, with or without a worker online
     # Flower reads FLOWER_BASIC_AUTH itself; passing it as a flag would show the password in `ps`.
@@ -67,11 +72,8 @@ def flower(address: str = typer.Option("127.0.0.1"), port: int = typer.Option(55
 
 def health(service: str = typer.Option("api", help="api, worker or beat: what this process is.")) -> None:
     """Exit 0 when Redis, MongoDB and S3 answer (and, for a worker, this host has a live heartbeat)."""
-    import socket
-
     import redis
 
-    from capq.names import WORKER_HEARTBEAT_KEY
     from storage.blobs import ImageStore
     from storage.db import Mongo
 
@@ -81,11 +83,9 @@ def health(service: str = typer.Option("api", help="api, worker or beat: what th
         client.ping()
         Mongo(settings).ping()
         ImageStore(settings).ensure_bucket()
-        if service == "worker" and not list(client.scan_iter(f"{WORKER_HEARTBEAT_KEY}*@{socket.gethostname()}:*")):
+        if service == "worker" and not list(client.scan_iter(heartbeat_key(worker_id("*", "*")))):
             raise RuntimeError("no live worker heartbeat on this host")
     except Exception as exc:
-        from capq.redact import redact
-
         Console(stderr=True).print(f"unhealthy: {redact(exc)}", markup=False)
         raise typer.Exit(1)
     out.print("ok")
@@ -94,8 +94,6 @@ def health(service: str = typer.Option("api", help="api, worker or beat: what th
 @models_app.command("list")
 def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Models, their checkpoints and generation presets."""
-    from workers.models import describe_models
-
     rows = describe_models()
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -109,8 +107,6 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
 @dlq_app.command("list")
 def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Dead letters with their errors, oldest first."""
-    from workers.deadletters import DeadLetters
-
     entries = DeadLetters(get_settings()).list()
     if as_json:
         for e in entries:
@@ -118,7 +114,9 @@ def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
         return
     table = Table("id", "queue", "job", "images", "retries", "error")
     for e in entries:
-        table.add_row(e["id"], e["queue"], str(e["args"][0]), str(len(e["args"][3])), str(e["retries"]), e["error"])
+        shard = shard_of(e["args"])
+        table.add_row(e["id"], e["queue"], shard.job_id if shard else "?", str(len(shard.shas)) if shard else "?",
+                      str(e["retries"]), e["error"])
     out.print(table if entries else "no dead letters")
 
 
@@ -126,14 +124,11 @@ def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
 def dlq_retry(ids: Optional[list[str]] = typer.Argument(None, help="Entry ids (default: all)."),
               all_: bool = typer.Option(False, "--all", help="Re-queue every dead letter.")) -> None:
     """Re-queue dead letters on their original queues."""
-    from workers.celery_app import app
-    from workers.deadletters import DeadLetters
-
     if not ids and not all_:
         Console(stderr=True).print("[red]error:[/red] name entry ids (see `capq dlq list`) or pass --all")
         raise typer.Exit(2)
     try:
-        sent = DeadLetters(get_settings()).retry(app, ids or None)
+        sent = DeadLetters(get_settings()).retry(create_app(get_settings()), ids or None)
     except KeyError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc.args[0]}")
         raise typer.Exit(2)
@@ -147,4 +142,3 @@ def register(app: typer.Typer) -> None:
     app.command("health")(health)
     app.add_typer(models_app, name="models")
     app.add_typer(dlq_app, name="dlq")
-    ops_cli.register(app)  # issue 18

@@ -4,24 +4,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 import time
 
 import redis
 
 from capq import tracing
-from capq.names import MODELS_SEEN_KEY, WORKER_HEARTBEAT_KEY
+from capq.celery_app import create_app
+from capq.names import MODELS_SEEN_KEY, heartbeat_key, worker_id
 from capq.settings import Settings
 from workers import healing
 
 log = logging.getLogger("capq.worker")
 HEARTBEAT_S = 10
-
-
-def worker_id(name: str) -> str:
-    """`name@host:pid`: what heartbeats, logs and captions call this process."""
-    return f"{name}@{socket.gethostname()}:{os.getpid()}"
 
 
 def heartbeat_value(details: dict | None = None) -> str:
@@ -33,7 +28,7 @@ def _heartbeat(settings: Settings, wid: str, details: dict | None = None) -> Non
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s)
     while True:
         try:
-            client.pipeline().set(WORKER_HEARTBEAT_KEY + wid, heartbeat_value(details), ex=settings.worker_lost_after_s) \
+            client.pipeline().set(heartbeat_key(wid), heartbeat_value(details), ex=settings.worker_lost_after_s) \
                 .hset(MODELS_SEEN_KEY, wid.split("@", 1)[0], str(time.time())).execute()
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", exc)
@@ -44,8 +39,7 @@ def consume(settings: Settings, name: str, queues: list[str], pool: list[str], l
             details: dict | None = None) -> None:
     """Start the heartbeat (read by `capq health --service worker`; `details` such as the batch size go in it),
     then consume `queues` until shut down."""
-    from workers.celery_app import app
-
+    app = create_app(settings)
     tracing.connect_celery(settings)  # issue 18: tasks log under their submission's trace id
     wid = worker_id(name)
     threading.Thread(target=_heartbeat, args=(settings, wid, details), daemon=True).start()

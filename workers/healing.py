@@ -18,10 +18,11 @@ from celery import signals
 from kombu.exceptions import OperationalError
 from kombu.transport.redis import Channel
 
-from capq.names import DEATHS_KEY, HEALER_LOCK, HELD_KEY, INFLIGHT_KEY, OUTAGES_KEY, REDRIVES_KEY, WORKER_HEARTBEAT_KEY
+from capq.enqueue import resend_open
+from capq.names import DEATHS_KEY, HEALER_LOCK, HELD_KEY, INFLIGHT_KEY, OUTAGES_KEY, REDRIVES_KEY, heartbeat_key
 from capq.settings import Settings
+from capq.shard import shard_of
 from capq.transport import redis_epoch
-from producer.enqueue import resend_open
 from storage.blobs import image_store
 from storage.db import mongo
 from storage.errors import StorageError
@@ -130,7 +131,7 @@ class Healer:
 
     def _live(self, wid: str, cache: dict[str, bool]) -> bool:
         if wid not in cache:
-            cache[wid] = bool(self.redis.exists(WORKER_HEARTBEAT_KEY + wid))
+            cache[wid] = bool(self.redis.exists(heartbeat_key(wid)))
         return cache[wid]
 
     def restore_dead(self) -> int:
@@ -179,7 +180,10 @@ class Healer:
         now = time.time()
         due = []
         for entry in letters.list():
-            key = f"{entry['args'][0]}:{(entry['args'][3] or [''])[0]}"
+            shard = shard_of(entry["args"])
+            if shard is None:  # not a caption shard: `capq dlq retry` is the operator's to run
+                continue
+            key = f"{shard.job_id}:{(shard.shas or [''])[0]}"
             if redrive_due(entry, int(self.redis.hget(REDRIVES_KEY, key) or 0), self.settings, now):
                 due.append((entry["id"], key))
         if not due or not _answers(self.settings):

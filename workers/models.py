@@ -4,17 +4,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from capq.catalog import CATALOG, describe_models  # noqa: F401  (describe_models: re-exported)
 from workers.adapters.base import Captioner
 from workers.adapters.blip import BlipCaptioner
 from workers.adapters.blip2 import Blip2Captioner
 from workers.adapters.git import GitCaptioner
 from workers.adapters.vit_gpt2 import VitGpt2Captioner
-from workers.presets import preset_names
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model name: its adapter class, its default checkpoint and others known to work."""
+    """One model name: its adapter class, with the catalogue's checkpoints and description."""
 
     name: str
     adapter: type[Captioner]
@@ -23,20 +23,12 @@ class ModelSpec:
     description: str
 
 
+ADAPTERS: dict[str, type[Captioner]] = {"blip": BlipCaptioner, "blip2": Blip2Captioner, "git": GitCaptioner,
+                                        "vit-gpt2": VitGpt2Captioner}
 MODELS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec("blip", BlipCaptioner, "Salesforce/blip-image-captioning-large",
-                  ("Salesforce/blip-image-captioning-base",),
-                  "BLIP ViT + BERT decoder, fine-tuned on COCO captions"),
-        ModelSpec("blip2", Blip2Captioner, "Salesforce/blip2-opt-2.7b",
-                  ("Salesforce/blip2-opt-6.7b", "Salesforce/blip2-opt-6.7b-coco"),
-                  "BLIP-2: frozen ViT-g, Q-Former and an OPT language model"),
-        ModelSpec("git", GitCaptioner, "microsoft/git-base-coco", ("microsoft/git-large-coco",),
-                  "GIT: CLIP ViT image tokens feeding one text decoder, fine-tuned on COCO"),
-        ModelSpec("vit-gpt2", VitGpt2Captioner, "nlpconnect/vit-gpt2-image-captioning", (),
-                  "ViT encoder + GPT-2 decoder, fine-tuned on COCO 2017"),
-    )
+    info.name: ModelSpec(info.name, ADAPTERS[info.name], info.default_checkpoint, info.other_checkpoints,
+                         info.description)
+    for info in CATALOG.values()
 }
 
 
@@ -63,17 +55,3 @@ def load_captioner(
     spec = get_spec(model)
     chosen = spec.default_checkpoint if checkpoint is None else os.fspath(checkpoint)
     return spec.adapter(chosen, device=device, dtype=dtype, max_batch_size=max_batch_size).load()
-
-
-def describe_models() -> list[dict]:
-    """One row per model for `capq models list`."""
-    return [
-        {
-            "model": spec.name,
-            "default_checkpoint": spec.default_checkpoint,
-            "other_checkpoints": list(spec.other_checkpoints),
-            "presets": preset_names(spec.name),
-            "description": spec.description,
-        }
-        for spec in MODELS.values()
-    ]

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from capq.imaging import InvalidImage, PixelBudget, decode_rgb
+from capq.presets import config_hash, get_preset
 from capq.tracing import current as current_trace_id
 from storage.blobs import ImageStore, sha256_hex
 from storage.captions import CaptionStore
 from storage.errors import NotFound
 from storage.jobs import JobStore
 from storage.owners import discard_late_writes
-from workers.presets import config_hash, get_preset
 
 
 @dataclass

@@ -12,13 +12,14 @@ from prometheus_client import start_http_server
 from capq.imaging import decode_budget
 from capq.logs import setup_logging
 from capq.names import caption_queues
+from capq.presets import get_preset
 from capq.settings import Settings
 from storage.blobs import ImageStore
 from storage.captions import CaptionStore
 from storage.history import CaptionHistory
 from storage.jobs import JobStore
 from storage.usage import UsageStore
-from workers import metrics, tiers
+from workers import metrics
 from workers.consume import consume, worker_id
 from workers.pipeline import Worker
 
@@ -59,7 +60,6 @@ def build_worker(settings: Settings, model: str, checkpoint: str | None, device:
     metrics.MODEL_LOAD.labels(model).set(time.perf_counter() - t0)
     if batch_size is None:
         from workers.batch_size import auto_batch_size
-        from workers.presets import get_preset
 
         batch_size = captioner.max_batch_size = auto_batch_size(captioner, get_preset(model, settings.default_preset))
     log.info("worker for %s on %s: batch size %d", model, device, batch_size)
@@ -92,7 +92,6 @@ def serve(settings: Settings, worker: Worker, concurrency: int = 1, metrics_port
     """Consume the worker's model queues in this process until shut down."""
     global _current
     _current = worker
-    tiers.WEIGHTS = dict(settings.tier_weights)
     if metrics_port:
         start_http_server(metrics_port, addr="0.0.0.0")
     # solo: the model lives in this very process; threads share it when more than one shard may run at once.

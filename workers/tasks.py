@@ -1,18 +1,22 @@
 """tasks: thin Celery tasks; all the work is in workers.pipeline."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
+from celery import shared_task
+
+from capq import throughput
+from capq.errors import InputError
 from capq.logs import job_id_var
-from capq.names import CAPTION_TASK
+from capq.names import CAPTION_TASK, TRANSLATE_QUEUE, TRANSLATE_TASK
 from capq.settings import get_settings
+from capq.shard import BadShard, ShardMessage
 from storage.errors import NotFound, ServiceUnreachable
-from translation.tasks import after_shard
-from workers import healing, metrics, pipeline, runtime, throughput
-from workers.celery_app import app
+from storage.jobs import JobStore
+from workers import healing, metrics, pipeline, runtime
 from workers.deadletters import DeadLetters
-from workers.presets import UnknownPreset
 
 log = logging.getLogger("capq.worker")
 
@@ -36,11 +40,36 @@ def _care(task_id: str, job_id: str, shas: list[str], settings) -> pipeline.Care
     return pipeline.Care(holdings.deaths(job_id, shas), settings.poison_deaths, batch_started)
 
 
-@app.task(bind=True, name=CAPTION_TASK)
-def caption_shard(self, job_id: str, model: str, preset: str, shas: list[str], enqueued_at: float | None = None) -> dict:
+@functools.lru_cache(maxsize=1024)
+def _job_target(job_id: str) -> str | None:
+    # A job's translation target is set once, at creation: cached for the life of the worker.
+    return JobStore(get_settings()).get(job_id, ("translate",)).get("translate")
+
+
+def after_shard(app, job_id: str, model: str, preset: str, shas: list[str]) -> None:
+    """Called by a caption worker after a shard is stored: queue its translation if the job asked for one.
+    Only a message is sent; the worker never waits on a provider, and a failure here never fails the shard."""
+    try:
+        target = _job_target(job_id)
+        if target:
+            app.send_task(TRANSLATE_TASK, args=[job_id, model, preset, list(shas), target], queue=TRANSLATE_QUEUE)
+    except Exception as exc:  # storage or broker: the caption is stored, and readers translate on demand
+        log.warning("job %s: translation not queued: %s", job_id, exc)
+
+
+@shared_task(bind=True, name=CAPTION_TASK)
+def caption_shard(self, *message) -> dict:
+    """Caption one shard; `message` is a capq.shard.ShardMessage's args (any version this code reads)."""
+    try:
+        shard = ShardMessage.from_args(message)
+    except BadShard as exc:
+        log.error("shard message refused: %s", exc)
+        _dead_letter(self, list(message), f"BadShard: {exc}")
+        return {"dead": True}
+    job_id, model, preset, shas, enqueued_at = shard.job_id, shard.model, shard.preset, shard.shas, shard.enqueued_at
     settings = get_settings()
     w = runtime.current()
-    args = [job_id, model, preset, shas, enqueued_at]
+    args = shard.to_args()
     job_id_var.set(job_id)
     if model != w.model:
         _dead_letter(self, args, f"misrouted: shard for {model} reached a {w.model} worker")
@@ -61,8 +90,8 @@ def caption_shard(self, job_id: str, model: str, preset: str, shas: list[str], e
         log.warning("retrying shard in %ss: %s", countdown, exc)
         metrics.SHARDS.labels(model, "retried").inc()
         raise self.retry(exc=exc, countdown=countdown, max_retries=settings.task_max_retries)
-    except (NotFound, UnknownPreset) as exc:
-        # Permanent: the job or preset does not exist. Retrying cannot help. (Any other error is a bug: it is
+    except (NotFound, InputError) as exc:
+        # Permanent: the job or preset does not exist (capq's own input errors only). Retrying cannot help. (Any other error is a bug: it is
         # dead-lettered below too, but raised, so that it shows as a failed task with its traceback.)
         metrics.SHARDS.labels(model, "dead").inc()
         _dead_letter(self, args, f"{type(exc).__name__}: {exc}")
@@ -71,7 +100,7 @@ def caption_shard(self, job_id: str, model: str, preset: str, shas: list[str], e
         metrics.SHARDS.labels(model, "dead").inc()
         _dead_letter(self, args, f"{type(exc).__name__}: {exc}")
         raise
-    after_shard(job_id, model, preset, shas)  # Issue 14: queues the shard's translation if the job asked
+    after_shard(self.app, job_id, model, preset, shas)  # Issue 14: queues the shard's translation if the job asked
     metrics.SHARDS.labels(model, "ok").inc()
     if result.wall_s:  # issue 18: the worker's live rate, for ETAs
         throughput.record(settings, model, w.worker_id, result.done + result.reused + result.failed, result.wall_s)

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 from capq.settings import Settings, load_settings
-from producer.enqueue import enqueue_pending
+from capq.enqueue import enqueue_pending
 from storage.blobs import ImageStore, sha256_hex
 from storage.jobs import JobStore
 from tests.conftest import flush_redis, settings_env
 from tooling import workers as harness
 from tooling.images import random_images  # noqa: F401 (re-exported: tests import it from here)
 from tooling.paths import LOG_DIR, TINY_DIR  # noqa: F401 (re-exported: tests import them from here)
-from workers.celery_app import create_app
+from capq.celery_app import create_app
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import time
 import pytest
 import redis
 
-from capq.names import WORKER_HEARTBEAT_KEY
+from capq.names import heartbeat_key, worker_id
 from capq.settings import load_settings
 from tests.conftest import REPO, SEED_IMAGES, free_port, settings_env
 from tests.integration.test_producer_submit import drop_scratch
@@ -86,7 +85,7 @@ def test_demo_stops_what_it_started_on_ctrl_c(demo_env):
         while True:
             assert time.monotonic() < deadline, "the demo's workers never came up"
             # Its Redis keeps data under CAPQ_HOME, so an earlier demo's heartbeats may linger: only its children count.
-            beats = client.keys(f"{WORKER_HEARTBEAT_KEY}*@{socket.gethostname()}:*")
+            beats = client.keys(heartbeat_key(worker_id("*", "*")))
             if any(int(k.decode().rsplit(":", 1)[1]) in started for k in beats):
                 break
             time.sleep(0.1)

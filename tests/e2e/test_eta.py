@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from capq.names import WORKER_HEARTBEAT_KEY
+from capq.names import heartbeat_key, worker_id
 from producer.queries import job_status, list_jobs
 from storage.jobs import JobStore
 from tests.conftest import REPO, settings_env
@@ -27,7 +27,7 @@ def _start_slow_worker(settings, seconds_per_image: float = SECONDS_PER_IMAGE) -
                             stderr=subprocess.STDOUT, start_new_session=True)
     client = redis.Redis.from_url(settings.redis_url)
     deadline = time.monotonic() + 120
-    while not client.exists(f"{WORKER_HEARTBEAT_KEY}blip@{os.uname().nodename}:{proc.pid}"):
+    while not client.exists(heartbeat_key(worker_id("blip", proc.pid))):
         assert proc.poll() is None, f"slow worker exited: {open(log.name).read()[-2000:]}"
         assert time.monotonic() < deadline, "slow worker never became ready"
         time.sleep(0.2)

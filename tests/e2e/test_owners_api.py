@@ -6,7 +6,6 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from capq.names import WORKER_HEARTBEAT_KEY, caption_queues
+from capq.names import caption_queues, heartbeat_key, worker_id
 from storage.apikeys import ApiKeys
 from storage.blobs import ImageStore
 from storage.db import mongo
@@ -82,7 +81,7 @@ def worker(psettings, env, tmp_path_factory):  # noqa: F811
     proc = _spawn(["worker", "--model", "blip", "--checkpoint", str(checkpoint), "--metrics-port", str(port),
                    "--batch-size", "2"], env,
                   tmp_path_factory.mktemp("worker") / "worker.log")
-    beat = f"{WORKER_HEARTBEAT_KEY}blip@{socket.gethostname()}:{proc.pid}"
+    beat = heartbeat_key(worker_id("blip", proc.pid))
     client = redis.Redis.from_url(psettings.redis_url)
     deadline = time.monotonic() + 120
     while not client.exists(beat):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from capq.names import WORKER_HEARTBEAT_KEY
+from capq.names import heartbeat_key, worker_id
 from producer.queries import history, results
 from storage.apikeys import ApiKeys
 from tests.conftest import REPO, SEED_IMAGES, free_port, settings_env
@@ -33,7 +32,7 @@ def blip_worker(psettings, env, tmp_path_factory):  # noqa: F811
     log = open(tmp_path_factory.mktemp("worker") / "worker.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "capq", "worker", "--model", "blip", "--checkpoint",
                              str(checkpoint)], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    beat = f"{WORKER_HEARTBEAT_KEY}blip@{socket.gethostname()}:{proc.pid}"
+    beat = heartbeat_key(worker_id("blip", proc.pid))
     client = redis.Redis.from_url(psettings.redis_url)
     try:
         deadline = time.monotonic() + 120

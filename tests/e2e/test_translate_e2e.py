@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import time
 import pytest
 import redis
 
-from capq.names import WORKER_HEARTBEAT_KEY
+from capq.names import heartbeat_key, worker_id
 from storage.db import mongo
 from storage.translations import TranslationMemory
 from tests.conftest import REPO, SEED_IMAGES, settings_env
@@ -37,7 +36,7 @@ def translate_worker(settings, stand_in, clean_redis):
     proc = subprocess.Popen([sys.executable, "-m", "capq", "translate", "worker", "--concurrency", "2"], env=env,
                             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     client = redis.Redis.from_url(settings.redis_url)
-    beat = f"{WORKER_HEARTBEAT_KEY}translate@{socket.gethostname()}:{proc.pid}"
+    beat = heartbeat_key(worker_id("translate", proc.pid))
     try:
         deadline = time.monotonic() + 120
         while not client.exists(beat):

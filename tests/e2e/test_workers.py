@@ -38,7 +38,7 @@ def test_each_architecture_captions_the_seed_images(settings, workers, tiny_mode
 
     from capq.imaging import decode_rgb
     from workers.models import load_captioner
-    from workers.presets import get_preset
+    from capq.presets import get_preset
 
     local = load_captioner(model, str(tiny_models / model))
     expected = local.generate([local.preprocess(decode_rgb(data, settings.max_image_pixels, settings.worker_decode_max_side_px,

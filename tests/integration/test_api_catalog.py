@@ -9,7 +9,7 @@ import redis
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from capq.names import WORKER_HEARTBEAT_KEY, caption_queue
+from capq.names import caption_queue, heartbeat_key
 from capq.settings import load_settings
 from evaluation.references import import_file
 from evaluation.run import run_evaluation
@@ -37,7 +37,7 @@ def test_models_show_presets_queue_depth_per_tier_and_live_workers(client, csett
     r = redis.Redis.from_url(csettings.redis_url)
     r.rpush(caption_queue("blip", "premium"), "m1", "m2")
     r.rpush(caption_queue("git", "free"), "m3")
-    r.set(f"{WORKER_HEARTBEAT_KEY}blip@host-a:42", str(time.time()), ex=30)
+    r.set(heartbeat_key("blip@host-a:42"), str(time.time()), ex=30)
     body = client.get("/v1/models", headers=key_for(csettings, "una")).json()
     by_model = {m["model"]: m for m in body["models"]}
     assert set(by_model) == {"blip", "blip2", "git", "vit-gpt2"}

@@ -15,12 +15,12 @@ import redis
 from pymongo import MongoClient, monitoring
 
 from capq.names import caption_queue
-from producer.enqueue import resend_open
+from capq.enqueue import resend_open
 from storage.db import Mongo
 from storage.jobs import ITEM_PAGE, JobStore
 from tests.conftest import flush_redis
 from tests.e2e.conftest import env_settings
-from workers.celery_app import create_app
+from capq.celery_app import create_app
 
 N = 3 * ITEM_PAGE
 FINISHED = 150

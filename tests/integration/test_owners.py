@@ -179,7 +179,7 @@ def test_retention_deletes_old_images_unless_an_unfinished_job_or_a_recent_one_h
 
 
 def test_retention_is_scheduled_by_beat_only_when_set(psettings):  # noqa: F811
-    from workers.celery_app import create_app
+    from capq.celery_app import create_app
 
     assert "retention" not in create_app(psettings).conf.beat_schedule
     on = load_settings({**settings_env(psettings), "CAPQ_RETENTION_DAYS": "7", "CAPQ_RETENTION_INTERVAL_S": "600"})

@@ -123,7 +123,7 @@ def test_health_and_clipscore_are_stored_in_the_history_and_exported(qsettings):
 
 
 def test_beat_schedules_quality_for_every_model_on_the_eval_queue(qsettings):
-    from evaluation.schedule import beat_schedule
+    from capq.celery_app import beat_schedule
 
     entries = [e for e in beat_schedule(qsettings).values() if e["task"] == QUALITY_TASK]
     assert {e["kwargs"]["model"] for e in entries} == set(MODEL_NAMES)

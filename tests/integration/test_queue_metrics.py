@@ -10,14 +10,14 @@ import redis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from capq.names import WORKER_HEARTBEAT_KEY
+from capq.names import heartbeat_key
 from evaluation.score_metrics import score_families
 from storage.aliases import AliasStore
 from storage.db import mongo
 from tests.conftest import flush_redis
 from tests.e2e.conftest import make_job, random_images
 from workers.deadletters import DeadLetters
-from workers.queue_metrics import QueueCollector
+from capq.queue_metrics import QueueCollector
 
 
 def _samples(settings) -> dict:
@@ -34,7 +34,7 @@ def test_exporter_reports_queues_workers_dead_letters_and_scores(settings):
         # Given 5 blip images in shards of 2 queued on free 3 s ago, a live git heartbeat, one dead blip shard
         t0 = time.time()
         make_job(settings, random_images(5, seed=3), "blip", tier="free", shard_size=2)
-        redis.Redis.from_url(settings.redis_url).set(WORKER_HEARTBEAT_KEY + "git@host:1", str(t0), ex=30)
+        redis.Redis.from_url(settings.redis_url).set(heartbeat_key("git@host:1"), str(t0), ex=30)
         DeadLetters(settings).add("capq.caption_shard", ["job", "blip", "default", ["a"], t0], "capq.blip.free",
                                   "boom", 5)
         # and two evaluations of git with CLIPScore, the newer at 0.31 (0.29-0.33)

@@ -7,7 +7,7 @@ import pytest
 
 from workers.batch_size import BUCKETS, MemoryFootprint, choose_batch_size, worst_case
 from workers.consume import heartbeat_value
-from workers.presets import get_preset
+from capq.presets import get_preset
 
 GiB, MiB = 2**30, 2**20
 

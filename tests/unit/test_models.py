@@ -14,7 +14,7 @@ from PIL import Image
 
 from workers.adapters.base import Captioner, CheckpointError
 from workers.models import MODELS, describe_models, load_captioner
-from workers.presets import PRESETS, apply_postprocess, config_hash, get_preset, preset_names
+from capq.presets import PRESETS, apply_postprocess, config_hash, get_preset, preset_names
 from tooling.tiny import MARKER, make_tiny
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from storage.blobs import sha256_hex
 from storage.errors import NotFound, ServiceUnreachable
 from workers.pipeline import Worker, caption_shard
-from workers.presets import config_hash, get_preset
+from capq.presets import config_hash, get_preset
 
 MODEL, CHECKPOINT, PRESET = "git", "tiny-git", "default"
 CHASH = config_hash(MODEL, get_preset(MODEL, PRESET))

@@ -8,7 +8,7 @@ import torch
 
 from workers.adapters.static_cache import bucket, max_cache_len
 from workers.models import MODELS, load_captioner
-from workers.presets import get_preset
+from capq.presets import get_preset
 
 STATIC = ["blip", "blip2", "vit-gpt2"]
 # Weights drawn this wide make each image's captions its own (the tiny checkpoints' hardly depend on the image).

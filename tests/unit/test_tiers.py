@@ -1,4 +1,4 @@
-"""The worker's tier schedule (workers/tiers.py), driven the way kombu's Redis transport drives it, over fake queues."""
+"""The worker's tier schedule (capq/tiers.py), driven the way kombu's Redis transport drives it, over fake queues."""
 from __future__ import annotations
 
 from collections import Counter, deque
@@ -7,7 +7,7 @@ import pytest
 
 from capq.names import caption_queues
 from capq.settings import load_settings
-from workers import tiers
+from capq import tiers
 
 
 class FakeBroker:

@@ -11,9 +11,10 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from PIL import Image
 
+from capq.errors import InputError
+from capq.presets import POSTPROCESSORS, apply_postprocess
 from workers.adapters.static_cache import StaticCaches, bucket
 from workers.preprocess import DeviceStager, PixelRecipe, is_resized_uint8, stack_and_normalize, uint8_chw
-from workers.presets import POSTPROCESSORS, apply_postprocess
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
@@ -21,7 +22,7 @@ _GENERATION_KEYS = ("prompt", "generate", "postprocess")
 log = logging.getLogger("capq.worker")
 
 
-class CheckpointError(Exception):
+class CheckpointError(InputError):
     """A checkpoint (hub id or local folder) is missing or unreadable: permanent, never retried."""
 
     def __init__(self, model: str, checkpoint: str, reason: str, hint: str):
@@ -192,7 +193,7 @@ class Captioner(ABC):
 
         :param batch: outputs of `preprocess`, any length (run in chunks of max_batch_size).
         :param generation: a preset {"prompt": str|None, "generate": {...}, "postprocess": name|None};
-            see workers.presets.get_preset. None means the model's built-in generation config.
+            see capq.presets.get_preset. None means the model's built-in generation config.
         """
         if not self.loaded:
             raise RuntimeError(f"{type(self).__name__}.generate called before load()")

@@ -1,20 +1,34 @@
 """ops_cli: `capq exporter`, the one per-deployment Prometheus exporter of queues, workers and scores."""
 from __future__ import annotations
 
+import logging
+import time
 from typing import Optional
 
 import typer
+from prometheus_client import REGISTRY, start_http_server
 
-from capq.settings import get_settings
+from capq.logs import setup_logging
+from capq.queue_metrics import QueueCollector
+from capq.settings import Settings, get_settings
+from evaluation.score_metrics import score_families
+
+log = logging.getLogger("capq.exporter")
+
+
+def serve_exporter(settings: Settings, port: int, addr: str = "0.0.0.0") -> None:
+    """Serve /metrics with the core's queue collector and evaluation's newest scores until killed."""
+    REGISTRY.register(QueueCollector(settings, lambda: score_families(settings)))
+    start_http_server(port, addr=addr)
+    log.info("exporter on :%s/metrics", port)
+    while True:
+        time.sleep(3600)
 
 
 def exporter(port: Optional[int] = typer.Option(None, min=1, max=65535, help="Port (default CAPQ_EXPORTER_PORT)."),
              address: str = typer.Option("0.0.0.0", help="Address to listen on.")) -> None:
     """Serve queue depth and oldest-item age per model and tier, workers online, dead letters and the newest
     evaluation scores on /metrics. Run exactly one per deployment (the values are global)."""
-    from capq.logs import setup_logging
-    from workers.queue_metrics import serve_exporter
-
     settings = get_settings()
     setup_logging(settings.log_json)
     serve_exporter(settings, port or settings.exporter_port, address)
