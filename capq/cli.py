@@ -43,7 +43,8 @@ def _tooling_missing() -> None:
         *group, name = command.split()
         parent = next((g.typer_instance for g in app.registered_groups if [g.name] == group), None) if group else app
         if parent is not None:
-            parent.command(name, context_settings=takes_anything, help="Repository tooling: run from a checkout.")(missing)
+            parent.command(name, context_settings=takes_anything,
+                           help="Repository tooling: run from a checkout.")(missing)
 
 
 _register_packages()

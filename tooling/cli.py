@@ -1,4 +1,4 @@
-"""cli: `capq stack up|down|status`, `capq demo` and `capq models make-tiny`, added to the capq command by register()."""
+"""cli: `capq stack up|down|status`, `capq demo` and `capq models make-tiny`, added to capq by register()."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -159,7 +159,8 @@ def run_demo(settings: Settings, models: str, checkpoints: list[str], device: st
     procs = Processes(settings.home / "demo", {"PYTHONUNBUFFERED": "1"})
     t0 = time.monotonic()
     try:
-        workers = {m: procs.start_capq(f"worker-{m}", ["worker", "--model", m, "--checkpoint", chosen[m], "--device", device])
+        workers = {m: procs.start_capq(f"worker-{m}", ["worker", "--model", m, "--checkpoint", chosen[m],
+                                                       "--device", device])
                    for m in models_}
         api_url = None
         if use_api:

@@ -1,4 +1,4 @@
-"""The capq command without the repository's tooling package (as in the runtime images): its commands say where to run."""
+"""capq without the repository's tooling package (as in the runtime images): its commands say where they run."""
 from __future__ import annotations
 
 import subprocess
