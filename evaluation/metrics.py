@@ -38,12 +38,13 @@ class CorpusStats:
     """Per-image statistics of one scored corpus; every corpus score and every resample follows from them."""
 
     image_ids: tuple
-    bleu: np.ndarray  # (images, 10): testlen, closest reflen, guessed 1..4-grams, matched 1..4-grams
+    bleu: np.ndarray  # (images, 10): testlen, closest reflen, guessed 1..4-grams, matched 1..4-grams; (images, 0):
+    # no BLEU (scores that are plain per-image means, e.g. CLIPScore, share the bootstrap below)
     per_image: dict[str, np.ndarray]  # rouge_l and cider per image; the corpus score is their mean
     meteor: float | None = None
 
     def scores(self) -> dict[str, float]:
-        out = dict(zip(BLEU_NAMES, (float(x) for x in bleu_from_sums(self.bleu.sum(axis=0)))))
+        out = dict(zip(BLEU_NAMES, (float(x) for x in bleu_from_sums(self.bleu.sum(axis=0))))) if self.bleu.shape[1] else {}
         out.update({name: float(np.mean(v)) for name, v in self.per_image.items()})
         if self.meteor is not None:
             out["meteor"] = self.meteor
@@ -163,8 +164,10 @@ def _weights(n: int, samples: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _resampled(stats: CorpusStats, w: np.ndarray) -> dict[str, np.ndarray]:
-    bleu = bleu_from_sums(w @ stats.bleu)
-    out = {name: bleu[:, k] for k, name in enumerate(BLEU_NAMES)}
+    out = {}
+    if stats.bleu.shape[1]:
+        bleu = bleu_from_sums(w @ stats.bleu)
+        out = {name: bleu[:, k] for k, name in enumerate(BLEU_NAMES)}
     n = len(stats.image_ids)
     out.update({name: (w @ v) / n for name, v in stats.per_image.items()})
     return out

@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections import Counter
 from datetime import datetime, timezone
 
 from capq.imaging import InvalidImage, decode_rgb
 from capq.names import MODEL_NAMES
 from capq.settings import Settings
+from evaluation.drop import drop_test
 from evaluation.health import health_signals, hits_limit, length_limit
 from storage.blobs import ImageStore
 from storage.caption_samples import CaptionSamples
@@ -56,9 +58,27 @@ def health_doc(model: str, sample: list[dict], trigger: str) -> dict:
         flags.append(hits_limit(count(c.get("caption") or ""), limit))
     scores = health_signals([c.get("caption") or "" for c in sample], flags)
     return {"kind": "health", "model": model, **_sample_fields(sample), "scores": scores, "ci95": {},
+            "per_image_stats": health_per_image(sample, flags),
             "counts": {"captions": len(sample), "scored": len(sample), "no_reference": 0,
                        "empty": round(scores["empty_share"] * len(sample))},
             "length_unit": "tokens" if units == {"tokens"} else "words", "trigger": trigger}
+
+
+def health_per_image(sample: list[dict], at_limit: list[bool], limit: int = 100_000) -> dict:
+    """Per image (its newest caption in the sample), the health flags whose means are the shares, and its words:
+    what the drop test (evaluation.drop) pairs by image."""
+    texts = [(c.get("caption") or "").strip() for c in sample]
+    counts = Counter(t.lower() for t in texts if t)
+    first: dict[str, int] = {}
+    for n, c in enumerate(sample):
+        first.setdefault(c["sha256"], n)
+    ids = sorted(first)[:limit]
+    rows = [first[i] for i in ids]
+    return {"ids": ids,
+            "empty_share": [float(not texts[n]) for n in rows],
+            "repeated_share": [float(bool(texts[n]) and counts[texts[n].lower()] > 1) for n in rows],
+            "length_limit_share": [float(bool(texts[n]) and at_limit[n]) for n in rows],
+            "mean_words": [float(len(texts[n].split())) for n in rows]}
 
 
 def clip_doc(settings: Settings, model: str, sample: list[dict], trigger: str) -> dict | None:
@@ -101,6 +121,7 @@ def measure_quality(settings: Settings, model: str | None = None, trigger: str =
             docs.append(clip_doc(settings, name, sample, trigger))
         for doc in filter(None, docs):
             doc["created_at"] = datetime.now(timezone.utc)
+            doc["drop"] = drop_test(settings, store, doc)  # issue 18: against its trailing window, by image
             doc["duration_s"] = round(time.perf_counter() - started, 3)
             stored.append(store.insert(doc))
     return stored

@@ -41,6 +41,7 @@ def score_families(settings: Settings):
                     low.add_metric(labels, float(ci[0]))
                     high.add_metric(labels, float(ci[1]))
     yield from (score, low, high, when)
+    yield from drop_families(settings, store)
     weight = GaugeMetricFamily("capq_alias_weight", "Share of an alias's images each model gets (0-1)",
                                labels=["alias", "model"])
     for alias in AliasStore(settings).list():
@@ -48,3 +49,34 @@ def score_families(settings: Settings):
         for arm in alias["arms"]:
             weight.add_metric([alias["name"], arm["model"]], arm["weight"] / total)
     yield weight
+
+
+def drop_families(settings: Settings, store: EvaluationStore):
+    """Issue 18: the drop test of each model's newest evaluation against its trailing window (evaluation.drop):
+    capq_eval_significant_drop{model,kind,score} 0/1 with the difference (new minus trailing), its 95% interval
+    and p-value, and how many images the test paired."""
+    labels = ["model", "kind", "score"]
+    flag = GaugeMetricFamily("capq_eval_significant_drop",
+                             "1 when the newest evaluation is significantly worse than its trailing window", labels=labels)
+    diff = GaugeMetricFamily("capq_eval_drop_diff", "Newest minus trailing window, on the images compared", labels=labels)
+    low = GaugeMetricFamily("capq_eval_drop_ci95_low", "Lower bound of the difference's 95% interval", labels=labels)
+    high = GaugeMetricFamily("capq_eval_drop_ci95_high", "Upper bound of the difference's 95% interval", labels=labels)
+    p = GaugeMetricFamily("capq_eval_drop_p_value", "Bootstrap p-value of the difference", labels=labels)
+    images = GaugeMetricFamily("capq_eval_drop_images", "Images the drop test compared (paired: scored by both)",
+                               labels=["model", "kind", "method"])
+    for model in MODEL_NAMES:
+        for kind, kind_label in KINDS.items():
+            doc = store.newest(model, kind)
+            test = (doc or {}).get("drop")
+            if not test:
+                continue
+            images.add_metric([model, kind_label, test["method"]], test["images"])
+            for name, t in test["scores"].items():
+                values = [t["diff"], t["ci95"][0], t["ci95"][1], t["p_value"]]
+                if any(not isinstance(v, (int, float)) or math.isnan(v) for v in values):
+                    continue
+                row = [model, kind_label, name]
+                flag.add_metric(row, 1.0 if t["significant"] else 0.0)
+                for family, value in zip((diff, low, high, p), values):
+                    family.add_metric(row, float(value))
+    yield from (flag, diff, low, high, p, images)
