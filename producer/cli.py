@@ -375,3 +375,6 @@ def register(app: typer.Typer) -> None:
 
     owners_cli.register(app)
     aliases_cli.register(app)  # issue 18
+    from producer import capacity_cli  # issue 18: capacity planning
+
+    capacity_cli.register(app)

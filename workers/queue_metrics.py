@@ -154,6 +154,9 @@ def serve_exporter(settings: Settings, port: int, addr: str = "0.0.0.0") -> None
     from evaluation.score_metrics import score_families
 
     REGISTRY.register(QueueCollector(settings, lambda: score_families(settings)))
+    from producer.capacity import CapacityCollector  # issue 18: capacity planning gauges
+
+    REGISTRY.register(CapacityCollector(settings))
     start_http_server(port, addr=addr)
     log.info("exporter on :%s/metrics", port)
     while True:
