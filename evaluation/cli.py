@@ -135,17 +135,21 @@ def eval_history(model: Optional[str] = typer.Option(None, help="Only this model
 
 
 @eval_app.command("compare")
-def eval_compare(a: str = typer.Argument(..., help="Model A, or a model alias to compare its arms"),
+def eval_compare(a: Optional[str] = typer.Argument(None, help="Model A, or a model alias to compare its arms"),
                  b: Optional[str] = typer.Argument(None, help="Model B (omit when A is an alias)"),
                  preset: Optional[str] = typer.Option(None, help="Only captions made with this preset."),
+                 alias: Optional[str] = typer.Option(None, "--alias", help="Compare the arms of this model alias."),
                  as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON.")) -> None:
-    """A minus B on the images both captioned: difference, 95% interval and p-value (paired bootstrap). With one
-    alias name: its arms on the captions of the jobs submitted to it (unpaired bootstrap of CLIPScore)."""
+    """A minus B on the images both captioned: difference, 95% interval and p-value (paired bootstrap). With
+    --alias NAME (or one alias name): its arms on the captions of the jobs submitted to it, by CLIPScore, health
+    signals and BLEU/CIDEr where references exist (unpaired bootstrap), stored for the exporter and dashboards."""
     from evaluation.run import compare_models
 
-    if b is None:  # issue 18: the arms of an alias
-        quality_cli.compare_alias(get_settings(), a, as_json)
+    if alias or (a and b is None):  # issue 18: the arms of an alias
+        quality_cli.compare_alias(get_settings(), alias or a, as_json)
         return
+    if not a or not b:
+        raise typer.BadParameter("give two models (capq eval compare blip git) or --alias NAME")
 
     try:
         result = compare_models(get_settings(), a, b, preset=preset)

@@ -70,13 +70,6 @@ def trailing_stats(docs: list[dict]) -> CorpusStats | None:
     return CorpusStats(tuple(ids), bleu, {k: np.array([sums[i][1][k] / sums[i][2] for i in ids]) for k in names})
 
 
-def _subset(stats: CorpusStats, ids: list, names: list[str], bleu: bool) -> CorpusStats:
-    index = {i: n for n, i in enumerate(stats.image_ids)}
-    rows = [index[i] for i in ids]
-    return CorpusStats(tuple(ids), stats.bleu[rows] if bleu else np.zeros((len(rows), 0)),
-                       {k: stats.per_image[k][rows] for k in names})
-
-
 def is_drop(name: str, diff: float, ci95: list[float], p_value: float, level: float) -> bool:
     """The new score is worse and its whole 95% interval of new minus trailing lies on the worse side of 0."""
     worse = ci95[0] > 0 if name in LOWER_IS_BETTER else ci95[1] < 0
@@ -92,7 +85,7 @@ def compare_to_trailing(new: CorpusStats, old: CorpusStats, settings: Settings, 
     names = [k for k in new.per_image if k in old.per_image and k not in UNTESTED]
     if len(common) >= settings.drop_min_images:
         bleu = new.bleu.shape[1] == old.bleu.shape[1] > 0
-        a, b = _subset(new, common, names, bleu), _subset(old, common, names, bleu)
+        a, b = new.take(common, names, bleu), old.take(common, names, bleu)
         tested = paired_bootstrap(a, b, settings.bootstrap_samples, seed)
         method, images = "paired", len(common)
     else:

@@ -50,6 +50,14 @@ class CorpusStats:
             out["meteor"] = self.meteor
         return out
 
+    def take(self, ids: Sequence, names: Sequence[str] | None = None, bleu: bool = True) -> "CorpusStats":
+        """These statistics restricted to `ids` (in that order), to the per-image scores `names`, with or
+        without BLEU; METEOR (a corpus score) is dropped."""
+        index = {i: n for n, i in enumerate(self.image_ids)}
+        rows = [index[i] for i in ids]
+        return CorpusStats(tuple(ids), self.bleu[rows] if bleu else np.zeros((len(rows), 0)),
+                           {k: self.per_image[k][rows] for k in (self.per_image if names is None else names)})
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -214,6 +222,23 @@ def paired_bootstrap(a: CorpusStats, b: CorpusStats, samples: int = 1000, seed: 
         d, diff = np.concatenate(parts), point_a[name] - point_b[name]
         extreme = int(np.sum(np.abs(d - diff) >= abs(diff)))
         out[name] = {"diff": float(diff), "ci95": list(_interval(d, level)), "p_value": (extreme + 1) / (len(d) + 1)}
+    return out
+
+
+def unpaired_bootstrap(a: CorpusStats, b: CorpusStats, samples: int = 1000, seed: int = 0, level: float = 0.95,
+                       ) -> dict[str, dict]:
+    """A minus B on different images (the arms of an alias): each resample draws A's and B's images on their own.
+    {score: {"diff", "ci95", "p_value"}}; p is two-sided, twice the share of resampled differences on the far side
+    of 0 (as clipscore.compare_unpaired)."""
+    point_a, point_b = a.scores(), b.scores()
+    parts_a = [_resampled(a, w) for w in _resample_chunks(len(a.image_ids), samples, seed)]
+    parts_b = [_resampled(b, w) for w in _resample_chunks(len(b.image_ids), samples, seed + 1)]
+    out = {}
+    for name in parts_a[0]:
+        d = np.concatenate([p[name] for p in parts_a]) - np.concatenate([p[name] for p in parts_b])
+        p = 2 * min(float((d <= 0).mean()), float((d >= 0).mean()))
+        out[name] = {"diff": float(point_a[name] - point_b[name]), "ci95": list(_interval(d, level)),
+                     "p_value": min(1.0, p)}
     return out
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from capq.imaging import InvalidImage, decode_rgb
 from capq.names import MODEL_NAMES
 from capq.settings import Settings
-from evaluation.drop import drop_test
+from evaluation.drop import UNTESTED, drop_test
 from evaluation.health import health_signals, hits_limit, length_limit
 from storage.blobs import ImageStore
 from storage.caption_samples import CaptionSamples
@@ -127,11 +127,32 @@ def measure_quality(settings: Settings, model: str | None = None, trigger: str =
     return stored
 
 
-def compare_alias_arms(settings: Settings, alias: str, clip: bool = True) -> dict:
-    """Each arm of `alias` measured on the captions of the jobs submitted to it: health signals per arm and, with a
-    CLIP checkpoint, CLIPScore per arm and each pair's difference with its interval and p-value (unpaired
-    bootstrap: the arms caption different images)."""
-    from evaluation.clipscore import compare_unpaired
+def _reference_stats(settings: Settings, samples: dict[str, list[dict]]):
+    """({arm: CorpusStats} of the arms' captions that have references, one CIDEr IDF for all arms) or {}."""
+    from evaluation import metrics
+    from evaluation.run import _references
+
+    newest = {arm: {c["sha256"]: [c.get("caption") or ""] for c in reversed(sample)} for arm, sample in samples.items()}
+    refs = _references(settings, sorted({sha for cands in newest.values() for sha in cands}))
+    scored = {arm: {sha: c for sha, c in cands.items() if sha in refs} for arm, cands in newest.items()}
+    scored = {arm: cands for arm, cands in scored.items() if cands}
+    if not scored:
+        return {}
+    # Keyed (arm, sha): an image that two arms captioned stays two candidates of one corpus (one IDF).
+    union = {(arm, sha): c for arm, cands in scored.items() for sha, c in cands.items()}
+    cands, tok_refs = metrics.tokenize(union, {key: refs[key[1]] for key in union})
+    stats = metrics.corpus_stats(cands, tok_refs)
+    return {arm: stats.take([(arm, sha) for sha in cands_]) for arm, cands_ in scored.items()}
+
+
+def compare_alias_arms(settings: Settings, alias: str, clip: bool = True, store: bool = False) -> dict:
+    """Each arm of `alias` measured on the captions of the jobs submitted to it: health signals, CLIPScore (with a
+    CLIP checkpoint) and BLEU/CIDEr on the captions that have references; for each pair of arms and each score the
+    difference, its 95% interval, a p-value and whether it is significant (unpaired bootstrap: the alias sends each
+    image to one arm, so the arms caption different images). With store=True the comparison is kept in the
+    evaluation history (kind "alias"), where the exporter reads it."""
+    from evaluation.drop import doc_stats
+    from evaluation.metrics import unpaired_bootstrap
     from storage.aliases import AliasStore
 
     arms = AliasStore(settings).get_many([alias]).get(alias)
@@ -139,24 +160,39 @@ def compare_alias_arms(settings: Settings, alias: str, clip: bool = True) -> dic
         raise ValueError(f"no alias {alias!r}; `capq aliases list` shows them")
     reads = CaptionSamples(settings)
     jobs = reads.alias_jobs(alias)
-    out: dict = {"alias": alias, "arms": arms, "jobs": len(jobs), "per_arm": {}, "diff": {}}
-    clip_scores_by_arm = {}
+    out: dict = {"alias": alias, "arms": arms, "jobs": len(jobs), "per_arm": {}, "diff": {},
+                 "method": "unpaired bootstrap", "bootstrap_samples": settings.bootstrap_samples,
+                 "p_value_level": settings.drop_p_value}
+    stats: dict[str, dict] = {}  # kind -> arm -> CorpusStats
+    samples = {}
     for arm in arms:
         sample = reads.newest(arm["model"], settings.quality_sample_size, job_ids=jobs)
         if not sample:
             out["per_arm"][arm["model"]] = {"captions": 0}
             continue
-        entry = {"captions": len(sample), "health": health_doc(arm["model"], sample, "manual")["scores"]}
+        samples[arm["model"]] = sample
+        health = health_doc(arm["model"], sample, "manual")
+        entry = {"captions": len(sample), "health": health["scores"]}
+        stats.setdefault("health", {})[arm["model"]] = doc_stats(health)
         if clip and settings.clip_checkpoint:
             doc = clip_doc(settings, arm["model"], sample, "manual")
             if doc:
                 entry["clipscore"] = {"mean": doc["scores"]["clipscore"], "ci95": doc["ci95"]["clipscore"],
                                       "images": doc["image_count"]}
-                clip_scores_by_arm[arm["model"]] = list(doc["per_image"].values())
+                stats.setdefault("clipscore", {})[arm["model"]] = doc_stats(doc)
         out["per_arm"][arm["model"]] = entry
-    names = list(clip_scores_by_arm)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            out["diff"][f"{a} - {b}"] = compare_unpaired(clip_scores_by_arm[a], clip_scores_by_arm[b],
-                                                         settings.bootstrap_samples)
+    for model, ref_stats in _reference_stats(settings, samples).items():
+        out["per_arm"][model]["references"] = {"images": len(ref_stats.image_ids), "scores": ref_stats.scores()}
+        stats.setdefault("references", {})[model] = ref_stats
+    for kind, by_arm in stats.items():
+        names = list(by_arm)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                tested = unpaired_bootstrap(by_arm[a], by_arm[b], settings.bootstrap_samples)
+                out["diff"].setdefault(f"{a} - {b}", {})[kind] = {
+                    name: t | {"significant": bool(t["p_value"] < settings.drop_p_value and t["diff"] != 0)}
+                    for name, t in tested.items() if name not in UNTESTED}
+    if store:
+        out = EvaluationStore(settings).insert({**out, "kind": "alias", "model": None,
+                                                "created_at": datetime.now(timezone.utc)})
     return out

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from capq.names import QUALITY_TASK
+from capq.names import ALIAS_COMPARE_TASK, QUALITY_TASK
 from capq.settings import get_settings
 from workers.celery_app import app
 
@@ -22,3 +22,19 @@ def measure(model: str | None = None) -> dict:
                            **d["scores"]} for d in docs]}
     log.info("quality of %s: %s", model or "all models", summary)
     return summary
+
+
+@app.task(name=ALIAS_COMPARE_TASK)
+def compare_aliases() -> dict:
+    """Compare the arms of every model alias and store each comparison (the exporter's capq_alias_arm_* series)."""
+    from evaluation.quality import compare_alias_arms
+    from storage.aliases import AliasStore
+
+    settings = get_settings()
+    done = {}
+    for alias in AliasStore(settings).list():
+        result = compare_alias_arms(settings, alias["name"], store=True)
+        done[alias["name"]] = {pair: {kind: {n: t["p_value"] for n, t in scores.items() if t["significant"]}
+                                      for kind, scores in kinds.items()} for pair, kinds in result["diff"].items()}
+    log.info("alias comparisons (significant p-values): %s", done)
+    return {"aliases": done}

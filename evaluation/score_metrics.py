@@ -49,6 +49,7 @@ def score_families(settings: Settings):
         for arm in alias["arms"]:
             weight.add_metric([alias["name"], arm["model"]], arm["weight"] / total)
     yield weight
+    yield from alias_families(settings, store)
 
 
 def drop_families(settings: Settings, store: EvaluationStore):
@@ -80,3 +81,36 @@ def drop_families(settings: Settings, store: EvaluationStore):
                 for family, value in zip((diff, low, high, p), values):
                     family.add_metric(row, float(value))
     yield from (flag, diff, low, high, p, images)
+
+
+def alias_families(settings: Settings, store: EvaluationStore):
+    """Issue 18: the newest stored comparison of each alias's arms (evaluation.quality.compare_alias_arms): each
+    arm's scores, and per pair of arms each score's difference, 95% interval, p-value and significance."""
+    arm_score = GaugeMetricFamily("capq_alias_arm_score", "An alias arm's score on the alias's traffic",
+                                  labels=["alias", "model", "kind", "score"])
+    labels = ["alias", "pair", "kind", "score"]
+    diff = GaugeMetricFamily("capq_alias_arm_diff", "Arm A minus arm B", labels=labels)
+    low = GaugeMetricFamily("capq_alias_arm_diff_ci95_low", "Lower bound of the difference's 95% interval", labels=labels)
+    high = GaugeMetricFamily("capq_alias_arm_diff_ci95_high", "Upper bound of the difference's 95% interval",
+                             labels=labels)
+    p = GaugeMetricFamily("capq_alias_arm_p_value", "Bootstrap p-value of the difference", labels=labels)
+    sig = GaugeMetricFamily("capq_alias_arm_significant", "1 when the arms differ significantly", labels=labels)
+    for alias in AliasStore(settings).list():
+        doc = store.newest_alias_comparison(alias["name"])
+        if doc is None:
+            continue
+        for model, entry in doc.get("per_arm", {}).items():
+            scores = {("health", k): v for k, v in (entry.get("health") or {}).items()}
+            if entry.get("clipscore"):
+                scores[("clipscore", "clipscore")] = entry["clipscore"]["mean"]
+            scores |= {("references", k): v for k, v in ((entry.get("references") or {}).get("scores") or {}).items()}
+            for (kind, name), value in scores.items():
+                arm_score.add_metric([alias["name"], model, kind, name], float(value))
+        for pair, kinds in doc.get("diff", {}).items():
+            for kind, tested in kinds.items():
+                for name, t in tested.items():
+                    row = [alias["name"], pair, kind, name]
+                    for family, value in ((diff, t["diff"]), (low, t["ci95"][0]), (high, t["ci95"][1]),
+                                          (p, t["p_value"]), (sig, 1.0 if t["significant"] else 0.0)):
+                        family.add_metric(row, float(value))
+    yield from (arm_score, diff, low, high, p, sig)

@@ -40,7 +40,8 @@ class EvaluationStore:
     @translated
     def history(self, model: str | None = None, limit: int = 20) -> list[dict]:
         """The newest `limit` evaluations, optionally of one model."""
-        query = {"model": model} if model else {}
+        # Comparisons of an alias's arms (kind "alias", issue 18) are not runs of one model: newest_alias_comparison.
+        query = {"model": model} if model else {"kind": {"$ne": "alias"}}
         # Per-image statistics (issue 18) stay out: long, and they name images of every owner.
         return [_public(d) for d in self.coll.find(query, {"per_image": 0, "per_image_stats": 0},
                                                    sort=[("created_at", DESCENDING)], limit=limit)]
