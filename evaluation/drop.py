@@ -27,12 +27,26 @@ def keep_ids(ids, limit: int) -> list:
     return sorted(ids)[:limit]
 
 
+def pack(ids: list, bleu: np.ndarray | None, per_image: dict[str, np.ndarray]) -> dict:
+    """Per-image statistics as stored in an evaluation document: the ids, then each array as little-endian float64
+    bytes (BSON binary: a tenth of the size of a list of numbers, and decoded without a Python object per value)."""
+    out = {"ids": list(ids)}
+    if bleu is not None and bleu.shape[1]:
+        out["bleu"] = np.ascontiguousarray(bleu, dtype="<f8").tobytes()
+    out.update({k: np.ascontiguousarray(v, dtype="<f8").tobytes() for k, v in per_image.items()})
+    return out
+
+
 def reference_per_image(stats: CorpusStats, limit: int) -> dict:
     """The per-image statistics of a reference evaluation, as stored in its document."""
-    index = {i: n for n, i in enumerate(stats.image_ids)}
-    rows = [index[i] for i in keep_ids(stats.image_ids, limit)]
-    return {"ids": [stats.image_ids[r] for r in rows], "bleu": stats.bleu[rows].tolist(),
-            **{name: v[rows].tolist() for name, v in stats.per_image.items()}}
+    kept = stats.take(keep_ids(stats.image_ids, limit))
+    return pack(list(kept.image_ids), kept.bleu, kept.per_image)
+
+
+def _array(value, n: int) -> np.ndarray:
+    if isinstance(value, (bytes, bytearray)):
+        return np.frombuffer(value, dtype="<f8").reshape(n, -1).astype(float)
+    return np.asarray(value, dtype=float).reshape(n, -1)
 
 
 def doc_stats(doc: dict) -> CorpusStats | None:
@@ -45,29 +59,31 @@ def doc_stats(doc: dict) -> CorpusStats | None:
     if not per or not per.get("ids"):
         return None
     n = len(per["ids"])
-    bleu = np.asarray(per.get("bleu") or np.zeros((n, 0)), dtype=float).reshape(n, -1)
-    return CorpusStats(tuple(per["ids"]), bleu, {k: np.asarray(v, dtype=float) for k, v in per.items()
+    bleu = _array(per["bleu"], n) if "bleu" in per else np.zeros((n, 0))
+    return CorpusStats(tuple(per["ids"]), bleu, {k: _array(v, n)[:, 0] for k, v in per.items()
                                                   if k not in ("ids", "bleu")})
 
 
 def trailing_stats(docs: list[dict]) -> CorpusStats | None:
     """Per image, the mean of its statistics over the earlier evaluations that scored it."""
-    sums: dict = {}
-    for stats in filter(None, map(doc_stats, docs)):
-        for n, i in enumerate(stats.image_ids):
-            row = (stats.bleu[n], {k: v[n] for k, v in stats.per_image.items()})
-            acc = sums.setdefault(i, [np.zeros_like(row[0]), {}, 0])
-            if acc[0].shape == row[0].shape:
-                acc[0] = acc[0] + row[0]
-            for k, v in row[1].items():
-                acc[1][k] = acc[1].get(k, 0.0) + v
-            acc[2] += 1
-    if not sums:
+    all_stats = [st for st in map(doc_stats, docs) if st is not None]
+    if not all_stats:
         return None
-    ids = sorted(sums)
-    names = set.intersection(*(set(sums[i][1]) for i in ids))
-    bleu = np.array([sums[i][0] / sums[i][2] for i in ids], dtype=float).reshape(len(ids), -1)
-    return CorpusStats(tuple(ids), bleu, {k: np.array([sums[i][1][k] / sums[i][2] for i in ids]) for k in names})
+    ids = np.array(sorted({i for st in all_stats for i in st.image_ids}))
+    names = sorted(set.intersection(*(set(st.per_image) for st in all_stats)))
+    widths = {st.bleu.shape[1] for st in all_stats}
+    width = widths.pop() if len(widths) == 1 else 0  # BLEU only when every evaluation kept it
+    count = np.zeros(len(ids))
+    bleu = np.zeros((len(ids), width))
+    sums = {k: np.zeros(len(ids)) for k in names}
+    for st in all_stats:
+        rows = np.searchsorted(ids, np.array(st.image_ids))
+        np.add.at(count, rows, 1)
+        if width:
+            np.add.at(bleu, rows, st.bleu)
+        for k in names:
+            np.add.at(sums[k], rows, st.per_image[k])
+    return CorpusStats(tuple(ids.tolist()), bleu / count[:, None], {k: v / count for k, v in sums.items()})
 
 
 def is_drop(name: str, diff: float, ci95: list[float], p_value: float, level: float) -> bool:

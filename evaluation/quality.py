@@ -8,10 +8,12 @@ import time
 from collections import Counter
 from datetime import datetime, timezone
 
+import numpy as np
+
 from capq.imaging import InvalidImage, decode_rgb
 from capq.names import MODEL_NAMES
 from capq.settings import Settings
-from evaluation.drop import UNTESTED, drop_test
+from evaluation.drop import UNTESTED, drop_test, pack
 from evaluation.health import health_signals, hits_limit, length_limit
 from storage.blobs import ImageStore
 from storage.caption_samples import CaptionSamples
@@ -74,11 +76,11 @@ def health_per_image(sample: list[dict], at_limit: list[bool], limit: int = 100_
         first.setdefault(c["sha256"], n)
     ids = sorted(first)[:limit]
     rows = [first[i] for i in ids]
-    return {"ids": ids,
-            "empty_share": [float(not texts[n]) for n in rows],
-            "repeated_share": [float(bool(texts[n]) and counts[texts[n].lower()] > 1) for n in rows],
-            "length_limit_share": [float(bool(texts[n]) and at_limit[n]) for n in rows],
-            "mean_words": [float(len(texts[n].split())) for n in rows]}
+    return pack(ids, None, {
+        "empty_share": np.array([float(not texts[n]) for n in rows]),
+        "repeated_share": np.array([float(bool(texts[n]) and counts[texts[n].lower()] > 1) for n in rows]),
+        "length_limit_share": np.array([float(bool(texts[n]) and at_limit[n]) for n in rows]),
+        "mean_words": np.array([float(len(texts[n].split())) for n in rows])})
 
 
 def clip_doc(settings: Settings, model: str, sample: list[dict], trigger: str) -> dict | None:
@@ -123,7 +125,7 @@ def measure_quality(settings: Settings, model: str | None = None, trigger: str =
             doc["created_at"] = datetime.now(timezone.utc)
             doc["drop"] = drop_test(settings, store, doc)  # issue 18: against its trailing window, by image
             doc["duration_s"] = round(time.perf_counter() - started, 3)
-            stored.append(store.insert(doc))
+            stored.append({k: v for k, v in store.insert(doc).items() if k != "per_image_stats"})
     return stored
 
 
