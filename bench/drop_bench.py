@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
                 doc.pop("per_image_stats")
                 evaluations.insert({**doc, "checkpoint": "bench-base", "kind": "bench"})
 
-            def with_test() -> None:
+            def with_test(test_only: list[float] = test_only) -> None:
                 doc = _evaluate_group(settings, group, {}, "beat", False)
                 started = time.perf_counter()
                 doc["drop"] = drop_test(settings, evaluations, doc)

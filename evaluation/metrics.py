@@ -50,7 +50,7 @@ class CorpusStats:
             out["meteor"] = self.meteor
         return out
 
-    def take(self, ids: Sequence, names: Sequence[str] | None = None, bleu: bool = True) -> "CorpusStats":
+    def take(self, ids: Sequence, names: Sequence[str] | None = None, bleu: bool = True) -> CorpusStats:
         """These statistics restricted to `ids` (in that order), to the per-image scores `names`, with or
         without BLEU; METEOR (a corpus score) is dropped."""
         index = {i: n for n, i in enumerate(self.image_ids)}
