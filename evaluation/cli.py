@@ -58,6 +58,15 @@ def _score_rows(table: Table, runs: list[tuple[dict, dict | None]]) -> None:
             table.add_row(name, *(_cell(scores, ci, name) for scores, ci in runs))
 
 
+def _drop_cell(doc: dict) -> str:
+    """Issue 18: the significant drops of this run against its trailing window, "none", or "-" when not tested."""
+    test = doc.get("drop")
+    if not test:
+        return "-"
+    dropped = [f"{n} p={t['p_value']:.3f}" for n, t in test["scores"].items() if t["significant"]]
+    return ", ".join(dropped) or f"none ({test['method']}, {test['images']} images)"
+
+
 def _runs_table(docs: list[dict], title: str) -> Table:
     """Runs side by side: one column per evaluation, one row per score (with its 95% interval)."""
     table = Table("", *(f"{d['model']}\n{str(d['created_at'])[:19]}" for d in docs), title=title)
@@ -65,7 +74,8 @@ def _runs_table(docs: list[dict], title: str) -> Table:
                        ("config", lambda d: d.get("config_hash")), ("trigger", lambda d: d.get("trigger")),
                        ("kind", lambda d: d.get("kind") or "references"),
                        ("images", lambda d: d["image_count"]), ("image set", lambda d: d["image_set_hash"][:12]),
-                       ("no refs / empty", lambda d: f"{d['counts']['no_reference']} / {d['counts']['empty']}")):
+                       ("no refs / empty", lambda d: f"{d['counts']['no_reference']} / {d['counts']['empty']}"),
+                       ("drop vs trailing", _drop_cell)):
         table.add_row(label, *(str(get(d)) for d in docs))
     _score_rows(table, [(d["scores"], d.get("ci95")) for d in docs])
     return table

@@ -2,6 +2,9 @@
 real MongoDB and the real metric code), an unchanged one does not, and the exporter reports it for the alert."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -13,7 +16,7 @@ from evaluation.references import import_file
 from evaluation.run import evaluate_groups
 from evaluation.score_metrics import score_families
 from storage.db import mongo
-from tests.conftest import settings_env
+from tests.conftest import REPO, settings_env
 from tests.integration.test_evaluation import GROUND_TRUTH, add_images
 
 
@@ -68,6 +71,10 @@ def test_a_new_checkpoint_that_captions_worse_is_a_significant_drop(dsettings, d
         assert cider["significant"] and cider["ci95"][1] < 0 and cider["p_value"] < 0.05
         assert test["scores"]["bleu_4"]["diff"] < 0
         assert _exported(dsettings, "blip", "references")["cider"] == 1.0
+        env = {**os.environ, **settings_env(dsettings), "COLUMNS": "250"}
+        shown = subprocess.run([sys.executable, "-m", "capq", "eval", "history", "--model", "blip"], env=env, cwd=REPO,
+                               capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0 and "drop vs trailing" in shown.stdout and "cider p=" in shown.stdout, shown.stderr
     else:  # the same captions: difference 0, p 1, no alert
         assert not any(t["significant"] for t in test["scores"].values())
         assert cider["diff"] == 0 and cider["p_value"] == 1.0
