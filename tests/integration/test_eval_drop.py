@@ -1,5 +1,6 @@
 """A degraded model's stored captions raise a significant drop against the trailing window (paired bootstrap by image,
-real MongoDB and the real metric code), an unchanged one does not, and the exporter reports it for the alert."""
+real MongoDB and the real metric code), an unchanged one does not, and the exporter reports it for the alert: by
+reference scores, by health signals and by CLIPScore."""
 from __future__ import annotations
 
 import os
@@ -15,9 +16,11 @@ from evaluation.quality import measure_quality
 from evaluation.references import import_file
 from evaluation.run import evaluate_groups
 from evaluation.score_metrics import score_families
+from storage.blobs import ImageStore
 from storage.db import mongo
-from tests.conftest import REPO, settings_env
+from tests.conftest import REPO, SEED_DIR, settings_env
 from tests.integration.test_evaluation import GROUND_TRUTH, add_images
+from tests.integration.test_quality import clip_dir  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -115,3 +118,34 @@ def test_new_images_only_are_compared_unpaired(dsettings):
     assert dropped["scores"]["clipscore"]["diff"] == pytest.approx(-10.0)
     kept = compare_to_trailing(doc_stats(same), doc_stats(old), dsettings)
     assert not kept["scores"]["clipscore"]["significant"]
+
+
+def test_clipscore_drops_when_a_new_config_captions_what_clip_rates_worst(dsettings, clip_dir):
+    # Given the 10 seed images, and for each the caption (of the 10 first references) the tiny CLIP rates best and
+    # the one it rates worst: a model that switches from the first to the second is worse by CLIPScore's own measure
+    from PIL import Image
+
+    from evaluation.clipscore import clip_scores
+
+    s = load_settings({**settings_env(dsettings), "CAPQ_CLIP_CHECKPOINT": str(clip_dir)})
+    good = _references(s)
+    texts = list(good.values())
+    by_sha = {r["sha256"]: r["file_names"][0] for r in mongo(s)["images"].find()}
+    best, worst = {}, {}
+    for sha in good:
+        image = Image.open(SEED_DIR / "test_images" / "images" / by_sha[sha]).convert("RGB")
+        scores = clip_scores(str(clip_dir), [image] * len(texts), texts)
+        best[sha], worst[sha] = texts[scores.index(max(scores))], texts[scores.index(min(scores))]
+    assert sum(best[sha] != worst[sha] for sha in good) >= 8
+    for sha in good:  # measure_quality reads image bytes from S3
+        ImageStore(s).put((SEED_DIR / "test_images" / "images" / by_sha[sha]).read_bytes())
+    _store(s, "git", "v1", best, age_s=60)
+    measure_quality(s, model="git")
+    # If v2 captions the same images with the worst-rated captions
+    _store(s, "git", "v2", worst)
+    docs = {d["kind"]: d for d in measure_quality(s, model="git")}
+    # I expect a paired, significant CLIPScore drop
+    test = docs["clipscore"]["drop"]
+    assert test["method"] == "paired" and test["images"] == 10
+    clip = test["scores"]["clipscore"]
+    assert clip["diff"] < 0 and clip["significant"], clip
