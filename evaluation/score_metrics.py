@@ -25,9 +25,10 @@ def score_families(settings: Settings):
                              labels=["model", "kind", "score"])
     when = GaugeMetricFamily("capq_eval_timestamp_seconds", "When the newest evaluation was made",
                              labels=["model", "kind"])
+    newest: dict = {}
     for model in MODEL_NAMES:
         for kind, kind_label in KINDS.items():
-            doc = store.newest(model, kind)
+            doc = newest[(model, kind)] = store.newest(model, kind)
             if doc is None:
                 continue
             when.add_metric([model, kind_label], doc["created_at"].timestamp())
@@ -41,7 +42,7 @@ def score_families(settings: Settings):
                     low.add_metric(labels, float(ci[0]))
                     high.add_metric(labels, float(ci[1]))
     yield from (score, low, high, when)
-    yield from drop_families(settings, store)
+    yield from drop_families(newest)
     weight = GaugeMetricFamily("capq_alias_weight", "Share of an alias's images each model gets (0-1)",
                                labels=["alias", "model"])
     for alias in AliasStore(settings).list():
@@ -52,8 +53,8 @@ def score_families(settings: Settings):
     yield from alias_families(settings, store)
 
 
-def drop_families(settings: Settings, store: EvaluationStore):
-    """Issue 18: the drop test of each model's newest evaluation against its trailing window (evaluation.drop):
+def drop_families(newest: dict):
+    """Issue 18: the drop test of each model's newest evaluation ({(model, kind): doc}) against its trailing window:
     capq_eval_significant_drop{model,kind,score} 0/1 with the difference (new minus trailing), its 95% interval
     and p-value, and how many images the test paired."""
     labels = ["model", "kind", "score"]
@@ -67,8 +68,7 @@ def drop_families(settings: Settings, store: EvaluationStore):
                                labels=["model", "kind", "method"])
     for model in MODEL_NAMES:
         for kind, kind_label in KINDS.items():
-            doc = store.newest(model, kind)
-            test = (doc or {}).get("drop")
+            test = (newest.get((model, kind)) or {}).get("drop")
             if not test:
                 continue
             images.add_metric([model, kind_label, test["method"]], test["images"])
