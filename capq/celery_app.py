@@ -32,6 +32,8 @@ def beat_schedule(settings: Settings) -> dict:
     """celery beat's entries: evaluation and (issue 18) reference-free quality per model; retention (issue 15)."""
     schedule = (_per_model("evaluate", EVAL_TASK, settings.eval_interval_s)
                 | _per_model("quality", QUALITY_TASK, settings.quality_interval_s))
+    schedule["alias-compare"] = {"task": ALIAS_COMPARE_TASK, "schedule": float(settings.quality_interval_s),
+                                 "options": {"queue": EVAL_QUEUE}}
     if settings.retention_days:
         schedule["retention"] = {"task": RETENTION_TASK, "schedule": float(settings.retention_interval_s),
                                  "options": {"queue": EVAL_QUEUE}}

@@ -56,6 +56,7 @@ RETENTION_TASK = "capq.retention"
 # Issue 18: recent throughput of each worker (a sorted set per model), read for job ETAs.
 THROUGHPUT_KEY = f"{PREFIX}:throughput:"  # + model
 QUALITY_TASK = "capq.quality"  # issue 18: reference-free quality of production captions
+ALIAS_COMPARE_TASK = "capq.alias_compare"  # issue 18: the arms of every model alias, compared with significance
 
 # Issue 14: translation runs on its own queue, so a caption worker never waits on a provider.
 TRANSLATE_QUEUE = f"{PREFIX}.translate"

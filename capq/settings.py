@@ -312,6 +312,16 @@ class Settings(BaseModel):
     # Issue 17: a GPU worker's batch size (0: picked from the model and free GPU memory; --batch-size overrides).
     gpu_batch_size: int = Field(0, ge=0)
 
+    # Issue 18 (finish): a significant drop is tested against the trailing window's evaluations on the images both
+    # scored; capacity is planned for the oldest queued item to wait at most capacity_target_age_s.
+    drop_window_s: int = Field(7 * 86400, gt=0)     # trailing window of evaluations a new one is compared against
+    drop_min_images: int = Field(10, ge=2)           # fewer images in common: an unpaired test on per-image values
+    drop_max_images: int = Field(2000, gt=0)         # per-image statistics kept per evaluation (smallest sha256s)
+    drop_p_value: float = Field(0.05, gt=0, lt=1)    # significance level of a drop
+    capacity_target_age_s: float = Field(600.0, gt=0)
+    capacity_max_utilization: float = Field(0.8, gt=0, le=1)  # headroom: workers busy at most this share of time
+    arrival_window_s: int = Field(3600, gt=0)        # arrivals per model are counted over this window
+
 
 def _env_name(field: str) -> str:
     return "CAPQ_" + field.upper()

@@ -43,6 +43,19 @@ def live_workers(client: redis.Redis) -> dict[str, list[str]]:
     return out
 
 
+def worker_rates(client: redis.Redis, model: str, window_s: float) -> dict[str, float]:
+    """{worker id: images per busy second} of each worker that finished a shard of `model` within the window,
+    live or not (capacity planning needs a worker's speed even when none runs now)."""
+    since = time.time() - window_s
+    per_worker: dict[str, list[float]] = {}
+    for raw in client.zrangebyscore(THROUGHPUT_KEY + model, since, "+inf"):
+        e = json.loads(raw)
+        n_s = per_worker.setdefault(e["w"], [0.0, 0.0])
+        n_s[0] += e["n"]
+        n_s[1] += e["s"]
+    return {w: n / s for w, (n, s) in per_worker.items() if s > 0}
+
+
 def model_rates(settings: Settings, models: list[str]) -> dict[str, float | None]:
     """Images/s each model's live workers sustain together, from their shards within the window.
 
@@ -51,15 +64,9 @@ def model_rates(settings: Settings, models: list[str]) -> dict[str, float | None
     """
     client = _client(settings)
     live = live_workers(client)
-    since = time.time() - settings.throughput_window_s
     rates: dict[str, float | None] = {}
     for model in models:
-        per_worker: dict[str, list[float]] = {}
-        for raw in client.zrangebyscore(THROUGHPUT_KEY + model, since, "+inf"):
-            e = json.loads(raw)
-            n_s = per_worker.setdefault(e["w"], [0.0, 0.0])
-            n_s[0] += e["n"]
-            n_s[1] += e["s"]
-        alive = [w for w in live.get(model, []) if per_worker.get(w, [0, 0])[1] > 0]
-        rates[model] = sum(per_worker[w][0] / per_worker[w][1] for w in alive) if alive else None
+        measured = worker_rates(client, model, settings.throughput_window_s)
+        alive = [w for w in live.get(model, []) if w in measured]
+        rates[model] = sum(measured[w] for w in alive) if alive else None
     return rates

@@ -61,6 +61,15 @@ def _score_rows(table: Table, runs: list[tuple[dict, dict | None]]) -> None:
             table.add_row(name, *(_cell(scores, ci, name) for scores, ci in runs))
 
 
+def _drop_cell(doc: dict) -> str:
+    """Issue 18: the significant drops of this run against its trailing window, "none", or "-" when not tested."""
+    test = doc.get("drop")
+    if not test:
+        return "-"
+    dropped = [f"{n} p={t['p_value']:.3f}" for n, t in test["scores"].items() if t["significant"]]
+    return ", ".join(dropped) or f"none ({test['method']}, {test['images']} images)"
+
+
 def _runs_table(docs: list[dict], title: str) -> Table:
     """Runs side by side: one column per evaluation, one row per score (with its 95% interval)."""
     table = Table("", *(f"{d['model']}\n{str(d['created_at'])[:19]}" for d in docs), title=title)
@@ -68,7 +77,8 @@ def _runs_table(docs: list[dict], title: str) -> Table:
                        ("config", lambda d: d.get("config_hash")), ("trigger", lambda d: d.get("trigger")),
                        ("kind", lambda d: d.get("kind") or "references"),
                        ("images", lambda d: d["image_count"]), ("image set", lambda d: d["image_set_hash"][:12]),
-                       ("no refs / empty", lambda d: f"{d['counts']['no_reference']} / {d['counts']['empty']}")):
+                       ("no refs / empty", lambda d: f"{d['counts']['no_reference']} / {d['counts']['empty']}"),
+                       ("drop vs trailing", _drop_cell)):
         table.add_row(label, *(str(get(d)) for d in docs))
     _score_rows(table, [(d["scores"], d.get("ci95")) for d in docs])
     return table
@@ -134,17 +144,21 @@ def eval_history(model: Optional[str] = typer.Option(None, help="Only this model
 
 
 @eval_app.command("compare")
-def eval_compare(a: str = typer.Argument(..., help="Model A, or a model alias to compare its arms"),
+def eval_compare(a: Optional[str] = typer.Argument(None, help="Model A, or a model alias to compare its arms"),
                  b: Optional[str] = typer.Argument(None, help="Model B (omit when A is an alias)"),
                  preset: Optional[str] = typer.Option(None, help="Only captions made with this preset."),
+                 alias: Optional[str] = typer.Option(None, "--alias", help="Compare the arms of this model alias."),
                  as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON.")) -> None:
-    """A minus B on the images both captioned: difference, 95% interval and p-value (paired bootstrap). With one
-    alias name: its arms on the captions of the jobs submitted to it (unpaired bootstrap of CLIPScore)."""
+    """A minus B on the images both captioned: difference, 95% interval and p-value (paired bootstrap). With
+    --alias NAME (or one alias name): its arms on the captions of the jobs submitted to it, by CLIPScore, health
+    signals and BLEU/CIDEr where references exist (unpaired bootstrap), stored for the exporter and dashboards."""
     from evaluation.run import compare_models
 
-    if b is None:  # issue 18: the arms of an alias
-        quality_cli.compare_alias(get_settings(), a, as_json)
+    if alias or (a and b is None):  # issue 18: the arms of an alias
+        quality_cli.compare_alias(get_settings(), alias or a, as_json)
         return
+    if not a or not b:
+        raise typer.BadParameter("give two models (capq eval compare blip git) or --alias NAME")
 
     try:
         result = compare_models(get_settings(), a, b, preset=preset)

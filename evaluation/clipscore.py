@@ -76,16 +76,3 @@ def mean_ci95(values: list[float], samples: int, seed: int = 0) -> tuple[float, 
     rng = np.random.default_rng(seed)
     means = arr[rng.integers(0, len(arr), size=(samples, len(arr)))].mean(axis=1)
     return float(arr.mean()), (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
-
-
-def compare_unpaired(a: list[float], b: list[float], samples: int, seed: int = 0) -> dict:
-    """Mean(A) - mean(B) over different images (the arms of an alias caption disjoint images): a bootstrap that
-    resamples each arm on its own; p is the two-sided share of resampled differences on the other side of 0."""
-    rng = np.random.default_rng(seed)
-    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    diffs = (xa[rng.integers(0, len(xa), size=(samples, len(xa)))].mean(axis=1)
-             - xb[rng.integers(0, len(xb), size=(samples, len(xb)))].mean(axis=1))
-    diff = float(xa.mean() - xb.mean())
-    p = 2 * min(float((diffs <= 0).mean()), float((diffs >= 0).mean()))
-    return {"diff": diff, "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
-            "p_value": min(1.0, p)}

@@ -35,16 +35,25 @@ class CorpusStats:
     """Per-image statistics of one scored corpus; every corpus score and every resample follows from them."""
 
     image_ids: tuple
-    bleu: np.ndarray  # (images, 10): testlen, closest reflen, guessed 1..4-grams, matched 1..4-grams
+    bleu: np.ndarray  # (images, 10): testlen, closest reflen, guessed 1..4-grams, matched 1..4-grams; (images, 0):
+    # no BLEU (scores that are plain per-image means, e.g. CLIPScore, share the bootstrap below)
     per_image: dict[str, np.ndarray]  # rouge_l and cider per image; the corpus score is their mean
     meteor: float | None = None
 
     def scores(self) -> dict[str, float]:
-        out = dict(zip(BLEU_NAMES, (float(x) for x in bleu_from_sums(self.bleu.sum(axis=0)))))
+        out = dict(zip(BLEU_NAMES, (float(x) for x in bleu_from_sums(self.bleu.sum(axis=0))))) if self.bleu.shape[1] else {}
         out.update({name: float(np.mean(v)) for name, v in self.per_image.items()})
         if self.meteor is not None:
             out["meteor"] = self.meteor
         return out
+
+    def take(self, ids: Sequence, names: Sequence[str] | None = None, bleu: bool = True) -> CorpusStats:
+        """These statistics restricted to `ids` (in that order), to the per-image scores `names`, with or
+        without BLEU; METEOR (a corpus score) is dropped."""
+        index = {i: n for n, i in enumerate(self.image_ids)}
+        rows = [index[i] for i in ids]
+        return CorpusStats(tuple(ids), self.bleu[rows] if bleu else np.zeros((len(rows), 0)),
+                           {k: self.per_image[k][rows] for k in (self.per_image if names is None else names)})
 
 
 @dataclass(frozen=True)
@@ -160,8 +169,10 @@ def _weights(n: int, samples: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _resampled(stats: CorpusStats, w: np.ndarray) -> dict[str, np.ndarray]:
-    bleu = bleu_from_sums(w @ stats.bleu)
-    out = {name: bleu[:, k] for k, name in enumerate(BLEU_NAMES)}
+    out = {}
+    if stats.bleu.shape[1]:
+        bleu = bleu_from_sums(w @ stats.bleu)
+        out = {name: bleu[:, k] for k, name in enumerate(BLEU_NAMES)}
     n = len(stats.image_ids)
     out.update({name: (w @ v) / n for name, v in stats.per_image.items()})
     return out
@@ -208,6 +219,36 @@ def paired_bootstrap(a: CorpusStats, b: CorpusStats, samples: int = 1000, seed: 
         d, diff = np.concatenate(parts), point_a[name] - point_b[name]
         extreme = int(np.sum(np.abs(d - diff) >= abs(diff)))
         out[name] = {"diff": float(diff), "ci95": list(_interval(d, level)), "p_value": (extreme + 1) / (len(d) + 1)}
+    return out
+
+
+def compare_unpaired(a: list[float], b: list[float], samples: int, seed: int = 0) -> dict:
+    """Mean(A) - mean(B) over different images (the arms of an alias caption disjoint images): a bootstrap that
+    resamples each arm on its own; p is the two-sided share of resampled differences on the other side of 0."""
+    rng = np.random.default_rng(seed)
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diffs = (xa[rng.integers(0, len(xa), size=(samples, len(xa)))].mean(axis=1)
+             - xb[rng.integers(0, len(xb), size=(samples, len(xb)))].mean(axis=1))
+    diff = float(xa.mean() - xb.mean())
+    p = 2 * min(float((diffs <= 0).mean()), float((diffs >= 0).mean()))
+    return {"diff": diff, "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
+            "p_value": min(1.0, p)}
+
+
+def unpaired_bootstrap(a: CorpusStats, b: CorpusStats, samples: int = 1000, seed: int = 0, level: float = 0.95,
+                       ) -> dict[str, dict]:
+    """A minus B on different images (the arms of an alias): each resample draws A's and B's images on their own.
+    {score: {"diff", "ci95", "p_value"}}; p is two-sided, twice the share of resampled differences on the far side
+    of 0 (as compare_unpaired)."""
+    point_a, point_b = a.scores(), b.scores()
+    parts_a = [_resampled(a, w) for w in _resample_chunks(len(a.image_ids), samples, seed)]
+    parts_b = [_resampled(b, w) for w in _resample_chunks(len(b.image_ids), samples, seed + 1)]
+    out = {}
+    for name in parts_a[0]:
+        d = np.concatenate([p[name] for p in parts_a]) - np.concatenate([p[name] for p in parts_b])
+        p = 2 * min(float((d <= 0).mean()), float((d >= 0).mean()))
+        out[name] = {"diff": float(point_a[name] - point_b[name]), "ci95": list(_interval(d, level)),
+                     "p_value": min(1.0, p)}
     return out
 
 

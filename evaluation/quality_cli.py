@@ -47,12 +47,13 @@ def eval_quality(model: Optional[str] = typer.Option(None, help="Only this model
 
 
 def compare_alias(settings, alias: str, as_json: bool) -> None:
-    """`capq eval compare ALIAS` with one name: the alias's arms side by side, and each pair's CLIPScore difference."""
+    """`capq eval compare --alias NAME`: the alias's arms side by side, and per pair of arms each score's difference
+    with its 95% interval and p-value; the comparison is stored for the exporter."""
     from evaluation.clipscore import ClipError
     from evaluation.quality import compare_alias_arms
 
     try:
-        result = compare_alias_arms(settings, alias)
+        result = compare_alias_arms(settings, alias, store=True)
     except (ValueError, ClipError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
@@ -60,18 +61,23 @@ def compare_alias(settings, alias: str, as_json: bool) -> None:
         _json(result)
         return
     table = Table("arm", "weight", "captions", "clipscore (95%)", "empty", "repeated", "at limit", "vocabulary",
-                  title=f"alias {alias}: {result['jobs']} job(s)")
+                  "BLEU-4 / CIDEr (refs)", title=f"alias {alias}: {result['jobs']} job(s)")
     for arm in result["arms"]:
         e = result["per_arm"].get(arm["model"], {})
-        h, c = e.get("health", {}), e.get("clipscore")
+        h, c, r = e.get("health", {}), e.get("clipscore"), e.get("references")
         table.add_row(arm["model"], str(arm["weight"]), str(e.get("captions", 0)),
                       f"{c['mean']:.3f} ({c['ci95'][0]:.3f}-{c['ci95'][1]:.3f})" if c else "-",
                       *(f"{h[k]:.3f}" if k in h else "-" for k in ("empty_share", "repeated_share", "length_limit_share")),
-                      f"{h['vocabulary']:.0f}" if h else "-")
+                      f"{h['vocabulary']:.0f}" if h else "-",
+                      f"{r['scores']['bleu_4']:.3f} / {r['scores']['cider']:.3f} ({r['images']})" if r else "-")
     out.print(table)
-    for pair, d in result["diff"].items():
-        out.print(f"clipscore {pair}: {d['diff']:+.3f} (95% {d['ci95'][0]:+.3f} .. {d['ci95'][1]:+.3f}), "
-                  f"p={d['p_value']:.3f}", highlight=False)
+    diffs = Table("pair", "kind", "score", "A - B", "95% interval", "p", "", title="unpaired bootstrap")
+    for pair, kinds in result["diff"].items():
+        for kind, scores in kinds.items():
+            for name, d in scores.items():
+                diffs.add_row(pair, kind, name, f"{d['diff']:+.4f}", f"{d['ci95'][0]:+.4f} .. {d['ci95'][1]:+.4f}",
+                              f"{d['p_value']:.3f}", "significant" if d["significant"] else "")
+    out.print(diffs)
 
 
 def register(eval_app: typer.Typer) -> None:

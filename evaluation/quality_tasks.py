@@ -5,7 +5,7 @@ import logging
 
 from celery import shared_task
 
-from capq.names import QUALITY_TASK
+from capq.names import ALIAS_COMPARE_TASK, QUALITY_TASK
 from capq.settings import get_settings
 
 log = logging.getLogger("capq.eval")
@@ -23,3 +23,19 @@ def measure(model: str | None = None) -> dict:
                            **d["scores"]} for d in docs]}
     log.info("quality of %s: %s", model or "all models", summary)
     return summary
+
+
+@shared_task(name=ALIAS_COMPARE_TASK)
+def compare_aliases() -> dict:
+    """Compare the arms of every model alias and store each comparison (the exporter's capq_alias_arm_* series)."""
+    from evaluation.quality import compare_alias_arms
+    from storage.aliases import AliasStore
+
+    settings = get_settings()
+    done = {}
+    for alias in AliasStore(settings).list():
+        result = compare_alias_arms(settings, alias["name"], store=True)
+        done[alias["name"]] = {pair: {kind: {n: t["p_value"] for n, t in scores.items() if t["significant"]}
+                                      for kind, scores in kinds.items()} for pair, kinds in result["diff"].items()}
+    log.info("alias comparisons (significant p-values): %s", done)
+    return {"aliases": done}

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 from capq.settings import Settings
 from evaluation import metrics
+from evaluation.drop import drop_test, reference_per_image
 from evaluation.errors import CompareError
 from evaluation.references import resolve_pending
 from storage.caption_reads import CaptionReads
@@ -74,6 +75,7 @@ def _evaluate_group(settings: Settings, group: dict, filters: dict, trigger: str
         "last_caption_at": group["last_caption_at"],
         "bootstrap_samples": settings.bootstrap_samples,
         "cider_idf": "references of the scored image set",
+        "per_image_stats": reference_per_image(result.stats, settings.drop_max_images),  # issue 18: drop tests
         "created_at": datetime.now(timezone.utc),
         "duration_s": round(time.perf_counter() - started, 3),
     }
@@ -90,7 +92,11 @@ def evaluate_groups(settings: Settings, model: str | None = None, preset: str | 
     filters = {k: v for k, v in (("preset", preset), ("job_id", job_id), ("since", since)) if v}
     store, report = EvaluationStore(settings), RunReport()
     last_import = ReferenceStore(settings).last_import_at() if skip_if_unchanged else None
-    for group in CaptionReads(settings).groups(model=model, **filters):
+    # The group that captioned last is evaluated last: it is its model's newest evaluation, the one exported and
+    # tested for a drop against the trailing window (a new checkpoint against the one it replaces).
+    groups = sorted(CaptionReads(settings).groups(model=model, **filters),
+                    key=lambda g: (g["last_caption_at"] is not None, g["last_caption_at"] or 0))
+    for group in groups:
         key = {k: group[k] for k in ("model", "checkpoint", "config_hash")}
         if skip_if_unchanged and not (job_id or since) and _unchanged(group, store.latest(**key), last_import):
             report.skipped.append({**key, "reason": "no caption or reference newer than its last evaluation"})
@@ -99,7 +105,9 @@ def evaluate_groups(settings: Settings, model: str | None = None, preset: str | 
         if isinstance(outcome, str):
             report.skipped.append({**key, "reason": outcome, "captions": group["captions"]})
         else:
-            report.evaluations.append(store.insert(outcome))
+            if not (job_id or since):  # a whole-history evaluation: tested against its trailing window
+                outcome["drop"] = drop_test(settings, store, outcome)
+            report.evaluations.append(without_per_image(store.insert(outcome)))
     return report
 
 
@@ -117,6 +125,11 @@ def run_evaluation(settings: Settings, model: str | None = None, preset: str | N
     :returns: the stored evaluation documents, each with its "id".
     """
     return evaluate_groups(settings, model, preset, job_id, since, trigger, skip_if_unchanged, meteor).evaluations
+
+
+def without_per_image(doc: dict) -> dict:
+    """An evaluation without its per-image statistics (kept in MongoDB for drop tests, too long to print)."""
+    return {k: v for k, v in doc.items() if k not in ("per_image", "per_image_stats")}
 
 
 def _latest_group(settings: Settings, model: str, preset: str | None) -> dict:

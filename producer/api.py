@@ -266,4 +266,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Issue 14: what the web UI reads (models, queues, evaluations, images) and translation.
     api_catalog.install(app, settings, auth)
     api_translate.install(app, settings, auth)
+    from producer import api_capacity  # issue 18: capacity planning (admin)
+
+    api_capacity.install(app, settings, auth)
     return app

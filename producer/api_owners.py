@@ -25,14 +25,21 @@ def erase_owner(settings: Settings, owner: str, by: str, keep_key_prefix: str | 
     return {"owner": owner, "removed": owners.erase(owner, by, keep_key_prefix)}
 
 
-def install(app: FastAPI, settings: Settings, auth: Callable[..., Caller]) -> None:
-    """Add /v1/me/*, /v1/usage and /v1/admin/*; every admin route refuses a key whose role is not admin (403)."""
+def admin_only(auth: Callable[..., Caller]) -> Callable[..., Caller]:
+    """A dependency that lets only a key whose role is admin through (403 otherwise)."""
 
     def admin(caller: Caller = Depends(auth)) -> Caller:
         if caller.role != "admin":
             raise ApiError(403, "this route needs an admin key; your key's role is "
                                 f"{caller.role} (an operator creates one with `capq keys create --role admin`)")
         return caller
+
+    return admin
+
+
+def install(app: FastAPI, settings: Settings, auth: Callable[..., Caller]) -> None:
+    """Add /v1/me/*, /v1/usage and /v1/admin/*; every admin route refuses a key whose role is not admin (403)."""
+    admin = admin_only(auth)
 
     @app.exception_handler(QuotaExceeded)
     async def _quota(request: Request, exc: QuotaExceeded):

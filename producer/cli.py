@@ -309,3 +309,6 @@ def register(app: typer.Typer) -> None:
     app.command("api")(api_cmd)
     owners_cli.register(app, keys_app)  # issue 15: owners, usage, keys rotate, retention
     aliases_cli.register(app)  # issue 18
+    from producer import capacity_cli  # issue 18: capacity planning
+
+    capacity_cli.register(app)

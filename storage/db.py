@@ -37,6 +37,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("job_id", ASC), ("seq", ASC)]),
         IndexModel([("owner", ASC), ("sha256", ASC)]),
         IndexModel([("sha256", ASC)]),  # issue 15: is an image still referenced (erasure, retention)
+        IndexModel([("model", ASC), ("created_at", DESC)]),  # issue 18: arrivals per model (capacity planning)
     ],
     # An item's one result (done, failed, cancelled), written once when it finishes; history reads these.
     "job_results": [

@@ -40,8 +40,11 @@ class EvaluationStore:
     @translated
     def history(self, model: str | None = None, limit: int = 20) -> list[dict]:
         """The newest `limit` evaluations, optionally of one model."""
-        query = {"model": model} if model else {}
-        return [_public(d) for d in self.coll.find(query, sort=[("created_at", DESCENDING)], limit=limit)]
+        # Comparisons of an alias's arms (kind "alias", issue 18) are not runs of one model: newest_alias_comparison.
+        query = {"model": model} if model else {"kind": {"$ne": "alias"}}
+        # Per-image statistics (issue 18) stay out: long, and they name images of every owner.
+        return [_public(d) for d in self.coll.find(query, {"per_image": 0, "per_image_stats": 0},
+                                                   sort=[("created_at", DESCENDING)], limit=limit)]
 
     # Issue 18: evaluation kinds beside reference scores ("health", "clipscore"); documents without one are
     # reference evaluations.
@@ -49,5 +52,21 @@ class EvaluationStore:
     def newest(self, model: str, kind: str | None = None) -> dict | None:
         """The newest whole-history evaluation of `model` of this kind (None: reference scores), if any."""
         doc = self.coll.find_one({"model": model, "kind": kind, "scope.job_id": None, "scope.since": None},
-                                 sort=[("created_at", DESCENDING)])
+                                 {"per_image": 0, "per_image_stats": 0}, sort=[("created_at", DESCENDING)])
+        return _public(doc) if doc else None
+
+    # Issue 18 (finish): the evaluations a new one is tested against for a significant drop (evaluation.drop).
+    @translated
+    def trailing(self, model: str, kind: str | None, since, before, limit: int = 50) -> list[dict]:
+        """Up to `limit` whole-history evaluations of `model` and `kind` created in [since, before), newest first,
+        with only their per-image statistics."""
+        query = {"model": model, "kind": kind, "scope.job_id": None, "scope.since": None,
+                 "created_at": {"$gte": since, "$lt": before}}
+        fields = {"kind": 1, "per_image": 1, "per_image_stats": 1, "created_at": 1}
+        return [_public(d) for d in self.coll.find(query, fields, sort=[("created_at", DESCENDING)], limit=limit)]
+
+    @translated
+    def newest_alias_comparison(self, alias: str) -> dict | None:
+        """The newest stored comparison of an alias's arms (kind "alias")."""
+        doc = self.coll.find_one({"kind": "alias", "alias": alias}, sort=[("created_at", DESCENDING)])
         return _public(doc) if doc else None

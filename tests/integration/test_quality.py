@@ -14,7 +14,8 @@ from PIL import Image
 
 from capq.names import EVAL_QUEUE, MODEL_NAMES, QUALITY_TASK
 from capq.settings import load_settings
-from evaluation.clipscore import clip_scores, compare_unpaired, load_clip, mean_ci95
+from evaluation.clipscore import clip_scores, load_clip, mean_ci95
+from evaluation.metrics import compare_unpaired
 from evaluation.quality import compare_alias_arms, measure_quality
 from evaluation.score_metrics import score_families
 from tooling.tiny import make_tiny_clip
@@ -145,15 +146,22 @@ def test_the_arms_of_an_alias_are_compared_on_the_alias_traffic(qsettings):
     assert result["per_arm"]["blip"]["health"]["repeated_share"] == 1.0
     assert result["per_arm"]["git"]["health"]["empty_share"] == pytest.approx(0.1)
     assert result["per_arm"]["git"]["captions"] == 10
-    [(pair, diff)] = result["diff"].items()
+    [(pair, kinds)] = result["diff"].items()
+    diff = kinds["clipscore"]["clipscore"]
     assert pair == "blip - git" and 0.0 <= diff["p_value"] <= 1.0 and diff["ci95"][0] <= diff["diff"] <= diff["ci95"][1]
+    # every blip caption repeats another, no git caption does: a significant health difference
+    repeated = kinds["health"]["repeated_share"]
+    assert repeated["diff"] == 1.0 and repeated["significant"] and repeated["p_value"] < 0.05
+    assert not kinds["health"]["empty_share"]["significant"]  # 0 of 10 against 1 of 10: no evidence
     with pytest.raises(ValueError, match="capq aliases list"):
         compare_alias_arms(qsettings, "no-such-alias")
     # and `capq eval compare ALIAS` prints the same comparison
     env = {**os.environ, **settings_env(qsettings), "COLUMNS": "250"}
-    shown = subprocess.run([sys.executable, "-m", "capq", "eval", "compare", "caption-default"], env=env, cwd=REPO,
-                           capture_output=True, text=True, timeout=120)
-    assert shown.returncode == 0 and "clipscore blip - git" in shown.stdout, shown.stdout + shown.stderr
+    for args in (["caption-default"], ["--alias", "caption-default"]):
+        shown = subprocess.run([sys.executable, "-m", "capq", "eval", "compare", *args], env=env, cwd=REPO,
+                               capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0 and "blip - git" in shown.stdout, shown.stdout + shown.stderr
+        assert "repeated_share" in shown.stdout and "significant" in shown.stdout
 
 
 def test_no_captions_stores_nothing(qsettings):
