@@ -230,13 +230,31 @@ def upload_name(filename: str | None, index: int) -> str:
     return base if base not in ("", ".", "..") else f"upload-{index}"
 
 
+def _api_url(url, settings: Settings, meta: dict | None) -> Candidate:
+    """An http(s) item of an API manifest: fetched by the submission's threads behind the same guard as the CLI's
+    (checked, resolved and refused on every hop), so a bad or refused URL is that item's rejection."""
+    if not isinstance(url, str):
+        raise Refused("url must be a string")
+    label = url[:MAX_URL_LABEL] + ("..." if len(url) > MAX_URL_LABEL else "")
+    return Candidate(label, read=functools.partial(fetch_url, url, settings), meta=meta)
+
+
+MAX_URL_LABEL = 300  # characters of a URL kept as an item's name (an over-long URL is rejected when fetched)
+API_REFERENCES = ("s3", "sha256", "url")
+
+
 def from_api_items(items, settings: Settings, owner: str) -> list[Candidate]:
-    """Candidates for an API manifest's items: only {"s3": ...} and {"sha256": ...}; anything else is BadInput."""
-    allowed = (f"items may only be {{\"s3\": \"s3://{settings.s3_bucket}/{owner_prefix(owner)}NAME\"}} or "
-               "{\"sha256\": \"<sha256 of an image you submitted>\"}, each with an optional \"meta\" object; "
-               "to send a file from your machine, upload it as multipart field 'files'")
+    """Candidates for an API manifest's items: only {"s3": ...}, {"sha256": ...} and {"url": "http(s)://..."};
+    anything else is BadInput. At most CAPQ_MAX_URL_ITEMS_PER_REQUEST URLs: the API fetches them before it answers."""
+    allowed = (f"items may only be {{\"s3\": \"s3://{settings.s3_bucket}/{owner_prefix(owner)}NAME\"}}, "
+               "{\"sha256\": \"<sha256 of an image you submitted>\"} or {\"url\": \"https://...\"}, each with an "
+               "optional \"meta\" object; to send a file from your machine, upload it as multipart field 'files'")
     if not isinstance(items, list) or not items:
         raise BadInput(f"'items' must be a non-empty list; {allowed}")
+    urls = sum(isinstance(item, dict) and "url" in item for item in items)
+    if urls > settings.max_url_items_per_request:
+        raise BadInput(f"{urls:,} url items is over the {settings.max_url_items_per_request:,}-URL cap per request "
+                       "(CAPQ_MAX_URL_ITEMS_PER_REQUEST); split the list over several jobs")
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
@@ -244,14 +262,16 @@ def from_api_items(items, settings: Settings, owner: str) -> list[Candidate]:
         if "path" in item:
             raise BadInput(f"items[{i}]: the API never reads files on the server (got path {item['path']!r}); "
                            f"{allowed}")
-        extra = sorted(set(item) - {"s3", "sha256", "meta"})
-        if extra or ("s3" in item) == ("sha256" in item):
-            raise BadInput(f"items[{i}] must have exactly one of 's3' or 'sha256' (unexpected keys: {extra}); "
+        extra = sorted(set(item) - {*API_REFERENCES, "meta"})
+        if extra or sum(k in item for k in API_REFERENCES) != 1:
+            raise BadInput(f"items[{i}] must have exactly one of 's3', 'sha256' or 'url' (unexpected keys: {extra}); "
                            f"{allowed}")
         try:
             meta = check_meta(item.get("meta"))
             if "s3" in item:
                 out.append(s3_candidate(item["s3"], settings, owner, meta))
+            elif "url" in item:
+                out.append(_api_url(item["url"], settings, meta))
             elif not isinstance(item["sha256"], str) or not SHA256.match(item["sha256"]):
                 raise Refused("sha256 must be 64 lowercase hex characters")
             else:
