@@ -108,7 +108,8 @@ async def _job_request(request: Request, settings: Settings, caller: Caller) -> 
         out.candidates = from_api_items(items, settings, caller.owner)
         return body, out
     raise BadInput("send multipart/form-data (file field 'files' + fields models, tier, preset) or "
-                   "application/json {\"models\": [...], \"items\": [{\"s3\": ...} | {\"sha256\": ...} | {\"url\": ...}]}")
+                   "application/json {\"models\": [...], \"items\": [{\"s3\": ...} | {\"sha256\": ...} | "
+                   "{\"url\": ...}]}")
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -32,7 +32,8 @@ def refs_manifest(settings, owner: str, path) -> None:
     path.write_text("".join(json.dumps({"sha256": sha(i), "meta": {"i": i}}) + "\n" for i in range(N)))
 
 
-def run_killed_then_resumed(settings, redis_url, tmp_path, owner: str, prefix: list[str], kill_at_shards: int):  # noqa: F811
+def run_killed_then_resumed(settings, redis_url, tmp_path, owner: str, prefix: list[str],  # noqa: F811
+                            kill_at_shards: int):
     manifest = tmp_path / "refs.jsonl"
     refs_manifest(settings, owner, manifest)
     env = {**os.environ, **settings_env(settings), "CAPQ_SUBMIT_RECORD_CHUNK": "100", "CAPQ_BATCH_SIZE": "10",
@@ -72,14 +73,16 @@ def assert_exactly_once(settings, job_id: str, before: list[str], after: list[st
     assert job["enqueued_seq"] == max(it["seq"] for it in items) and job["state"] == "queued"
 
 
-def test_a_submission_killed_mid_way_resumes_queueing_each_item_exactly_once(psettings, redis_url, tmp_path):  # noqa: F811
+def test_a_submission_killed_mid_way_resumes_queueing_each_item_exactly_once(psettings, redis_url,  # noqa: F811
+                                                                            tmp_path):
     # Given a real `capq submit` of 3,000 sha256 references, killed (-9) once 60 of its 300 shards are queued
     job_id, before, after, final = run_killed_then_resumed(psettings, redis_url, tmp_path, "kim", ["capq"], 60)
     # I expect the same command with the printed --job-id to finish it: each item recorded once, queued once
     assert_exactly_once(psettings, job_id, before, after, final)
 
 
-def test_a_kill_between_the_redis_push_and_the_mongodb_cursor_sends_nothing_twice(psettings, redis_url, tmp_path):  # noqa: F811
+def test_a_kill_between_the_redis_push_and_the_mongodb_cursor_sends_nothing_twice(psettings, redis_url,  # noqa: F811
+                                                                                tmp_path):
     # Given a submission killed right after its first group of shards was pushed (and marked sent in the same
     # Redis transaction), before MongoDB's cursor moved: the window where a plain publish would be repeated
     marker = tmp_path / "killed"
