@@ -17,6 +17,7 @@ from producer.sources import Candidate, Refused, check_meta, s3_candidate
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 TEXT_EXTS = ("txt", "cls", "caption")
 MAX_TEXT_MEMBER_BYTES = 4096
+JSON_GROWTH = 6  # the most JSON characters one byte of a member, key or name can become
 _KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's rule: the key ends at the first dot of the base name
 _BRACE = re.compile(r"\{[^{}]*\.\.[^{}]*\}")
 
@@ -75,6 +76,9 @@ def _sample(shard: str, key: str, members: dict[str, bytes | None], settings: Se
         return {"file": label, "reason": f"image member is over the {settings.max_image_bytes:,}-byte cap "
                                          "(CAPQ_MAX_IMAGE_BYTES)"}
     meta: dict = {"key": key, "shard": shard}
+    # Each source byte takes at most 6 characters of JSON (a control character, \u0001; a number such as 1e15
+    # grows 4.5x): under the cap, the sample's meta need not be serialised to be measured.
+    at_most = JSON_GROWTH * (len(key) + len(shard)) + 64
     try:
         for ext, raw in members.items():
             if raw is None or ext in images:
@@ -84,7 +88,10 @@ def _sample(shard: str, key: str, members: dict[str, bytes | None], settings: Se
                 meta[name] = json.loads(raw)
             elif ext.lower().rsplit(".", 1)[-1] in TEXT_EXTS:
                 meta[name] = raw.decode("utf-8").strip()
-        meta = check_meta(meta)
+            else:
+                continue
+            at_most += JSON_GROWTH * (len(name) + len(raw)) + 8
+        meta = check_meta(meta, at_most)
     except (ValueError, Refused) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return {"file": label, "reason": f"sample metadata: {exc}"}
     return Candidate(f"{label}.{images[0]}", read=lambda: data, size=lambda: len(data), meta=meta)

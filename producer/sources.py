@@ -47,8 +47,11 @@ class Expanded:
         self.rejected.append({"file": file, "reason": reason})
 
 
-def check_meta(meta) -> dict | None:
-    """Metadata is a small JSON object whose keys are safe MongoDB field names."""
+def check_meta(meta, at_most: int | None = None) -> dict | None:
+    """Metadata is a small JSON object whose keys are safe MongoDB field names.
+
+    :param at_most: a bound the caller knows on the meta's JSON size; under the cap, it is not serialised to
+        measure it (the shard reader, per sample)."""
     if meta is None:
         return None
     if not isinstance(meta, dict):
@@ -56,21 +59,28 @@ def check_meta(meta) -> dict | None:
     bad = _bad_keys(meta)
     if bad:
         raise Refused(f"meta keys, at every depth, must be non-empty and contain no '$' prefix or '.': {bad}")
-    if len(json.dumps(meta, default=str)) > MAX_META_BYTES:
+    if (at_most is None or at_most > MAX_META_BYTES) and len(json.dumps(meta, default=str)) > MAX_META_BYTES:
         raise Refused(f"meta is over {MAX_META_BYTES} bytes of JSON")
     return meta
 
 
-def _bad_keys(value, depth: int = 0) -> list:
+def _bad_keys(value) -> list:
     """Keys that MongoDB could read as operators or paths, inside nested objects and lists too."""
-    if depth > 20:
-        return ["<nested deeper than 20 levels>"]
-    if isinstance(value, list):
-        return [k for v in value for k in _bad_keys(v, depth + 1)]
-    if not isinstance(value, dict):
-        return []
-    bad = [k for k in value if not isinstance(k, str) or not k or k.startswith("$") or "." in k]
-    return bad + [k for v in value.values() for k in _bad_keys(v, depth + 1)]
+    bad: list = []
+    stack = [(value, 0)]
+    while stack:  # a loop, not recursion: this runs once per item of a long submission
+        value, depth = stack.pop()
+        if depth > 20:
+            return bad + ["<nested deeper than 20 levels>"]
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, str) or not k or k[0] == "$" or "." in k:
+                    bad.append(k)
+                if isinstance(v, (dict, list)):
+                    stack.append((v, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, (dict, list)))
+    return bad
 
 
 def s3_candidate(uri, settings: Settings, owner: str, meta: dict | None = None) -> Candidate:
