@@ -13,9 +13,9 @@ from tests.integration.test_producer_submit import psettings, redis_url  # noqa:
 
 @pytest.fixture
 def url_client(psettings):  # noqa: F811
-    # The guard on, as in production; small caps and quick timeouts so that refusals show fast
+    # The guard on, as in production, and the default fetch timeout (this test is not about timeouts)
     s = fetch_settings(psettings, CAPQ_RATE_LIMITS_PER_HOUR="free=1000,plus=1000,premium=1000",
-                       CAPQ_MAX_URL_ITEMS_PER_REQUEST="20")
+                       CAPQ_MAX_URL_ITEMS_PER_REQUEST="20", CAPQ_FETCH_TIMEOUT_S="10")
     return s, TestClient(create_app(s))
 
 
