@@ -22,17 +22,21 @@ def sha(i: int) -> str:
     return hashlib.sha256(f"bench-image-{i}".encode()).hexdigest()
 
 
+SEED_BATCH = 2_000
+
+
 def seed_owned(settings, owner: str, n: int) -> None:
     """An earlier job of the owner's that holds the n images (what makes a sha256 reference acceptable)."""
     from storage.db import mongo
 
     items = mongo(settings)["job_items"]
-    for start in range(0, n, 10_000):
+    # 2,000 at a time: a loaded test-stack server took over the 30 s socket timeout for 10,000 past 400,000
+    for start in range(0, n, SEED_BATCH):
         items.insert_many([{"job_id": "bench-earlier", "sha256": sha(i), "model": "blip", "preset": "default",
                             "owner": owner, "file_name": f"img-{i}.jpg", "seq": i}
-                           for i in range(start, min(n, start + 10_000))], ordered=False)
-        if (start + 10_000) % 100_000 == 0:
-            print(f"seeded {start + 10_000:,}", flush=True)
+                           for i in range(start, min(n, start + SEED_BATCH))], ordered=False)
+        if (start + SEED_BATCH) % 100_000 == 0:
+            print(f"seeded {start + SEED_BATCH:,}", flush=True)
 
 
 def main() -> None:
