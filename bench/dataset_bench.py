@@ -78,7 +78,7 @@ def shard_bench(settings: Settings, raw_settings: Settings, work: Path, shards: 
     paths = sorted(folder.glob("*.tar"))
     n = shards * per_shard
     raw_times, reader_times = [], []
-    for _ in range(3):  # alternated, best of three: the page cache and a shared machine's noise hit both alike
+    for _ in range(5):  # alternated, best of five: the page cache and a shared machine's noise hit both alike
         t0 = time.perf_counter()
         assert raw_read(paths) == n
         raw_times.append(time.perf_counter() - t0)
