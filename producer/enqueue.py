@@ -88,6 +88,11 @@ def _batches(pending, size: int):
         yield group
 
 
+def forget_sent(app, job_id: str) -> None:
+    """A new job starts with no sent mark: one left by an erased job of the same id must not hide its items."""
+    redis.Redis.from_url(app.conf.broker_url).delete(f"{SENT_SEQ_KEY}{job_id}")
+
+
 def enqueue_pending(app, jobs: JobStore, job_id: str, tier: str, shard_size: int) -> int:
     """Send every recorded-but-unsent item of the job exactly once; returns images sent. Safe after a kill -9.
 

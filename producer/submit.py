@@ -390,10 +390,12 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     if not created:
         _check_resume(job, owner, tier, models, preset)
     job_id = job["_id"]
+    from producer.enqueue import enqueue_pending, forget_sent
+
+    if created:
+        forget_sent(celery_app(settings), job_id)
     if on_job is not None:
         on_job(job_id, created)
-
-    from producer.enqueue import enqueue_pending
 
     shard = settings.batch_size * settings.shard_batches
     def send() -> int:

@@ -11,11 +11,12 @@ from collections import Counter
 
 import redis
 
-from capq.names import caption_queue
+from capq.names import SENT_SEQ_KEY, caption_queue
 from storage.db import mongo
 from storage.jobs import JobStore
 from tests.conftest import REPO, settings_env
-from tests.integration.test_producer_submit import psettings, queued_shas, redis_url  # noqa: F401
+from producer.submit import submit
+from tests.integration.test_producer_submit import psettings, queued_shas, random_jpeg, redis_url  # noqa: F401
 
 N = 3000
 
@@ -92,3 +93,13 @@ def test_a_kill_between_the_redis_push_and_the_mongodb_cursor_sends_nothing_twic
     assert len(before) == int(marker.read_text()) + 1, "the first group was pushed before the kill"
     # I expect the resume to move the cursor to the mark and push only what follows
     assert_exactly_once(psettings, job_id, before, after, final)
+
+
+def test_a_new_job_is_not_hidden_by_a_sent_mark_left_under_its_id(psettings, redis_url, tmp_path):  # noqa: F811
+    # Given a sent mark left in Redis by an earlier (since erased) job of the same id
+    redis.Redis.from_url(redis_url).set(f"{SENT_SEQ_KEY}reused-1", 999)
+    for i in range(3):
+        (tmp_path / f"{i}.jpg").write_bytes(random_jpeg(4000 + i))
+    # If a new job is submitted under that id, I expect all its images queued
+    result = submit(psettings, [tmp_path], "blip", owner="kim", job_id="reused-1")
+    assert (result.created, result.enqueued) == (True, 3)
