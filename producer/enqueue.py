@@ -115,7 +115,9 @@ def enqueue_pending(app, jobs: JobStore, job_id: str, tier: str, shard_size: int
         first, last = group[0][0]["seq"], group[-1][-1]["seq"]
         if _publish_once(client, mark, first, last, commands):
             sent += images
-        jobs.mark_enqueued(job_id, int(client.get(mark) or last))
+            jobs.mark_enqueued(job_id, last)
+        else:  # an earlier run pushed this group: the cursor catches up with the mark
+            jobs.mark_enqueued(job_id, int(client.get(mark) or last))
     return sent
 
 
