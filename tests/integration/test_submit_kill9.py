@@ -12,11 +12,16 @@ from collections import Counter
 import redis
 
 from capq.names import SENT_SEQ_KEY, caption_queue
+from producer.submit import submit
 from storage.db import mongo
 from storage.jobs import JobStore
 from tests.conftest import REPO, settings_env
-from producer.submit import submit
-from tests.integration.test_producer_submit import psettings, queued_shas, random_jpeg, redis_url  # noqa: F401
+from tests.integration.test_producer_submit import (  # noqa: F401
+    psettings,
+    queued_shas,
+    random_jpeg,
+    redis_url,
+)
 
 N = 3000
 
