@@ -72,3 +72,4 @@ REDIS_EPOCH_KEY = f"{PREFIX}:epoch"  # a random id: when it changes or vanishes,
 REDRIVES_KEY = f"{PREFIX}:redrives"  # hash: job id + first sha256 of a shard -> automatic re-drives so far
 MODELS_SEEN_KEY = f"{PREFIX}:models_seen"  # hash: model (or eval) -> last heartbeat of any of its workers, epoch s
 OUTAGES_KEY = f"{PREFIX}:outages"  # hash: service ("database", "object store") -> first seen unreachable, epoch s
+SENT_SEQ_KEY = f"{PREFIX}:sent:"  # + job id: the last item seq published, set in the same transaction as the push

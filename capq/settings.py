@@ -187,6 +187,7 @@ class Settings(BaseModel):
     fetch_per_host: int = Field(4, gt=0)          # concurrent fetches per host
     fetch_max_redirects: int = Field(5, ge=0)
     fetch_allow_private: bool = False             # fetch from private/loopback/link-local addresses (tests, intranets)
+    max_url_items_per_request: int = Field(1000, gt=0)  # API: http(s) items it fetches before it answers
     # Issue 18: production monitoring (exporter, ETAs, aliases, reference-free quality, tracing)
     exporter_port: int = Field(9101, ge=1, le=65535)
     throughput_window_s: int = Field(300, gt=0)

@@ -52,7 +52,8 @@ JOB_BODY = {"requestBody": {"required": True, "content": {
         "tier": {"type": "string", "enum": list(TIERS)}, "preset": _TEXT, "idempotency_key": _TEXT, "translate": _TEXT,
         "items": {"type": "array", "items": {"type": "object", "properties": {
             "s3": {"type": "string", "example": "s3://capq-images/owners/alice/cat.jpg"},
-            "sha256": _TEXT, "meta": {"type": "object"}}}}}}}}}}
+            "sha256": _TEXT, "url": {"type": "string", "example": "https://example.com/cat.jpg"},
+            "meta": {"type": "object"}}}}}}}}}}
 
 
 def _tier(caller: Caller, asked) -> str:
@@ -118,7 +119,8 @@ async def _job_request(request: Request, settings: Settings, caller: Caller) -> 
         out.candidates = from_api_items(items, settings, caller.owner)
         return body, out
     raise BadInput("send multipart/form-data (file field 'files' + fields models, tier, preset) or "
-                   "application/json {\"models\": [...], \"items\": [{\"s3\": ...} | {\"sha256\": ...}]}")
+                   "application/json {\"models\": [...], \"items\": [{\"s3\": ...} | {\"sha256\": ...} | "
+                   "{\"url\": ...}]}")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -174,7 +176,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post("/v1/jobs", status_code=202, tags=["jobs"], openapi_extra=JOB_BODY)
     async def create_job(request: Request, caller: Caller = Depends(auth)) -> dict:
-        """Submit images (multipart uploads) or a manifest of your own s3:// keys / sha256s (JSON)."""
+        """Submit images (multipart uploads) or a manifest of your own s3:// keys / sha256s / http(s) URLs (JSON)."""
         try:
             fields, expanded = await _job_request(request, settings, caller)
             take_images(settings, caller, len(expanded.candidates))

@@ -1,7 +1,9 @@
 """export_rows: one row per image with a caption column per model and preset, read page by page for exports."""
 from __future__ import annotations
 
+import collections
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterator
@@ -78,30 +80,61 @@ def _row(sha: str, file_name, meta, job_id, created_at, runs, results: dict) -> 
     return row
 
 
+ITEM_FIELDS = {"_id": 0, "sha256": 1, "model": 1, "preset": 1, "seq": 1, "file_name": 1, "meta": 1, "created_at": 1}
+RESULT_FIELDS = {"_id": 0, "sha256": 1, "state": 1, "caption": 1, "checkpoint": 1, "updated_at": 1}
+LOOKUP_THREADS = 4  # result lookups in flight at once: the wire server answers several faster than one at a time
+
+
+def _item_pages(settings: Settings, sel: Selection) -> Iterator[list[dict]]:
+    """The job's items of its first run (model, preset), PAGE at a time in submission order, from one cursor."""
+    first = sel.runs[0]
+    # Only (job_id, seq) in the filter: the index that walks the sequence (with the model in it as well,
+    # the test stack's server took the unique index and sorted the whole job).
+    cursor = (mongo(settings)["job_items"].find({"job_id": sel.job_id, "seq": {"$gt": -1}}, ITEM_FIELDS)
+              .sort("seq", 1).batch_size(PAGE * len(sel.runs)))
+    page: list[dict] = []
+    for it in cursor:
+        if (it["model"], it["preset"]) == first:
+            page.append(it)
+            if len(page) == PAGE:
+                yield page
+                page = []
+    if page:
+        yield page
+
+
+def _lookup(settings: Settings, job_id: str, run: tuple[str, str], shas: list[str]) -> list[dict]:
+    return list(mongo(settings)["job_results"].find({"job_id": job_id, "model": run[0], "preset": run[1],
+                                                     "sha256": {"$in": shas}}, RESULT_FIELDS))
+
+
 def _job_rows(settings: Settings, sel: Selection) -> Iterator[dict]:
-    """Every image of the job in submission order (the items of its first model), a page of images at a time."""
-    db = mongo(settings)
-    first_model, preset = sel.runs[0]
-    last = -1
-    while True:
-        # Only (job_id, seq) in the filter: the index that walks the sequence (with the model in it as well,
-        # the test stack's server took the unique index and sorted the whole job per page).
-        batch = list(db["job_items"].find({"job_id": sel.job_id, "seq": {"$gt": last}}, {"_id": 0})
-                     .sort("seq", 1).limit(PAGE * len(sel.runs)))
-        if not batch:
-            return
-        last = batch[-1]["seq"]
-        page = [it for it in batch if (it["model"], it["preset"]) == (first_model, preset)]
+    """Every image of the job in submission order (the items of its first model), a page of images at a time.
+
+    The next page's items are read, and its results looked up (IN_BATCH shas per query, LOOKUP_THREADS at a
+    time), while the current page is turned into rows; at most two pages are held."""
+    def lookups(page: list[dict]) -> list:
         shas = [it["sha256"] for it in page]
+        return [(run, pool.submit(_lookup, settings, sel.job_id, run, shas[start:start + IN_BATCH]))
+                for run in sel.runs for start in range(0, len(shas), IN_BATCH)]
+
+    def page_rows(page: list[dict], pending: list) -> Iterator[dict]:
         found: dict[str, dict] = {}
-        for model, run_preset in sel.runs:
-            for start in range(0, len(shas), IN_BATCH):
-                for r in db["job_results"].find({"job_id": sel.job_id, "model": model, "preset": run_preset,
-                                                 "sha256": {"$in": shas[start:start + IN_BATCH]}}, {"_id": 0}):
-                    found.setdefault(r["sha256"], {})[(model, run_preset)] = r
+        for run, future in pending:
+            for r in future.result():
+                found.setdefault(r["sha256"], {})[run] = r
         for it in page:
             yield _row(it["sha256"], it.get("file_name"), it.get("meta"), sel.job_id, it.get("created_at"),
                        sel.runs, found.get(it["sha256"], {}))
+
+    with ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="export") as pool:
+        ahead: collections.deque = collections.deque()
+        for page in _item_pages(settings, sel):
+            ahead.append((page, lookups(page)))
+            if len(ahead) == 2:
+                yield from page_rows(*ahead.popleft())
+        while ahead:
+            yield from page_rows(*ahead.popleft())
 
 
 def _owner_rows(settings: Settings, sel: Selection) -> Iterator[dict]:

@@ -49,8 +49,11 @@ class Expanded:
         self.rejected.append({"file": file, "reason": reason})
 
 
-def check_meta(meta) -> dict | None:
-    """Metadata is a small JSON object whose keys are safe MongoDB field names."""
+def check_meta(meta, at_most: int | None = None) -> dict | None:
+    """Metadata is a small JSON object whose keys are safe MongoDB field names.
+
+    :param at_most: a bound the caller knows on the meta's JSON size; under the cap, it is not serialised to
+        measure it (the shard reader, per sample)."""
     if meta is None:
         return None
     if not isinstance(meta, dict):
@@ -58,21 +61,28 @@ def check_meta(meta) -> dict | None:
     bad = _bad_keys(meta)
     if bad:
         raise Refused(f"meta keys, at every depth, must be non-empty and contain no '$' prefix or '.': {bad}")
-    if len(json.dumps(meta, default=str)) > MAX_META_BYTES:
+    if (at_most is None or at_most > MAX_META_BYTES) and len(json.dumps(meta, default=str)) > MAX_META_BYTES:
         raise Refused(f"meta is over {MAX_META_BYTES} bytes of JSON")
     return meta
 
 
-def _bad_keys(value, depth: int = 0) -> list:
+def _bad_keys(value) -> list:
     """Keys that MongoDB could read as operators or paths, inside nested objects and lists too."""
-    if depth > 20:
-        return ["<nested deeper than 20 levels>"]
-    if isinstance(value, list):
-        return [k for v in value for k in _bad_keys(v, depth + 1)]
-    if not isinstance(value, dict):
-        return []
-    bad = [k for k in value if not isinstance(k, str) or not k or k.startswith("$") or "." in k]
-    return bad + [k for v in value.values() for k in _bad_keys(v, depth + 1)]
+    bad: list = []
+    stack = [(value, 0)]
+    while stack:  # a loop, not recursion: this runs once per item of a long submission
+        value, depth = stack.pop()
+        if depth > 20:
+            return bad + ["<nested deeper than 20 levels>"]
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not isinstance(k, str) or not k or k[0] == "$" or "." in k:
+                    bad.append(k)
+                if isinstance(v, (dict, list)):
+                    stack.append((v, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, (dict, list)))
+    return bad
 
 
 def s3_candidate(uri, settings: Settings, owner: str, meta: dict | None = None) -> Candidate:
@@ -230,13 +240,31 @@ def upload_name(filename: str | None, index: int) -> str:
     return base if base not in ("", ".", "..") else f"upload-{index}"
 
 
+def _api_url(url, settings: Settings, meta: dict | None) -> Candidate:
+    """An http(s) item of an API manifest: fetched by the submission's threads behind the same guard as the CLI's
+    (checked, resolved and refused on every hop), so a bad or refused URL is that item's rejection."""
+    if not isinstance(url, str):
+        raise Refused("url must be a string")
+    label = url[:MAX_URL_LABEL] + ("..." if len(url) > MAX_URL_LABEL else "")
+    return Candidate(label, read=functools.partial(fetch_url, url, settings), meta=meta)
+
+
+MAX_URL_LABEL = 300  # characters of a URL kept as an item's name (an over-long URL is rejected when fetched)
+API_REFERENCES = ("s3", "sha256", "url")
+
+
 def from_api_items(items, settings: Settings, owner: str) -> list[Candidate]:
-    """Candidates for an API manifest's items: only {"s3": ...} and {"sha256": ...}; anything else is BadInput."""
-    allowed = (f"items may only be {{\"s3\": \"s3://{settings.s3_bucket}/{owner_prefix(owner)}NAME\"}} or "
-               "{\"sha256\": \"<sha256 of an image you submitted>\"}, each with an optional \"meta\" object; "
-               "to send a file from your machine, upload it as multipart field 'files'")
+    """Candidates for an API manifest's items: only {"s3": ...}, {"sha256": ...} and {"url": "http(s)://..."};
+    anything else is BadInput. At most CAPQ_MAX_URL_ITEMS_PER_REQUEST URLs: the API fetches them before it answers."""
+    allowed = (f"items may only be {{\"s3\": \"s3://{settings.s3_bucket}/{owner_prefix(owner)}NAME\"}}, "
+               "{\"sha256\": \"<sha256 of an image you submitted>\"} or {\"url\": \"https://...\"}, each with an "
+               "optional \"meta\" object; to send a file from your machine, upload it as multipart field 'files'")
     if not isinstance(items, list) or not items:
         raise BadInput(f"'items' must be a non-empty list; {allowed}")
+    urls = sum(isinstance(item, dict) and "url" in item for item in items)
+    if urls > settings.max_url_items_per_request:
+        raise BadInput(f"{urls:,} url items is over the {settings.max_url_items_per_request:,}-URL cap per request "
+                       "(CAPQ_MAX_URL_ITEMS_PER_REQUEST); split the list over several jobs")
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
@@ -244,14 +272,16 @@ def from_api_items(items, settings: Settings, owner: str) -> list[Candidate]:
         if "path" in item:
             raise BadInput(f"items[{i}]: the API never reads files on the server (got path {item['path']!r}); "
                            f"{allowed}")
-        extra = sorted(set(item) - {"s3", "sha256", "meta"})
-        if extra or ("s3" in item) == ("sha256" in item):
-            raise BadInput(f"items[{i}] must have exactly one of 's3' or 'sha256' (unexpected keys: {extra}); "
+        extra = sorted(set(item) - {*API_REFERENCES, "meta"})
+        if extra or sum(k in item for k in API_REFERENCES) != 1:
+            raise BadInput(f"items[{i}] must have exactly one of 's3', 'sha256' or 'url' (unexpected keys: {extra}); "
                            f"{allowed}")
         try:
             meta = check_meta(item.get("meta"))
             if "s3" in item:
                 out.append(s3_candidate(item["s3"], settings, owner, meta))
+            elif "url" in item:
+                out.append(_api_url(item["url"], settings, meta))
             elif not isinstance(item["sha256"], str) or not SHA256.match(item["sha256"]):
                 raise Refused("sha256 must be 64 lowercase hex characters")
             else:

@@ -409,6 +409,10 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     if not created:
         _check_resume(job, owner, tier, models, preset)
     job_id = job["_id"]
+    from capq.enqueue import enqueue_pending, forget_sent
+
+    if created:
+        forget_sent(celery_app(settings), job_id)
     if on_job is not None:
         on_job(job_id, created)
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -16,9 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import redis
 
-from capq.names import caption_queue
 from capq.settings import load_settings
 from producer import urls
 from producer.errors import BadInput
@@ -26,8 +21,13 @@ from producer.queries import results
 from producer.submit import submit
 from storage.blobs import ImageStore
 from storage.jobs import JobStore
-from tests.conftest import REPO, settings_env
-from tests.integration.test_producer_submit import psettings, queued_shas, random_jpeg, redis_url  # noqa: F401
+from tests.conftest import settings_env
+from tests.integration.test_producer_submit import (  # noqa: F401
+    psettings,
+    queued_shas,
+    random_jpeg,
+    redis_url,
+)
 
 
 def make_shard(path, samples: dict[str, dict[str, bytes]]) -> None:
@@ -269,40 +269,3 @@ def test_private_addresses_are_refused_on_the_first_hop_and_on_redirects(psettin
     assert result.accepted == 1 and len(reasons) == 2
     assert "refused: 169.254.169.254" in reasons[f"{public}/to-metadata"]
     assert "refused: 127.0.0.1" in reasons[f"{base}/img/5.jpg"]
-
-
-def test_a_killed_submission_resumes_exactly_with_its_job_id(psettings, redis_url, tmp_path):  # noqa: F811
-    # Given 120 distinct images, small record chunks and one upload thread (so the kill lands mid-way)
-    for i in range(120):
-        (tmp_path / "in" / f"{i:03}.jpg").parent.mkdir(exist_ok=True)
-        (tmp_path / "in" / f"{i:03}.jpg").write_bytes(random_jpeg(1000 + i))
-    env = {**os.environ, **settings_env(psettings), "CAPQ_SUBMIT_RECORD_CHUNK": "5", "CAPQ_UPLOAD_CONCURRENCY": "1",
-           "CAPQ_BATCH_SIZE": "5", "CAPQ_SHARD_BATCHES": "1", "PYTHONPATH": str(REPO)}
-    queue = caption_queue("blip", "free")
-    client = redis.Redis.from_url(redis_url)
-    client.delete(queue)
-    cmd = [sys.executable, "-m", "capq", "submit", str(tmp_path / "in"), "-m", "blip", "--owner", "kim"]
-    # If the submission is killed (-9) once some shards are already queued
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while client.llen(queue) < 2 and proc.poll() is None:
-        time.sleep(0.01)
-    proc.kill()
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == -9, "the submission finished before it could be interrupted"
-    # I expect the job id on stderr from the start, and only part of the images queued
-    job_id = stderr.split("--job-id ")[1].split()[0]
-    before_kill = queued_shas(redis_url, queue)
-    assert 0 < len(before_kill) < 120
-    # Then the same command with --job-id finishes it: every image queued, the job holds each item once. The one
-    # shard a kill can catch between its publish and the cursor update is sent again, and only that one
-    # (workers skip items already finished, so it is never captioned or counted twice).
-    done = subprocess.run(cmd + ["--job-id", job_id, "--json"], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    final = json.loads(done.stdout.strip().splitlines()[-1])
-    assert final["job_id"] == job_id and final["created"] is False
-    shas = queued_shas(redis_url, queue)
-    twice = [sha for sha, n in Counter(shas).items() if n > 1]
-    assert set(shas) == set(before_kill) | set(shas) and len(set(shas)) == 120
-    assert max(Counter(shas).values()) <= 2 and len(twice) <= 5, "at most the shard in flight at the kill again"
-    assert set(twice) <= set(before_kill[:5]), "only the last shard published before the kill (kombu pushes left)"
-    assert JobStore(psettings).counts(job_id)["total"] == 120

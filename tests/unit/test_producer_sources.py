@@ -106,12 +106,15 @@ def test_s3_argument_outside_the_rule_is_a_rejection_not_a_crash():
     ([{"s3": "s3://capq-images/owners/bob/x.jpg"}], "outside your prefix"),
     ([{"sha256": "not-a-sha"}], "64 lowercase hex"),
     ([{"s3": "s3://capq-images/owners/alice/x.jpg", "sha256": SHA}], "exactly one of"),
-    ([{"url": "http://example.com/a.jpg"}], "exactly one of"),
+    ([{"url": "http://example.com/a.jpg", "sha256": SHA}], "exactly one of"),
+    ([{"url": ["http://example.com/a.jpg"]}], "url must be a string"),
+    ([{"url": f"http://example.com/{i}.jpg"} for i in range(1001)], "1,001 url items is over the 1,000-URL cap"),
+    ([{"file": "http://example.com/a.jpg"}], "unexpected keys: \\['file'\\]"),
     (["a.jpg"], "not an object"),
     ([], "non-empty list"),
     ({"s3": "x"}, "non-empty list"),
 ])
-def test_api_items_refuse_anything_but_own_keys_and_shas(items, needle):
+def test_api_items_refuse_anything_but_own_keys_shas_and_urls(items, needle):
     with pytest.raises(BadInput, match=needle):
         from_api_items(items, SETTINGS, "alice")
 
