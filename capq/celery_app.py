@@ -7,6 +7,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from capq.names import (
+    ALIAS_COMPARE_TASK,
     EVAL_QUEUE,
     EVAL_TASK,
     MODEL_NAMES,

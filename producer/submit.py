@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 from capq import tracing
 from capq.celery_app import create_app
-from capq.enqueue import enqueue_pending
+from capq.enqueue import enqueue_pending, forget_sent
 from capq.imaging import ImageInfo, InvalidImage, decode_budget, inspect_image
 from capq.settings import Settings
 from producer import choices, quota
@@ -409,8 +409,6 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     if not created:
         _check_resume(job, owner, tier, models, preset)
     job_id = job["_id"]
-    from capq.enqueue import enqueue_pending, forget_sent
-
     if created:
         forget_sent(celery_app(settings), job_id)
     if on_job is not None:
