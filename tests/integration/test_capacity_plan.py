@@ -21,7 +21,7 @@ from producer.keys_admin import create_key
 from storage.db import mongo
 from tests.conftest import REPO, flush_redis, settings_env
 from tests.e2e.conftest import make_job, random_images
-from workers import throughput
+from capq import throughput
 
 
 @pytest.fixture
