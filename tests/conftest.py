@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis
 
 from capq.settings import Settings, load_settings
 # Re-exported: tests import REPO, free_port and settings_env from here.
@@ -81,3 +84,56 @@ def db(settings):
     from storage.db import mongo
 
     return mongo(settings)
+
+
+# Producer suites (tests/integration, tests/e2e): a Redis, database and bucket of the test module's own.
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory):
+    """A private Redis: queue lengths here count only this module's messages, and no stray worker eats them."""
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait(10)
+
+
+def drop_scratch(s) -> None:
+    """Remove a database and bucket made for these tests."""
+    from storage.blobs import ImageStore
+    from storage.db import Mongo
+
+    Mongo(s).client.drop_database(s.mongo_db)
+    ImageStore(s).drop_bucket()
+
+
+@pytest.fixture(scope="module")
+def psettings(settings, redis_url):
+    """The session's services with this module's own Redis, database and bucket: producer tests upload the seed
+    images and caption them, which must not change what other suites find in the session's stores."""
+    from storage.blobs import ImageStore
+    from storage.db import Mongo
+
+    tag = os.urandom(3).hex()
+    s = load_settings({**settings_env(settings), "CAPQ_REDIS_URL": redis_url,
+                       "CAPQ_MONGO_DB": f"{settings.mongo_db}_p{tag}", "CAPQ_S3_BUCKET": f"{settings.s3_bucket}-p{tag}"})
+    ImageStore(s).ensure_bucket()
+    Mongo(s).ensure_indexes()
+    yield s
+    drop_scratch(s)
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    """A tiny random CLIP built offline (CLIPScore tests)."""
+    from tooling.tiny import make_tiny_clip
+
+    return make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")

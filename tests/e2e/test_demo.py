@@ -13,7 +13,7 @@ import redis
 from capq.names import heartbeat_key, worker_id
 from capq.settings import load_settings
 from tests.conftest import REPO, SEED_IMAGES, free_port, settings_env
-from tests.integration.test_producer_submit import drop_scratch
+from tests.conftest import drop_scratch
 
 
 @pytest.fixture

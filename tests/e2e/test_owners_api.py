@@ -21,7 +21,7 @@ from storage.blobs import ImageStore
 from storage.db import mongo
 from tests.conftest import REPO, free_port, settings_env
 from tests.integration.test_owners import traces
-from tests.integration.test_producer_submit import psettings, random_jpeg, redis_url  # noqa: F401 (fixtures)
+from tests.integration.test_producer_submit import random_jpeg
 
 PRICE_PER_HOUR = 3.6  # USD per GPU-hour for blip on cpu: a cost in dollars is GPU-seconds / 1000
 

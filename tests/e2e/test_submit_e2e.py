@@ -15,7 +15,7 @@ from capq.names import heartbeat_key, worker_id
 from producer.queries import history, results
 from storage.apikeys import ApiKeys
 from tests.conftest import REPO, SEED_IMAGES, free_port, settings_env
-from tests.integration.test_producer_submit import psettings, random_jpeg, redis_url  # noqa: F401 (fixtures)
+from tests.integration.test_producer_submit import random_jpeg
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from producer import urls
 from producer.api import create_app
 from tests.integration.test_dataset_inputs import fetch_settings, http_server  # noqa: F401 (fixture)
 from tests.integration.test_producer_api import key_for
-from tests.integration.test_producer_submit import psettings, redis_url  # noqa: F401 (fixtures)
+
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from producer.submit import submit
 from storage.errors import AlreadyFinished
 from storage.jobs import JobStore
 from tests.integration.test_producer_api import key_for, upload
-from tests.integration.test_producer_submit import psettings, random_jpeg, redis_url  # noqa: F401 (fixtures)
+from tests.integration.test_producer_submit import random_jpeg
 
 
 def test_a_cancel_during_a_running_submission_wins(psettings, tmp_path):  # noqa: F811

@@ -22,12 +22,7 @@ from producer.submit import submit
 from storage.blobs import ImageStore
 from storage.jobs import JobStore
 from tests.conftest import settings_env
-from tests.integration.test_producer_submit import (  # noqa: F401
-    psettings,
-    queued_shas,
-    random_jpeg,
-    redis_url,
-)
+from tests.integration.test_producer_submit import random_jpeg
 
 
 def make_shard(path, samples: dict[str, dict[str, bytes]]) -> None:

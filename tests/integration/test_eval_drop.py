@@ -20,7 +20,6 @@ from storage.blobs import ImageStore
 from storage.db import mongo
 from tests.conftest import REPO, SEED_DIR, settings_env
 from tests.integration.test_evaluation import GROUND_TRUTH, add_images
-from tests.integration.test_quality import clip_dir  # noqa: F401 (fixture)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from storage.blobs import ImageStore
 from storage.evaluations import EvaluationStore
 from storage.jobs import JobStore
 from tests.integration.test_dataset_inputs import make_shard
-from tests.integration.test_producer_submit import psettings, random_jpeg, redis_url  # noqa: F401
+from tests.integration.test_producer_submit import random_jpeg
 
 OWNER = "xena"
 

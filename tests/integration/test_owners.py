@@ -19,7 +19,7 @@ from storage.jobs import JobStore
 from storage.owners import Owners
 from storage.usage import UsageStore
 from tests.conftest import REPO, settings_env
-from tests.integration.test_producer_submit import psettings, random_jpeg, redis_url  # noqa: F401 (fixtures)
+from tests.integration.test_producer_submit import random_jpeg
 from workers import pipeline
 from workers.retention import run_retention
 

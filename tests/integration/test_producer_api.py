@@ -11,7 +11,7 @@ from producer.api import create_app
 from storage.apikeys import ApiKeys
 from storage.blobs import ImageStore
 from tests.conftest import SEED_IMAGES, settings_env
-from tests.integration.test_producer_submit import psettings, random_jpeg, redis_url  # noqa: F401 (fixtures)
+from tests.integration.test_producer_submit import random_jpeg
 
 
 @pytest.fixture(scope="module")

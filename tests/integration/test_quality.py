@@ -18,7 +18,6 @@ from evaluation.clipscore import clip_scores, load_clip, mean_ci95
 from evaluation.metrics import compare_unpaired
 from evaluation.quality import compare_alias_arms, measure_quality
 from evaluation.score_metrics import score_families
-from tooling.tiny import make_tiny_clip
 from storage.aliases import AliasStore
 from storage.blobs import ImageStore
 from storage.db import mongo
@@ -27,11 +26,6 @@ from tests.conftest import REPO, SEED_IMAGES, SEED_DIR, settings_env
 # file name -> its first reference caption: fixed, real (image, caption) pairs
 FIRST_CAPTION = {e["filename"]: e["captions"][0]
                  for e in json.loads((SEED_DIR / "captions_ground_truth.json").read_text())["images"].values()}
-
-
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    return make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 from producer.submit import submit
 from storage.blobs import ImageStore
 from tests.conftest import SEED_IMAGES
-from tests.integration.test_producer_submit import bad_files, psettings, redis_url  # noqa: F401 (fixtures)
+from tests.integration.test_producer_submit import bad_files
 
 
 def test_staged_s3_objects_that_are_bad_are_each_rejected_with_their_reason(psettings, tmp_path):

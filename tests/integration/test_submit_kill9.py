@@ -16,12 +16,7 @@ from producer.submit import submit
 from storage.db import mongo
 from storage.jobs import JobStore
 from tests.conftest import REPO, settings_env
-from tests.integration.test_producer_submit import (  # noqa: F401
-    psettings,
-    queued_shas,
-    random_jpeg,
-    redis_url,
-)
+from tests.integration.test_producer_submit import queued_shas, random_jpeg
 
 N = 3000
 
