@@ -10,9 +10,9 @@ from workers.adapters.static_cache import bucket, max_cache_len
 from workers.models import MODELS, load_captioner
 from workers.presets import get_preset
 
-STATIC = ["blip", "blip2", "vit-gpt2"]
+STATIC = ["blip", "blip2", "git", "vit-gpt2"]
 # Weights drawn this wide make each image's captions its own (the tiny checkpoints' hardly depend on the image).
-INIT_RANGE = {"blip": 0.5, "blip2": 1.0, "vit-gpt2": 0.5}
+INIT_RANGE = {"blip": 0.5, "blip2": 1.0, "git": 0.5, "vit-gpt2": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +147,6 @@ def test_a_bad_request_raises_and_leaves_the_static_path_on(image_bound, seed_im
 
 
 def test_static_decoding_is_chosen_on_gpus_only_and_where_supported():
-    # GIT's decoder is not run with a static cache: transformers' GitForCausalLM fails with one (its image tokens
-    # are concatenated to a 2-D mask), so GIT keeps the eager path everywhere.
     assert [name for name, spec in MODELS.items() if spec.adapter.supports_static_cache] == STATIC
     for name, spec in MODELS.items():
         assert spec.adapter("x", device="cpu").static_cache is False

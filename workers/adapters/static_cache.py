@@ -45,9 +45,14 @@ class StaticCaches:
         self._caches: dict[tuple, StaticCache] = {}
         self._buffers: dict[tuple, torch.Tensor] = {}
 
-    def self_attention(self, decoder: Any, kwargs: dict[str, Any], input_len: int, rows: int) -> StaticCache:
-        """The decoder's self-attention cache for a generate call over `rows` rows (images x beams), emptied."""
-        length = max_cache_len(kwargs, decoder.generation_config, input_len)
+    def self_attention(self, decoder: Any, kwargs: dict[str, Any], input_len: int, rows: int,
+                       extra_len: int = 0) -> StaticCache:
+        """The decoder's self-attention cache for a generate call over `rows` rows (images x beams), emptied.
+
+        `extra_len`: positions the model caches ahead of its input ids, which generate does not count (GIT's image
+        tokens).
+        """
+        length = extra_len + max_cache_len(kwargs, decoder.generation_config, input_len)
         key = (id(decoder), rows, length)
         cache = self._caches.get(key)
         if cache is None:
