@@ -95,6 +95,52 @@ def test_static_cache_gives_the_token_ids_of_the_dynamic_cache(name, preset_name
     assert len(set(eager)) == len(eager), eager  # distinct captions: a mix-up of rows would show
 
 
+@pytest.mark.parametrize("name", STATIC)
+def test_the_static_decode_step_compiles_into_one_graph(name, image_bound, seed_images):
+    from torch._dynamo.utils import counters
+    from transformers import CompileConfig
+
+    # Given a captioner and a preset that makes generate compile its decode step with fullgraph=True, which raises at
+    # any graph break (a break means host work, and a read-back from the GPU, between CUDA graphs at every step).
+    # Traced on the CPU with dynamo's eager backend: no kernels are compiled, the graph is checked.
+    cap = image_bound[name]
+    inputs = [cap.preprocess(image) for image in seed_images[:2]]
+    preset = _preset(name, "default")
+    eager = cap.generate(inputs, preset)
+    compiled = CompileConfig(fullgraph=True, backend="eager", mode=None)
+    compiled._compile_all_devices = True  # transformers compiles on GPUs only unless told so
+    preset["generate"]["compile_config"] = compiled
+    torch._dynamo.reset()
+    counters.clear()
+    cap.static_cache = True
+    try:
+        # If it decodes with the static cache
+        static = cap.generate(inputs, preset)
+        # I expect the static path to have held (a compile failure would have made it fall back to eager)
+        assert cap.static_cache is True
+    finally:
+        cap.static_cache = False
+        torch._dynamo.reset()
+    # and the decode step traced into graphs with no break, giving the eager captions
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]
+    assert static == eager
+
+
+def test_git_caches_its_image_tokens_ahead_of_the_text(image_bound, seed_images):
+    cap = image_bound["git"]
+    image_tokens = cap.model.git.encoder.layer[0].attention.self.image_patch_tokens
+    inputs = [cap.preprocess(image) for image in seed_images[:2]]
+    cap.static_cache = True
+    try:
+        cap.generate(inputs, {"prompt": "a photo of", "generate": {"max_new_tokens": 6, "num_beams": 2}})
+        cap.generate(inputs, {"generate": {"max_length": 9}})
+    finally:
+        cap.static_cache = False
+    # One cache per (rows, length): [CLS] + 3 prompt tokens + 6 new ones, or 9 text positions, behind the image's
+    lengths = {(rows, length) for (_, rows, length) in cap.static_caches._caches}
+    assert {(4, image_tokens + 10), (2, image_tokens + 9)} <= lengths
+
+
 def test_static_path_pads_chunks_to_buckets_and_drops_the_copies(image_bound, seed_images, monkeypatch):
     cap = image_bound["blip"]
     inputs = [cap.preprocess(image) for image in seed_images[:7]]  # chunks of 4 and 3
