@@ -96,17 +96,18 @@ def test_static_cache_gives_the_token_ids_of_the_dynamic_cache(name, preset_name
 
 
 @pytest.mark.parametrize("name", STATIC)
-def test_the_static_decode_step_compiles_into_one_graph(name, image_bound, seed_images):
+@pytest.mark.parametrize("preset_name", ["greedy", "default"])
+def test_the_static_decode_step_compiles_into_one_graph(name, preset_name, image_bound, seed_images):
     from torch._dynamo.utils import counters
     from transformers import CompileConfig
 
     # Given a captioner and a preset that makes generate compile its decode step with fullgraph=True, which raises at
     # any graph break (a break means host work, and a read-back from the GPU, between CUDA graphs at every step).
-    # Traced on the CPU with dynamo's eager backend: no kernels are compiled, the graph is checked. Greedy: transformers
-    # (5.24) compiles the decode steps of greedy search and sampling only; its beam search calls the model uncompiled.
+    # Traced on the CPU with dynamo's eager backend: no kernels are compiled, the graph is checked. Greedy steps are
+    # compiled by transformers' generate, beam steps (the default presets but GIT's) by the captioner.
     cap = image_bound[name]
     inputs = [cap.preprocess(image) for image in seed_images[:2]]
-    preset = _preset(name, "greedy")
+    preset = _preset(name, preset_name)
     eager = cap.generate(inputs, preset)
     compiled = CompileConfig(fullgraph=True, backend="eager", mode=None)
     compiled._compile_all_devices = True  # transformers compiles on GPUs only unless told so
@@ -125,6 +126,24 @@ def test_the_static_decode_step_compiles_into_one_graph(name, image_bound, seed_
     # and the decode step traced into graphs with no break, giving the eager captions
     assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]
     assert static == eager
+
+
+def test_the_beam_cache_reorders_in_place():
+    from transformers import GPT2Config
+
+    from workers.adapters.static_cache import BeamStaticCache
+
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=8)
+    cache = BeamStaticCache(config=config, max_cache_len=5)
+    keys, values = torch.randn(3, 2, 2, 4), torch.randn(3, 2, 2, 4)
+    for layer in range(2):
+        cache.update(keys, values, layer)
+    addresses = [(layer.keys.data_ptr(), layer.values.data_ptr()) for layer in cache.layers]
+    expected_keys, expected_values = cache.layers[0].keys[[2, 0, 0]].clone(), cache.layers[0].values[[2, 0, 0]].clone()
+    cache.reorder_cache(torch.tensor([2, 0, 0]))
+    # The beams' keys and values moved, the tensors did not (a CUDA graph keeps reading the same addresses)
+    assert [(layer.keys.data_ptr(), layer.values.data_ptr()) for layer in cache.layers] == addresses
+    assert torch.equal(cache.layers[1].keys, expected_keys) and torch.equal(cache.layers[1].values, expected_values)
 
 
 def test_git_caches_its_image_tokens_ahead_of_the_text(image_bound, seed_images):
