@@ -250,10 +250,11 @@ class Captioner(ABC):
         from transformers import CompileConfig
 
         compile_config = kwargs.get("compile_config")
-        module = self._search_module()
-        beams = kwargs.get("num_beams") or module.generation_config.num_beams or 1
         on_device = self.device.startswith("cuda") or getattr(compile_config, "_compile_all_devices", False)
-        if not (self.static_cache and beams > 1 and on_device):
+        if not (self.static_cache and on_device):
+            return contextlib.nullcontext()
+        module = self._search_module()
+        if (kwargs.get("num_beams") or module.generation_config.num_beams or 1) <= 1:
             return contextlib.nullcontext()
         return self.static_caches.compiled_steps(module, compile_config or CompileConfig())
 
