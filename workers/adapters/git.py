@@ -69,7 +69,6 @@ class GitCaptioner(Captioner):
 
 def _mask_left_to_the_model(**kwargs: Any) -> None:
     """GitForCausalLM.create_masks_for_generate: no mask from generate, so GitModel makes one over image and text."""
-    return None
 
 
 def _decode_step(self, input_ids=None, attention_mask=None, position_ids=None, pixel_values=None, inputs_embeds=None,
