@@ -109,7 +109,7 @@ class StaticCaches:
         compiled = self._compiled.get(key)
         if compiled is None:
             compiled = self._compiled[key] = torch.compile(module.forward, **compile_config.to_dict())
-        full, calls = module.forward, 0
+        full, calls, own = module.forward, 0, vars(module).get("forward")
 
         @functools.wraps(full)  # generate checks its arguments against the forward's signature
         def forward(*args: Any, **kwargs: Any) -> Any:
@@ -121,4 +121,7 @@ class StaticCaches:
         try:
             yield
         finally:
-            del module.forward
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own
