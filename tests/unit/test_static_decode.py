@@ -10,9 +10,9 @@ from workers.adapters.static_cache import bucket, max_cache_len
 from workers.models import MODELS, load_captioner
 from capq.presets import get_preset
 
-STATIC = ["blip", "blip2", "vit-gpt2"]
+STATIC = ["blip", "blip2", "git", "vit-gpt2"]
 # Weights drawn this wide make each image's captions its own (the tiny checkpoints' hardly depend on the image).
-INIT_RANGE = {"blip": 0.5, "blip2": 1.0, "vit-gpt2": 0.5}
+INIT_RANGE = {"blip": 0.5, "blip2": 1.0, "git": 0.5, "vit-gpt2": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,72 @@ def test_static_cache_gives_the_token_ids_of_the_dynamic_cache(name, preset_name
     assert len(set(eager)) == len(eager), eager  # distinct captions: a mix-up of rows would show
 
 
+@pytest.mark.parametrize("name", STATIC)
+@pytest.mark.parametrize("preset_name", ["greedy", "default"])
+def test_the_static_decode_step_compiles_into_one_graph(name, preset_name, image_bound, seed_images):
+    from torch._dynamo.utils import counters
+    from transformers import CompileConfig
+
+    # Given a captioner and a preset that makes generate compile its decode step with fullgraph=True, which raises at
+    # any graph break (a break means host work, and a read-back from the GPU, between CUDA graphs at every step).
+    # Traced on the CPU with dynamo's eager backend: no kernels are compiled, the graph is checked. Greedy steps are
+    # compiled by transformers' generate, beam steps (the default presets but GIT's) by the captioner.
+    cap = image_bound[name]
+    inputs = [cap.preprocess(image) for image in seed_images[:2]]
+    preset = _preset(name, preset_name)
+    eager = cap.generate(inputs, preset)
+    compiled = CompileConfig(fullgraph=True, backend="eager", mode=None)
+    compiled._compile_all_devices = True  # transformers compiles on GPUs only unless told so
+    preset["generate"]["compile_config"] = compiled
+    torch._dynamo.reset()
+    counters.clear()
+    cap.static_cache = True
+    try:
+        # If it decodes with the static cache
+        static = cap.generate(inputs, preset)
+        # I expect the static path to have held (a compile failure would have made it fall back to eager)
+        assert cap.static_cache is True
+    finally:
+        cap.static_cache = False
+        torch._dynamo.reset()
+    # and the decode step traced into graphs with no break, giving the eager captions
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]
+    assert static == eager
+
+
+def test_the_beam_cache_reorders_in_place():
+    from transformers import GPT2Config
+
+    from workers.adapters.static_cache import BeamStaticCache
+
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=8)
+    cache = BeamStaticCache(config=config, max_cache_len=5)
+    keys, values = torch.randn(3, 2, 2, 4), torch.randn(3, 2, 2, 4)
+    for layer in range(2):
+        cache.update(keys, values, layer)
+    addresses = [(layer.keys.data_ptr(), layer.values.data_ptr()) for layer in cache.layers]
+    expected_keys, expected_values = cache.layers[0].keys[[2, 0, 0]].clone(), cache.layers[0].values[[2, 0, 0]].clone()
+    cache.reorder_cache(torch.tensor([2, 0, 0]))
+    # The beams' keys and values moved, the tensors did not (a CUDA graph keeps reading the same addresses)
+    assert [(layer.keys.data_ptr(), layer.values.data_ptr()) for layer in cache.layers] == addresses
+    assert torch.equal(cache.layers[1].keys, expected_keys) and torch.equal(cache.layers[1].values, expected_values)
+
+
+def test_git_caches_its_image_tokens_ahead_of_the_text(image_bound, seed_images):
+    cap = image_bound["git"]
+    image_tokens = cap.model.git.encoder.layer[0].attention.self.image_patch_tokens
+    inputs = [cap.preprocess(image) for image in seed_images[:2]]
+    cap.static_cache = True
+    try:
+        cap.generate(inputs, {"prompt": "a photo of", "generate": {"max_new_tokens": 6, "num_beams": 2}})
+        cap.generate(inputs, {"generate": {"max_length": 9}})
+    finally:
+        cap.static_cache = False
+    # One cache per (rows, length): [CLS] + 3 prompt tokens + 6 new ones, or 9 text positions, behind the image's
+    lengths = {(rows, length) for (_, rows, length) in cap.static_caches._caches}
+    assert {(4, image_tokens + 10), (2, image_tokens + 9)} <= lengths
+
+
 def test_static_path_pads_chunks_to_buckets_and_drops_the_copies(image_bound, seed_images, monkeypatch):
     cap = image_bound["blip"]
     inputs = [cap.preprocess(image) for image in seed_images[:7]]  # chunks of 4 and 3
@@ -147,8 +213,6 @@ def test_a_bad_request_raises_and_leaves_the_static_path_on(image_bound, seed_im
 
 
 def test_static_decoding_is_chosen_on_gpus_only_and_where_supported():
-    # GIT's decoder is not run with a static cache: transformers' GitForCausalLM fails with one (its image tokens
-    # are concatenated to a 2-D mask), so GIT keeps the eager path everywhere.
     assert [name for name, spec in MODELS.items() if spec.adapter.supports_static_cache] == STATIC
     for name, spec in MODELS.items():
         assert spec.adapter("x", device="cpu").static_cache is False

@@ -1,6 +1,7 @@
 """base: the Captioner contract every model adapter follows, and guarded checkpoint loading."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -234,8 +235,29 @@ class Captioner(ABC):
     def _seeded_generate(self, chunk: list[Any], prompt: str | None, kwargs: dict[str, Any]) -> list[str]:
         # Seeding per call keeps sampling presets reproducible whatever else ran before.
         torch.manual_seed(0)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._compiled_beam_steps(kwargs):
             return self._generate(chunk, prompt, dict(kwargs))
+
+    def _search_module(self) -> torch.nn.Module:
+        """The module whose `generate` runs the search (its forward is the decode step)."""
+        return self.model
+
+    def _compiled_beam_steps(self, kwargs: dict[str, Any]) -> contextlib.AbstractContextManager:
+        """Beam search's decode steps compiled (CUDA graphs), on the static path on a GPU; otherwise nothing.
+
+        transformers compiles greedy and sampling steps itself. A `compile_config` in the preset is used here too;
+        one that sets `_compile_all_devices` compiles on the CPU as well (the tests trace the graphs that way).
+        """
+        from transformers import CompileConfig
+
+        compile_config = kwargs.get("compile_config")
+        on_device = self.device.startswith("cuda") or getattr(compile_config, "_compile_all_devices", False)
+        if not (self.static_cache and on_device):
+            return contextlib.nullcontext()
+        module = self._search_module()
+        if (kwargs.get("num_beams") or module.generation_config.num_beams or 1) <= 1:
+            return contextlib.nullcontext()
+        return self.static_caches.compiled_steps(module, compile_config or CompileConfig())
 
     def pixels(self, batch: list[Any]) -> torch.Tensor:
         """Stack preprocessed inputs into one tensor on the model's device and dtype."""

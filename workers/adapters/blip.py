@@ -59,6 +59,9 @@ class BlipCaptioner(Captioner):
         # The output repeats bos + prompt; BLIP's own code strips the prompt from its captions too.
         return self.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
 
+    def _search_module(self) -> torch.nn.Module:
+        return self.model.text_decoder
+
     def _cross_keys_values(self, image_embeds: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each decoder layer's cross-attention keys and values of the images: [images, heads, tokens, head_dim]."""
         pairs = []

@@ -45,11 +45,19 @@ class Blip2Captioner(Captioner):
             if key in kwargs:
                 kwargs[key] += n_query
         if self.static_cache:
-            # OPT takes transformers' own static cache (the graph path on a GPU); equal ids: test_static_decode.py.
-            kwargs.setdefault("cache_implementation", "static")
+            # OPT's static cache (the graph path on a GPU), sized as generate sizes its own; equal ids:
+            # test_static_decode.py. capq's rather than cache_implementation="static", which reorders beams by
+            # reallocating the cache.
+            language, config = self.model.language_model, self.model.generation_config
+            rows = len(batch) * max(kwargs.get("num_beams") or config.num_beams or 1,
+                                    kwargs.get("num_return_sequences") or config.num_return_sequences or 1)
+            kwargs.setdefault("cache", self.static_caches.self_attention(language, kwargs, len(prefix), rows))
         out = self.model.generate(
             pixel_values=self.pixels(batch), input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids), **kwargs,
         )
         # The output repeats the placeholders, bos and prompt; keep only the new tokens.
         return self.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
+
+    def _search_module(self) -> torch.nn.Module:
+        return self.model.language_model
