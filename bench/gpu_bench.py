@@ -1,7 +1,7 @@
 """gpu_bench: generate throughput of the full-size caption architectures (random weights) by batch size and dtype.
 
 Run: `python -m bench.gpu_bench [--device cuda] [--models blip-base,git-base] [--batches 1,8,32] [--decode eager,static]`.
-`--device cpu --tiny` runs the same command line on workers.tiny's small models instead: a smoke check of every path
+`--device cpu --tiny` runs the same command line on tooling.tiny's small models instead: a smoke check of every path
 (its rates say nothing about the real models).
 It needs only torch, transformers and Pillow (no stack, no download), so it runs on a bare GPU machine.
 Each model is built at its real size straight on the device with random weights and driven through
@@ -88,7 +88,7 @@ ARCHITECTURES: dict[str, tuple[str, Callable[[], tuple[Any, Any, Any]]]] = {
 def random_captioner(label: str, device: str, dtype: str, tiny_root: Path | None = None):
     """capq's adapter for `label`, holding a full-size model with random weights built on `device`.
 
-    With `tiny_root`: the architecture's tiny checkpoint (workers.tiny, built there once), loaded by load_captioner.
+    With `tiny_root`: the architecture's tiny checkpoint (tooling.tiny, built there once), loaded by load_captioner.
     """
     name, build = ARCHITECTURES[label]
     if tiny_root is not None:
@@ -167,13 +167,13 @@ def main() -> None:
     parser.add_argument("--decode", default="eager",
                         help="comma-separated: eager (dynamic cache), static (static cache: CUDA graphs on a GPU)")
     parser.add_argument("--tiny", action="store_true",
-                        help="workers.tiny's small models instead of the full-size ones: a smoke check, e.g. on a CPU")
+                        help="tooling.tiny's small models instead of the full-size ones: a smoke check, e.g. on a CPU")
     args = parser.parse_args()
     if args.device.startswith("cuda"):
         print(f"device: {torch.cuda.get_device_name(args.device)}, torch {torch.__version__}")
     import transformers
     if args.tiny:
-        print(f"transformers {transformers.__version__}; default presets; TINY models (workers.tiny): a smoke check, "
+        print(f"transformers {transformers.__version__}; default presets; TINY models (tooling.tiny): a smoke check, "
               "not figures\n")
     else:
         print(f"transformers {transformers.__version__}; default presets; random weights, so every caption runs to "
