@@ -9,7 +9,6 @@ from rich.table import Table
 
 from capq import stack as local_stack
 from capq.settings import SettingsError, get_settings
-from storage.errors import StorageError
 
 app = typer.Typer(help="capq: distributed batch image captioning.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -64,6 +63,8 @@ _register_packages()
 
 
 def main() -> None:
+    from storage.errors import StorageError
+
     try:
         app()
     except SettingsError as exc:
