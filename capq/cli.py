@@ -51,6 +51,8 @@ _register_packages()
 
 
 def main() -> None:
+    from storage.errors import StorageError
+
     try:
         app()
     except SettingsError as exc:

@@ -12,9 +12,6 @@ from rich.table import Table
 
 from capq.settings import get_settings
 from evaluation import ops_cli, quality_cli
-from evaluation.references import import_file
-from evaluation.tasks import serve
-from storage.evaluations import EvaluationStore
 
 refs_app = typer.Typer(help="Reference captions that evaluation scores against.", no_args_is_help=True)
 eval_app = typer.Typer(help="Caption quality: BLEU-1..4, ROUGE-L, CIDEr (and METEOR) with 95% intervals.",
@@ -88,6 +85,8 @@ def _runs_table(docs: list[dict], title: str) -> Table:
 def refs_import(file: Path = typer.Argument(..., help="COCO captions JSON or the seed's captions_ground_truth.json"),
                 as_json: bool = typer.Option(False, "--json", help="Print the import report as JSON.")) -> None:
     """Import reference captions; the whole file is checked first, and importing it again changes nothing."""
+    from evaluation.references import import_file
+
     try:
         report = import_file(get_settings(), file)
     except _user_errors() as exc:
@@ -134,6 +133,8 @@ def eval_history(model: Optional[str] = typer.Option(None, help="Only this model
                  limit: int = typer.Option(6, min=1, help="How many of the newest runs to show."),
                  as_json: bool = typer.Option(False, "--json", help="Print the evaluations as JSON.")) -> None:
     """Past evaluations side by side, newest first, each score with its 95% interval."""
+    from storage.evaluations import EvaluationStore
+
     docs = EvaluationStore(get_settings()).history(model=model, limit=limit)
     if as_json:
         _print_json(docs)
@@ -201,6 +202,8 @@ def eval_seed(seed_dir: Path = typer.Argument(..., help="The seed folder, or its
 def eval_worker(concurrency: int = typer.Option(1, min=1, help="Evaluations at once (each uses a CPU and a JVM)."),
                 loglevel: str = typer.Option("INFO", help="Log level.")) -> None:
     """Run the evaluation worker: a Celery worker on the capq.eval queue, fed by celery beat and `eval` tasks."""
+    from evaluation.tasks import serve
+
     serve(get_settings(), concurrency, loglevel)
 
 

@@ -6,19 +6,22 @@ import time
 from typing import Optional
 
 import typer
-from prometheus_client import REGISTRY, start_http_server
 
 from capq.logs import setup_logging
-from capq.queue_metrics import QueueCollector
 from capq.settings import Settings, get_settings
-from evaluation.score_metrics import score_families
-from producer.capacity import CapacityCollector
 
 log = logging.getLogger("capq.exporter")
 
 
 def serve_exporter(settings: Settings, port: int, addr: str = "0.0.0.0") -> None:
     """Serve /metrics with the core's queue collector and evaluation's newest scores until killed."""
+    # Here, not at the top: every `capq` command imports this module (through evaluation.cli).
+    from prometheus_client import REGISTRY, start_http_server
+
+    from capq.queue_metrics import QueueCollector
+    from evaluation.score_metrics import score_families
+    from producer.capacity import CapacityCollector
+
     REGISTRY.register(QueueCollector(settings, lambda: score_families(settings)))
     REGISTRY.register(CapacityCollector(settings))  # issue 18: capacity planning gauges
     start_http_server(port, addr=addr)

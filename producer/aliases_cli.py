@@ -8,10 +8,6 @@ import typer
 from rich.table import Table
 
 from capq.settings import get_settings
-from producer.aliases import check_alias_name, parse_arms
-from producer.errors import BadInput
-from producer.render import fail, out
-from storage.aliases import AliasStore
 
 aliases_app = typer.Typer(help="Model aliases with weights (gradual rollout): submit to an alias instead of a "
                           "model; each image goes to one of its models, chosen by its sha256.", no_args_is_help=True)
@@ -25,6 +21,11 @@ def _arms_text(arms: list[dict]) -> str:
 def aliases_set(name: str = typer.Argument(..., help="Alias name, e.g. caption-default."),
                 arms: list[str] = typer.Argument(..., help="MODEL:WEIGHT pairs, e.g. blip:90 git:10 (or 'blip:90,git:10').")) -> None:
     """Create an alias or change its weights; the next submission uses them (nothing restarts)."""
+    from producer.aliases import check_alias_name, parse_arms
+    from producer.errors import BadInput
+    from producer.render import fail, out
+    from storage.aliases import AliasStore
+
     try:
         parsed = parse_arms(arms)
         AliasStore(get_settings()).set(check_alias_name(name), parsed, os.environ.get("USER") or "local")
@@ -37,6 +38,9 @@ def aliases_set(name: str = typer.Argument(..., help="Alias name, e.g. caption-d
 @aliases_app.command("list")
 def aliases_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Aliases and their weights."""
+    from producer.render import out
+    from storage.aliases import AliasStore
+
     rows = AliasStore(get_settings()).list()
     if as_json:
         for r in rows:
@@ -51,6 +55,9 @@ def aliases_list(as_json: bool = typer.Option(False, "--json")) -> None:
 @aliases_app.command("rm")
 def aliases_rm(name: str = typer.Argument(..., help="Alias to delete.")) -> None:
     """Delete an alias (submissions naming it are then refused; jobs already submitted keep their models)."""
+    from producer.render import fail, out
+    from storage.aliases import AliasStore
+
     if not AliasStore(get_settings()).delete(name):
         fail(f"no alias {name!r}; `capq aliases list` shows them")
         raise typer.Exit(2)

@@ -9,29 +9,10 @@ from typing import Optional
 
 import typer
 
-from capq.logs import setup_logging
 from capq.settings import get_settings
 from producer import aliases_cli, owners_cli
 from producer.errors import BadInput
-from producer.keys_admin import create_key, list_keys
-from producer.queries import RESULT_FIELDS, cancel_job, history, job_status, list_jobs, results, wait_job
-from producer.render import (
-    csv_cell,
-    err,
-    exits,
-    fail,
-    finished,
-    history_table,
-    job_table,
-    jobs_table,
-    out,
-    progress_bar,
-    rejections_table,
-)
-from producer.waiting import models_offline, offline_message
-from storage.apikeys import ApiKeys
-from storage.errors import AlreadyFinished
-from translation.results import check_lang, with_translations
+from producer.render import err, exits, fail, out
 
 keys_app = typer.Typer(help="API keys: each maps to an owner and a tier; stored hashed.", no_args_is_help=True)
 
@@ -56,6 +37,9 @@ def _timed_out(job_id: str, job: dict, timeout_s: float, as_json: bool) -> None:
 
 
 def _watch(settings, job_id: str, as_json: bool, timeout_s: float | None = None) -> dict:
+    from producer.queries import wait_job
+    from producer.render import finished, progress_bar
+
     with progress_bar(f"job {job_id[:12]}") as bar:
         last: list = []
 
@@ -91,6 +75,8 @@ def submit_cmd(
                                             "seconds, print the state and exit 3 (the job goes on)."),
 ) -> None:
     """Validate, upload and queue images for captioning; prints the job id."""
+    from producer.queries import job_status
+    from producer.render import progress_bar, rejections_table
     from producer.submit import SubmitRequest, submit
 
     settings = get_settings()
@@ -136,6 +122,8 @@ def _warn_offline(settings, models: list[str]) -> None:
     """The job is accepted either way; say when no worker would take it now (issue 11)."""
     import redis
 
+    from producer.waiting import models_offline, offline_message
+
     try:
         offline = models_offline(settings, models)
     except redis.RedisError:
@@ -151,6 +139,9 @@ def status_cmd(job: str = typer.Argument(..., help="Job id."),
                timeout: Optional[float] = typer.Option(None, "--timeout", min=0, help="With --watch: give up after "
                                                        "this many seconds, print the state and exit 3.")) -> None:
     """Exact counts of a job and the files it rejected."""
+    from producer.queries import job_status
+    from producer.render import job_table, rejections_table
+
     settings = get_settings()
     status = _watch(settings, job, as_json, timeout) if watch else job_status(settings, job)
     if watch and timeout is not None and status["state"] not in ("done", "cancelled"):
@@ -173,11 +164,15 @@ def results_cmd(job: str = typer.Argument(..., help="Job id."),
                 lang: Optional[str] = typer.Option(None, "--lang", help="Add each caption's translation into this "
                                                    "language (translated on demand when missing).")) -> None:
     """One record per image x model: sha256, file_name, model, preset, caption, status, error."""
+    from producer.queries import RESULT_FIELDS, results
+
     if fmt not in ("jsonl", "csv"):
         raise BadInput(f"--format must be jsonl or csv, not {fmt!r}")
     rows = results(get_settings(), job)
     fields = RESULT_FIELDS
     if lang is not None:
+        from translation.results import check_lang, with_translations
+
         rows, summary = with_translations(get_settings(), rows, check_lang(lang))
         fields = RESULT_FIELDS + ("translation",)
         if summary["error"]:
@@ -186,6 +181,7 @@ def results_cmd(job: str = typer.Argument(..., help="Job id."),
         for row in rows:
             print(json.dumps(row))
         return
+    from producer.render import csv_cell
 
     writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
@@ -197,6 +193,9 @@ def jobs_cmd(mine: bool = typer.Option(False, "--mine", help="Only jobs of --own
              owner: Optional[str] = typer.Option(None, help="Only this owner's jobs."),
              limit: int = typer.Option(50, min=1, max=1000), as_json: bool = typer.Option(False, "--json")) -> None:
     """Recent jobs, newest first."""
+    from producer.queries import list_jobs
+    from producer.render import jobs_table
+
     jobs = list_jobs(get_settings(), owner or (default_owner() if mine else None), limit)
     if as_json:
         for job in jobs:
@@ -217,6 +216,9 @@ def history_cmd(image: Optional[str] = typer.Option(None, help="An image file (h
                 owner: Optional[str] = typer.Option(None, help="Whose history (default $USER or 'local')."),
                 as_json: bool = typer.Option(False, "--json")) -> None:
     """Caption history, newest first."""
+    from producer.queries import history
+    from producer.render import history_table
+
     page_ = history(get_settings(), owner or default_owner(), image=image, model=model, job=job, since=since,
                     limit=limit, page=page, cursor=cursor, allow_files=True)
     if as_json:
@@ -230,6 +232,9 @@ def history_cmd(image: Optional[str] = typer.Option(None, help="An image file (h
 @exits
 def cancel_cmd(job: str = typer.Argument(..., help="Job id.")) -> None:
     """Cancel what is still queued; finished captions are kept."""
+    from producer.queries import cancel_job
+    from storage.errors import AlreadyFinished
+
     try:
         n = cancel_job(get_settings(), job)["cancelled_now"]
     except AlreadyFinished as exc:
@@ -245,6 +250,8 @@ def keys_create(owner: str = typer.Option(..., help="Owner the key acts for."),
                 note: Optional[str] = typer.Option(None, help="A reminder of what the key is for."),
                 role: str = typer.Option("user", help="user (its own data) or admin (the admin API routes).")) -> None:
     """Create an API key and print it once (only its hash is stored)."""
+    from producer.keys_admin import create_key
+
     key, record = create_key(get_settings(), owner, tier, role, note)
     err.print(f"key {record['prefix']}... for owner {owner}, tier {tier}, role {role}; store it now, it is not "
               "shown again")
@@ -256,6 +263,8 @@ def keys_create(owner: str = typer.Option(..., help="Owner the key acts for."),
 def keys_list(owner: Optional[str] = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
     """Keys by prefix with their use this hour and day (the keys themselves are not stored)."""
     from rich.table import Table
+
+    from producer.keys_admin import list_keys
 
     keys = list_keys(get_settings(), owner)
     if as_json:
@@ -276,6 +285,8 @@ def keys_list(owner: Optional[str] = typer.Option(None), as_json: bool = typer.O
 @exits
 def keys_revoke(prefix: str = typer.Argument(..., help="The prefix `capq keys list` shows.")) -> None:
     """Revoke a key: requests with it get 401 from now on."""
+    from storage.apikeys import ApiKeys
+
     revoked = ApiKeys(get_settings()).revoke(prefix)
     if not revoked:
         raise BadInput(f"no live key with prefix {prefix!r}; `capq keys list` shows them")
@@ -286,6 +297,7 @@ def api_cmd(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000
     """Serve the HTTP API (docs at /docs, OpenAPI at /openapi.json)."""
     import uvicorn
 
+    from capq.logs import setup_logging
     from producer.api import create_app
 
     settings = get_settings()

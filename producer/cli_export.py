@@ -7,10 +7,8 @@ import typer
 
 from capq.settings import get_settings
 from producer.cli import default_owner
-from producer.errors import BadInput
-from producer.export import export
-from producer.export_rows import select
 from producer.render import err, exits
+from producer.errors import BadInput
 
 
 @exits
@@ -24,6 +22,9 @@ def export_cmd(
     owner: Optional[str] = typer.Option(None, help="Whose captions (default $USER or 'local')."),
 ) -> None:
     """Export captions, one row per image with a caption column per model and preset; streamed to files."""
+    from producer.export import export
+    from producer.export_rows import select
+
     if len(targets) not in (1, 2):
         raise BadInput("give DEST, or JOB DEST (e.g. `capq export JOB out/ --format parquet`)")
     job, dest = (targets[0], targets[1]) if len(targets) == 2 else (None, targets[0])

@@ -10,10 +10,7 @@ from typing import Optional
 import typer
 
 from capq.settings import get_settings
-from producer.errors import BadInput
-from producer.keys_admin import rotate_key
 from producer.render import err, exits, out
-from producer.usage_report import COLUMNS, report
 
 owners_app = typer.Typer(help="Owners: list them, erase one (data, keys, usage), read the audit trail.",
                          no_args_is_help=True)
@@ -84,6 +81,9 @@ def usage_cmd(owner: Optional[str] = typer.Option(None, help="Only this owner (d
     """Images captioned, reused captions (free), GPU-seconds and estimated cost (CAPQ_GPU_HOUR_PRICES)."""
     from rich.table import Table
 
+    from producer.errors import BadInput
+    from producer.usage_report import COLUMNS, report
+
     if as_json and as_csv:
         raise BadInput("give --json or --csv, not both")
     rep = report(get_settings(), owner, since, by)
@@ -109,6 +109,8 @@ def keys_rotate(prefix: str = typer.Argument(..., help="The prefix `capq keys li
                 grace_s: Optional[float] = typer.Option(None, help="Seconds the old key keeps working "
                                                         "(default CAPQ_KEY_ROTATION_GRACE_S).")) -> None:
     """A new key with the same owner, tier and role; the old one works for the grace period, then is refused."""
+    from producer.keys_admin import rotate_key
+
     key, new, old = rotate_key(get_settings(), prefix, grace_s)
     err.print(f"new key {new['prefix']}... for owner {new['owner']}; the old key {old['prefix']}... works until "
               f"{old['expires_at']}; store the new key now, it is not shown again")

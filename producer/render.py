@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Iterator
 
 import typer
-from kombu.exceptions import OperationalError
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -16,7 +15,6 @@ from rich.table import Table
 from rich.text import Text
 
 from capq.errors import BadInput
-from storage.errors import NotFound, StorageError
 
 out = Console()
 err = Console(stderr=True)
@@ -32,6 +30,11 @@ def exits(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        # Here, not at the top: every `capq` command imports this module, and only these need the clients' errors.
+        from kombu.exceptions import OperationalError
+
+        from storage.errors import NotFound, StorageError
+
         try:
             return fn(*args, **kwargs)
         except (BadInput, NotFound) as exc:

@@ -8,12 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from capq.logs import setup_logging
-from capq.names import TRANSLATE_QUEUE
 from capq.settings import get_settings
-from storage.translations import TranslationMemory
-from translation.results import check_lang, translator
-from translation.service import TranslationUnavailable
 
 translate_app = typer.Typer(help="Caption translation: the translation worker, one-off translations, history.",
                             no_args_is_help=True)
@@ -26,6 +21,8 @@ def worker(concurrency: Optional[int] = typer.Option(None, min=1, help="Translat
                                                     "are I/O); default CAPQ_TRANSLATE_CONCURRENCY."),
            loglevel: str = typer.Option("INFO")) -> None:
     """Consume the capq.translate queue: captions of jobs submitted with --translate."""
+    from capq.logs import setup_logging
+    from capq.names import TRANSLATE_QUEUE
     from workers.consume import consume
 
     settings = get_settings()
@@ -42,6 +39,9 @@ def text(texts: list[str] = typer.Argument(..., help="Text(s) to translate."),
          lang: Optional[str] = typer.Option(None, "--lang", help="Target language (default CAPQ_TRANSLATE_TARGET)."),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """Translate text through the configured chain (cache, memory, detection, providers)."""
+    from translation.results import check_lang, translator
+    from translation.service import TranslationUnavailable
+
     settings = get_settings()
     try:
         found = translator(settings).translate(texts, check_lang(lang or settings.translate_target))
@@ -56,6 +56,8 @@ def text(texts: list[str] = typer.Argument(..., help="Text(s) to translate."),
 @translate_app.command("history")
 def history(limit: int = typer.Option(50, min=1, max=1000), as_json: bool = typer.Option(False, "--json")) -> None:
     """Which provider translated what, and when (newest first), failures and rate limits included."""
+    from storage.translations import TranslationMemory
+
     rows = TranslationMemory(get_settings()).history(limit=limit)
     if as_json:
         for r in rows:

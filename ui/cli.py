@@ -9,8 +9,6 @@ from typing import Optional
 
 import typer
 
-from capq.settings import get_settings
-
 APP = Path(__file__).resolve().parent / "app.py"
 
 
@@ -22,6 +20,8 @@ def ui_cmd(host: str = typer.Option("127.0.0.1", help="Address to listen on."),
                                                       "also paste one in the sidebar).")) -> None:
     """Serve the web UI: caption images, follow jobs, browse history, evaluations and queues."""
     import importlib.util
+
+    from capq.settings import get_settings
 
     if importlib.util.find_spec("streamlit") is None:
         typer.echo("error: streamlit is not installed here; the UI has its own image (deploy/Dockerfile.ui), or "

@@ -9,13 +9,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from capq.catalog import describe_models
-from capq.celery_app import create_app
-from capq.names import heartbeat_key, worker_id
-from capq.redact import redact
 from capq.settings import get_settings
 from capq.shard import shard_of
-from workers.deadletters import DeadLetters
+
+def _app():
+    # Celery loads only for the commands that use it: every `capq` command imports this module.
+    from capq.celery_app import create_app
+
+    return create_app(get_settings())
+
 
 models_app = typer.Typer(help="Captioning models, checkpoints and generation presets.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: work that kept failing.", no_args_is_help=True)
@@ -48,7 +50,7 @@ def worker(
 
 def beat(loglevel: str = typer.Option("INFO")) -> None:
     """Run celery beat (exactly one per deployment): schedules the periodic evaluation."""
-    app = create_app(get_settings())
+    app = _app()
     schedule = get_settings().home / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
     app.Beat(loglevel=loglevel, schedule=str(schedule)).run()
@@ -63,8 +65,7 @@ def flower(address: str = typer.Option("127.0.0.1"), port: int = typer.Option(55
         raise typer.Exit(2)
     from workers.flower_queues import install
 
-    app = create_app(get_settings())
-
+    app = _app()
     install()  # issue 18: every queue shown, with or without a worker online
     # Flower reads FLOWER_BASIC_AUTH itself; passing it as a flag would show the password in `ps`.
     app.start(["flower", f"--address={address}", f"--port={port}"])
@@ -74,6 +75,7 @@ def health(service: str = typer.Option("api", help="api, worker or beat: what th
     """Exit 0 when Redis, MongoDB and S3 answer (and, for a worker, this host has a live heartbeat)."""
     import redis
 
+    from capq.names import heartbeat_key, worker_id
     from storage.blobs import ImageStore
     from storage.db import Mongo
 
@@ -86,6 +88,8 @@ def health(service: str = typer.Option("api", help="api, worker or beat: what th
         if service == "worker" and not list(client.scan_iter(heartbeat_key(worker_id("*", "*")))):
             raise RuntimeError("no live worker heartbeat on this host")
     except Exception as exc:
+        from capq.redact import redact
+
         Console(stderr=True).print(f"unhealthy: {redact(exc)}", markup=False)
         raise typer.Exit(1)
     out.print("ok")
@@ -94,6 +98,8 @@ def health(service: str = typer.Option("api", help="api, worker or beat: what th
 @models_app.command("list")
 def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Models, their checkpoints and generation presets."""
+    from capq.catalog import describe_models
+
     rows = describe_models()
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -107,6 +113,8 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
 @dlq_app.command("list")
 def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Dead letters with their errors, oldest first."""
+    from workers.deadletters import DeadLetters
+
     entries = DeadLetters(get_settings()).list()
     if as_json:
         for e in entries:
@@ -124,11 +132,13 @@ def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
 def dlq_retry(ids: Optional[list[str]] = typer.Argument(None, help="Entry ids (default: all)."),
               all_: bool = typer.Option(False, "--all", help="Re-queue every dead letter.")) -> None:
     """Re-queue dead letters on their original queues."""
+    from workers.deadletters import DeadLetters
+
     if not ids and not all_:
         Console(stderr=True).print("[red]error:[/red] name entry ids (see `capq dlq list`) or pass --all")
         raise typer.Exit(2)
     try:
-        sent = DeadLetters(get_settings()).retry(create_app(get_settings()), ids or None)
+        sent = DeadLetters(get_settings()).retry(_app(), ids or None)
     except KeyError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc.args[0]}")
         raise typer.Exit(2)
