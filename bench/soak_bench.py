@@ -42,7 +42,7 @@ def rss_mib(pid: int) -> float:
 
 def snapshot(s, proc, done: int) -> dict:
     client, db = redis.Redis.from_url(s.redis_url), Mongo(s)
-    records = {name: sum(len(bson.encode(d)) for d in db[name].find({}, {"_id": 0})) for name in RECORDS}
+    records = {name: sum(len(bson.encode(d)) for d in db[name].find()) for name in RECORDS}
     return {"images": done, "rss_mib": rss_mib(proc.pid), "redis_bytes": client.info("memory")["used_memory"],
             "redis_keys": client.dbsize(), "mongo_bytes": db.db.command("dbstats")["dataSize"],
             "records_bytes": sum(records.values()),
