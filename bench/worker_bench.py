@@ -51,11 +51,11 @@ def build_blip_base(out: Path) -> Path:
     return out
 
 
-def bench_settings(batch_size: int) -> tuple[Settings, dict]:
+def bench_settings(batch_size: int, redis_db: int = 14) -> tuple[Settings, dict]:
     tag = uuid.uuid4().hex[:8]
     base = load_settings()
     env = {
-        "CAPQ_REDIS_URL": urlunsplit(urlsplit(base.redis_url)._replace(path="/14")), "CAPQ_MONGO_URL": base.mongo_url,
+        "CAPQ_REDIS_URL": urlunsplit(urlsplit(base.redis_url)._replace(path=f"/{redis_db}")), "CAPQ_MONGO_URL": base.mongo_url,
         "CAPQ_S3_ENDPOINT": base.s3_endpoint, "CAPQ_MONGO_DB": f"capq_bench_{tag}",
         "CAPQ_S3_BUCKET": f"capq-bench-{tag}", "CAPQ_BATCH_SIZE": str(batch_size),
         "CAPQ_LOG_JSON": "false",

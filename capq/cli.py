@@ -7,7 +7,6 @@ import typer
 from rich.console import Console
 
 from capq.settings import SettingsError
-from storage.errors import StorageError
 
 app = typer.Typer(help="capq: distributed batch image captioning.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)

@@ -225,6 +225,9 @@ class Settings(BaseModel):
     # times each, the first after redrive_backoff_s, doubling up to 16 times that.
     redrive_max: int = Field(5, ge=0)
     redrive_backoff_s: int = Field(60, gt=0)
+    # Off only to measure what healing costs (bench/heal_cost_bench.py): a worker then neither records what it
+    # holds nor heals; a dead worker's shards wait out the visibility timeout, as before issue 11.
+    healing: bool = True
 
     @field_validator("redis_url")
     @classmethod

@@ -169,7 +169,8 @@ def mongo_service(url: str, root: Path) -> Service:
     )
 
 
-def s3_service(settings: Settings, root: Path) -> Service:
+def s3_service(settings: Settings, root: Path, extra_args: tuple[str, ...] = ()) -> Service:
+    """`extra_args` go to `weed mini` (a second server beside the stack's names other ports for its parts)."""
     port = _port(settings.s3_endpoint, 8333)
 
     def argv(d: Path) -> list[str]:
@@ -179,7 +180,7 @@ def s3_service(settings: Settings, root: Path) -> Service:
         (d / "s3.json").write_text(json.dumps(creds))
         return [_bin("weed"), "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 "-master.telemetry=false", "-webdav=false", "-admin.ui=false", f"-s3.port={port}",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={d / 's3.json'}"]
+                "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={d / 's3.json'}", *extra_args]
 
     return Service("s3", settings.s3_endpoint, root, argv, lambda: s3_ready(settings.s3_endpoint))
 

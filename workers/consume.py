@@ -44,8 +44,9 @@ def consume(settings: Settings, name: str, queues: list[str], pool: list[str], l
     wid = worker_id(name)
     threading.Thread(target=_heartbeat, args=(settings, wid, details), daemon=True).start()
     # Issue 11: record what this worker holds, and take part in healing (see workers.healing).
-    healing.HOLDINGS = healing.Holdings(settings, wid)
-    healing.HOLDINGS.connect()
-    healing.Healer(settings, app, wid).start()
+    if settings.healing:
+        healing.HOLDINGS = healing.Holdings(settings, wid)
+        healing.HOLDINGS.connect()
+        healing.Healer(settings, app, wid).start()
     app.worker_main(["worker", "--queues", ",".join(queues), *pool, "--events", "--hostname",
                      f"{name}@%h-{os.getpid()}", "--loglevel", loglevel, "--without-gossip", "--without-mingle"])

@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from capq.names import HELD_KEY, caption_queues
-from tooling.stack import mongo_service, redis_ready
-from storage.blobs import sha256_hex
+from storage.blobs import ImageStore, sha256_hex
+from tooling.stack import mongo_service, redis_ready, s3_service
 from storage.captions import CaptionStore
 from storage.db import Mongo
 from storage.jobs import JobStore
@@ -202,3 +202,45 @@ def test_shards_dead_lettered_in_a_long_mongodb_outage_are_redriven_once_it_answ
         assert letters.list() == []
     finally:
         svc.stop()
+
+
+def _private_s3_ports() -> tuple[str, ...]:
+    """Free ports for every part of a second `weed mini` (its defaults are the stack's, already taken)."""
+    parts = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+             "admin.port", "admin.port.grpc", "s3.port.grpc")
+    return tuple(f"-{part}={free_port()}" for part in parts)
+
+
+def test_shards_dead_lettered_in_a_long_s3_outage_are_redriven_once_it_answers(settings, workers, tmp_path):
+    # Given a worker on an S3 server of this test's own (every setting at its default: the retries, about 40 s,
+    # and the re-drive backoff, 60 s, make the test last about two minutes)
+    s, env = env_settings(settings, s3_endpoint=f"http://127.0.0.1:{free_port()}",
+                          mongo_db=settings.mongo_db + "_s3_outage")
+    svc = s3_service(s, tmp_path, _private_s3_ports())
+    svc.start()
+    try:
+        Mongo(s).ensure_indexes()
+        store = ImageStore(s)
+        store.ensure_bucket()
+        images = random_images(6, seed=16)
+        for _, data in images:
+            store.put(data)
+        workers.start("vit-gpt2", env)
+        # If S3 stops, and a job is sent while it is down (its images already stored there)
+        svc.stop()
+        job_id = make_job(s, images, "vit-gpt2", upload=False)
+        letters = DeadLetters(s)
+        deadline = time.monotonic() + 600  # only stops a hung test
+        while not letters.list():
+            assert time.monotonic() < deadline, "the shard was never dead-lettered"
+            time.sleep(0.5)
+        assert "object store unreachable" in letters.list()[0]["error"]
+        assert JobStore(s).counts(job_id)["done"] == 0
+        # and S3 is started again, on the same data, and no one types a command
+        svc.start()
+        # I expect the dead letter to be re-driven on its own and the job to complete exactly
+        _exactly_once(s, job_id, 6)
+        assert letters.list() == []
+    finally:
+        svc.stop()
+        Mongo(s).client.drop_database(s.mongo_db)
