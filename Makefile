@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: prereqs setup stack demo test bench clean-stack
+.PHONY: prereqs setup stack demo lint test bench clean-stack
 
 # System packages (Redis, venv; Java for the tests): installed as root, else named with their install command.
 prereqs:
@@ -27,7 +27,12 @@ stack: setup
 demo: stack
 	$(BIN)/capq demo $(if $(KEEP),--keep-running)
 
-test: stack
+# Lint and format are checked, never applied, here: `$(BIN)/ruff format . && $(BIN)/ruff check --fix .` applies them.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint stack
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: stack
