@@ -1,5 +1,6 @@
 """dataset_bench: webdataset shard input (images/s into the queue) vs raw reads of the same tars, and Parquet export
 (rows/s) vs pyarrow writing the same rows from memory."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,7 @@ import tarfile
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.scratch import scratch
@@ -57,8 +58,14 @@ def raw_read_and_put(settings: Settings, paths: list[Path]) -> int:
                 for member in tar:
                     if member.name.endswith(".jpg"):
                         data = tar.extractfile(member).read()
-                        futures.append(pool.submit(store.client.put_object, Bucket=settings.s3_bucket,
-                                                   Key=f"raw/{path.name}/{member.name}", Body=data))
+                        futures.append(
+                            pool.submit(
+                                store.client.put_object,
+                                Bucket=settings.s3_bucket,
+                                Key=f"raw/{path.name}/{member.name}",
+                                Body=data,
+                            )
+                        )
                         n += 1
         for f in futures:
             f.result()
@@ -94,14 +101,18 @@ def shard_bench(settings: Settings, raw_settings: Settings, work: Path, shards: 
     result = submit(settings, [str(folder / f"{{00000..{shards - 1:05}}}.tar")], "blip", owner="bench")
     submit_s = time.perf_counter() - t0
     assert (result.accepted, result.enqueued) == (n, n), result.as_dict()
-    print(f"## webdataset input: {shards} shards x {per_shard} images ({total / n / 1024:.0f} KB mean), "
-          f"{settings.upload_concurrency} threads\n")
+    print(
+        f"## webdataset input: {shards} shards x {per_shard} images ({total / n / 1024:.0f} KB mean), "
+        f"{settings.upload_concurrency} threads\n"
+    )
     print("| what | images/s | vs raw tar read | vs raw read + S3 PUT |\n|---|---:|---:|---:|")
-    for label, s in (("the tars' bytes alone (no tar parsing; for scale)", bytes_s),
-                     ("raw tar read (tarfile, every member's bytes)", raw_s),
-                     ("capq shard reader (samples + metadata)", reader_s),
-                     ("raw read + plain S3 PUT, same threads", put_s),
-                     ("capq submit of the shards (read, validate, upload, record, enqueue)", submit_s)):
+    for label, s in (
+        ("the tars' bytes alone (no tar parsing; for scale)", bytes_s),
+        ("raw tar read (tarfile, every member's bytes)", raw_s),
+        ("capq shard reader (samples + metadata)", reader_s),
+        ("raw read + plain S3 PUT, same threads", put_s),
+        ("capq submit of the shards (read, validate, upload, record, enqueue)", submit_s),
+    ):
         print(f"| {label} | {n / s:,.0f} | {raw_s / s:.3f} | {put_s / s:.2f} |")
     print()
 
@@ -118,15 +129,35 @@ def export_bench(settings: Settings, rows_n: int) -> None:
     from storage.jobs import JobStore
 
     job, _ = JobStore(settings).create("bench", "free", ["blip"], "default", job_id="export-bench")
-    db, now = mongo(settings), datetime.now(timezone.utc)
+    db, now = mongo(settings), datetime.now(UTC)
     for start in range(0, rows_n, 2_000):  # 10,000 at a time overran the 30 s socket timeout on a loaded server
         chunk = range(start, min(rows_n, start + 2_000))
-        base = [{"job_id": job["_id"], "sha256": f"{i:064x}", "model": "blip", "preset": "default", "owner": "bench",
-                 "file_name": f"img-{i}.jpg", "meta": {"key": f"k{i}", "split": "train"}} for i in chunk]
+        base = [
+            {
+                "job_id": job["_id"],
+                "sha256": f"{i:064x}",
+                "model": "blip",
+                "preset": "default",
+                "owner": "bench",
+                "file_name": f"img-{i}.jpg",
+                "meta": {"key": f"k{i}", "split": "train"},
+            }
+            for i in chunk
+        ]
         db["job_items"].insert_many([d | {"seq": i, "created_at": now} for d, i in zip(base, chunk)], ordered=False)
-        db["job_results"].insert_many([d | {"state": "done", "caption": f"a photo of thing number {i}",
-                                            "checkpoint": "Salesforce/blip-image-captioning-base", "updated_at": now}
-                                       for d, i in zip(base, chunk)], ordered=False)
+        db["job_results"].insert_many(
+            [
+                d
+                | {
+                    "state": "done",
+                    "caption": f"a photo of thing number {i}",
+                    "checkpoint": "Salesforce/blip-image-captioning-base",
+                    "updated_at": now,
+                }
+                for d, i in zip(base, chunk)
+            ],
+            ordered=False,
+        )
     sel = select(settings, "bench", job="export-bench")
     out = Path(tempfile.mkdtemp(prefix="capq-export-bench-"))
     try:
@@ -153,11 +184,15 @@ def export_bench(settings: Settings, rows_n: int) -> None:
     print("| what | rows/s |\n|---|---:|")
     print(f"| capq export --format parquet (MongoDB pages -> Parquet row groups) | {rows_n / export_s:,.0f} |")
     print(f"| pyarrow writing the same rows from memory | {rows_n / base_s:,.0f} |")
-    print(f"| capq's Parquet writer (row groups of {PAGE:,}) fed the same rows from memory | {rows_n / writer_s:,.0f} |")
+    print(
+        f"| capq's Parquet writer (row groups of {PAGE:,}) fed the same rows from memory | {rows_n / writer_s:,.0f} |"
+    )
     print(f"| the MongoDB read alone: items and results joined into rows | {rows_n / read_s:,.0f} |")
     print(f"| the items cursor alone (one collection, no join) | {rows_n / items_s:,.0f} |")
-    print(f"\nexport / pyarrow from memory: {base_s / export_s:.3f} (goal >= 0.5); "
-          f"capq's writer from memory / pyarrow: {base_s / writer_s:.2f}")
+    print(
+        f"\nexport / pyarrow from memory: {base_s / export_s:.3f} (goal >= 0.5); "
+        f"capq's writer from memory / pyarrow: {base_s / writer_s:.2f}"
+    )
 
 
 def main() -> None:
@@ -176,6 +211,7 @@ def main() -> None:
             shard_bench(made["main"], made["raw"], work, args.shards, args.per_shard)
         if args.skip != "export":
             export_bench(made["main"], args.rows)
+
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
 """eval_bench: run_evaluation (MongoDB reads + metrics + bootstrap) against bare pycocoevalcap on the same corpus."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,15 +36,35 @@ def corpus(images: int, refs_per_image: int, seed: int) -> tuple[dict[str, str],
 
 
 def store(settings, cands: dict[str, str], refs: dict[str, list[str]]) -> None:
-    ImageRecords(settings).record_many([{"sha256": s, "size": 1, "format": "JPEG", "width": 1, "height": 1,
-                                         "file_name": f"{s[:16]}.jpg"} for s in cands])
-    ReferenceStore(settings).write([{"sha256": s, "file_name": f"{s[:16]}.jpg", "captions": r, "source": "bench",
-                                     "imported_at": None} for s, r in refs.items()])
+    ImageRecords(settings).record_many(
+        [
+            {"sha256": s, "size": 1, "format": "JPEG", "width": 1, "height": 1, "file_name": f"{s[:16]}.jpg"}
+            for s in cands
+        ]
+    )
+    ReferenceStore(settings).write(
+        [
+            {"sha256": s, "file_name": f"{s[:16]}.jpg", "captions": r, "source": "bench", "imported_at": None}
+            for s, r in refs.items()
+        ]
+    )
     captions = CaptionStore(settings)
-    docs = [{"sha256": s, "model": "blip", "checkpoint": "bench", "preset": "default", "config_hash": "bench",
-             "caption": c, "job_id": "bench", "worker_id": "bench", "error": None} for s, c in cands.items()]
+    docs = [
+        {
+            "sha256": s,
+            "model": "blip",
+            "checkpoint": "bench",
+            "preset": "default",
+            "config_hash": "bench",
+            "caption": c,
+            "job_id": "bench",
+            "worker_id": "bench",
+            "error": None,
+        }
+        for s, c in cands.items()
+    ]
     for start in range(0, len(docs), 1000):
-        captions.insert_new(docs[start:start + 1000])
+        captions.insert_new(docs[start : start + 1000])
 
 
 def pycocoevalcap_alone(cands: dict[str, str], refs: dict[str, list[str]]) -> dict[str, float]:
@@ -67,7 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--refs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each; the fastest counts (shared machines are noisy)")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs of each; the fastest counts (shared machines are noisy)"
+    )
     args = parser.parse_args(argv)
     settings = load_settings({**os.environ, "CAPQ_MONGO_DB": f"capq_bench_{uuid.uuid4().hex[:10]}"})
     cands, refs = corpus(args.images, args.refs, args.seed)
@@ -86,8 +109,10 @@ def main(argv: list[str] | None = None) -> None:
         for name, value in base.items():
             assert abs(ours[name] - value) < 1e-9, f"{name}: run_evaluation {ours[name]} != pycocoevalcap {value}"
         base_s, ours_s = min(base_times), min(ours_times)
-        print("| images | refs/image | pycocoevalcap alone (PTB+Bleu(4)+Cider) s | run_evaluation "
-              f"(Mongo + BLEU/ROUGE-L/CIDEr + {settings.bootstrap_samples} bootstrap) s | ratio | goal |")
+        print(
+            "| images | refs/image | pycocoevalcap alone (PTB+Bleu(4)+Cider) s | run_evaluation "
+            f"(Mongo + BLEU/ROUGE-L/CIDEr + {settings.bootstrap_samples} bootstrap) s | ratio | goal |"
+        )
         print("| --- | --- | --- | --- | --- | --- |")
         print(f"| {args.images} | {args.refs} | {base_s:.2f} | {ours_s:.2f} | {ours_s / base_s:.2f} | <= {GOAL} |")
     finally:

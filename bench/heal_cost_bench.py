@@ -7,6 +7,7 @@ each. Healing on adds, per shard, a Redis write on receipt, a read of the images
 batch, a Redis write naming the batch; and, every CAPQ_HEAL_INTERVAL_S, the elected worker's healing round.
 Prints markdown rows for docs/benchmarks.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,15 +43,19 @@ def main() -> None:
     print("| round | healing on, images/s | healing off, images/s | on / off |")
     print("| --- | --- | --- | --- |")
     for r in range(args.rounds):
-        for healing in ((True, False) if r % 2 == 0 else (False, True)):
+        for healing in (True, False) if r % 2 == 0 else (False, True):
             # New images every job: a caption already stored would be reused without a fetch.
             images = random_images(args.images, seed=1000 * (r + 1) + healing, size=64)
             rates[healing].append(one_run(healing, images, args.redis_db))
-        print(f"| {r + 1} | {rates[True][-1]:.0f} | {rates[False][-1]:.0f} | {rates[True][-1] / rates[False][-1]:.3f} |",
-              flush=True)
+        print(
+            f"| {r + 1} | {rates[True][-1]:.0f} | {rates[False][-1]:.0f} | {rates[True][-1] / rates[False][-1]:.3f} |",
+            flush=True,
+        )
     on, off = statistics.median(rates[True]), statistics.median(rates[False])
-    print(f"\nmedian of {args.rounds}: healing on {on:.0f} images/s, off {off:.0f} images/s: on / off {on / off:.3f} "
-          f"(goal >= {1 - GOAL:.2f})")
+    print(
+        f"\nmedian of {args.rounds}: healing on {on:.0f} images/s, off {off:.0f} images/s: on / off {on / off:.3f} "
+        f"(goal >= {1 - GOAL:.2f})"
+    )
 
 
 if __name__ == "__main__":

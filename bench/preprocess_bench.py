@@ -1,4 +1,5 @@
-"""preprocess_bench: images/s per core from JPEG bytes to model pixels, the image processor's path vs capq's tensor path.
+"""preprocess_bench: images/s per core from JPEG bytes to model pixels, the image processor's path vs capq's tensor
+path.
 
 Run: `python -m bench.preprocess_bench [--models blip,git] [--rounds 3]`. No stack, no model weights: only the
 image processors of the real checkpoints' settings. One thread (torch and Pillow), so the figures are per core.
@@ -7,13 +8,14 @@ image processor. "After" is what it does now: a JPEG decoded at the smallest sca
 (Pillow's draft), then resize, crop and normalise as torch operations (workers.preprocess). Both run in the same
 process on the same bytes, rounds alternating; the ratio is the median over rounds.
 """
+
 from __future__ import annotations
 
 import argparse
 import io
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -51,8 +53,13 @@ def photo_jpeg(width: int, height: int, seed: int) -> bytes:
 
 def before(processor) -> Callable[[list[bytes]], torch.Tensor]:
     def run(batch: list[bytes]) -> torch.Tensor:
-        return torch.stack([processor(images=decode_rgb(data, MAX_PIXELS, max_side_px=10**5), return_tensors="pt").pixel_values[0]
-                            for data in batch])
+        return torch.stack(
+            [
+                processor(images=decode_rgb(data, MAX_PIXELS, max_side_px=10**5), return_tensors="pt").pixel_values[0]
+                for data in batch
+            ]
+        )
+
     return run
 
 
@@ -60,6 +67,7 @@ def after(recipe: PixelRecipe) -> Callable[[list[bytes]], torch.Tensor]:
     def run(batch: list[bytes]) -> torch.Tensor:
         resized = [recipe.resize(uint8_chw(decode_rgb(data, MAX_PIXELS, min_size=recipe.draft_size))) for data in batch]
         return recipe.normalize(torch.stack(resized), torch.float32)
+
     return run
 
 

@@ -1,12 +1,13 @@
 """scratch: settings for a benchmark run with its own Redis, database and buckets, removed afterwards."""
+
 from __future__ import annotations
 
 import contextlib
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from bench.submit_bench import private_redis
 from capq.settings import Settings, load_settings
@@ -23,8 +24,10 @@ def scratch(buckets: tuple[str, ...] = ("main",)) -> Iterator[tuple[Path, dict[s
     tag = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="capq-bench-"))
     redis_proc, redis_url = private_redis(work)
-    env = {f"CAPQ_{k.upper()}": (",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else str(v))
-           for k, v in base.model_dump().items()}
+    env = {
+        f"CAPQ_{k.upper()}": (",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else str(v))
+        for k, v in base.model_dump().items()
+    }
     env |= {"CAPQ_REDIS_URL": redis_url, "CAPQ_MONGO_DB": f"capq_bench_{tag}", "CAPQ_HOME": str(work / "home")}
     made = {name: load_settings(env | {"CAPQ_S3_BUCKET": f"capq-bench-{name}-{tag}"}) for name in buckets}
     try:

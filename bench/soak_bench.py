@@ -7,6 +7,7 @@ the last (goal: growth < 10 %), and the growth of Redis (used memory, keys) and 
 between those two points, beside the size of the records themselves (jobs, job_items, job_results, captions).
 Prints markdown rows for docs/benchmarks.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,8 @@ import bson
 import redis
 
 from bench.worker_bench import bench_settings, drop, run_job, start_worker, stop
-from tooling.images import random_images
 from storage.db import Mongo
+from tooling.images import random_images
 from tooling.paths import TINY_DIR
 
 GOAL = 0.10
@@ -43,10 +44,15 @@ def rss_mib(pid: int) -> float:
 def snapshot(s, proc, done: int) -> dict:
     client, db = redis.Redis.from_url(s.redis_url), Mongo(s)
     records = {name: sum(len(bson.encode(d)) for d in db[name].find()) for name in RECORDS}
-    return {"images": done, "rss_mib": rss_mib(proc.pid), "redis_bytes": client.info("memory")["used_memory"],
-            "redis_keys": client.dbsize(), "mongo_bytes": db.db.command("dbstats")["dataSize"],
-            "records_bytes": sum(records.values()),
-            "docs": {name: db[name].estimated_document_count() for name in db.db.list_collection_names()}}
+    return {
+        "images": done,
+        "rss_mib": rss_mib(proc.pid),
+        "redis_bytes": client.info("memory")["used_memory"],
+        "redis_keys": client.dbsize(),
+        "mongo_bytes": db.db.command("dbstats")["dataSize"],
+        "records_bytes": sum(records.values()),
+        "docs": {name: db[name].estimated_document_count() for name in db.db.list_collection_names()},
+    }
 
 
 def main() -> None:
@@ -78,23 +84,32 @@ def main() -> None:
             if done == min(args.chunk, args.images) or done >= args.images:
                 marks.append(snapshot(s, proc, done))
                 m = marks[-1]
-                print(f"| {done:,} | {m['rss_mib']:.1f} | {m['redis_bytes'] / 2**20:.2f} | {m['redis_keys']} "
-                      f"| {m['mongo_bytes'] / 2**20:.1f} | {n / wall:.0f} |", flush=True)
+                print(
+                    f"| {done:,} | {m['rss_mib']:.1f} | {m['redis_bytes'] / 2**20:.2f} | {m['redis_keys']} "
+                    f"| {m['mongo_bytes'] / 2**20:.1f} | {n / wall:.0f} |",
+                    flush=True,
+                )
     finally:
         stop(proc)
         drop(s)
     first, last = marks[0], marks[-1]
     n = last["images"] - first["images"]
     print(f"\n{args.model} model, {args.images:,} images in {time.monotonic() - t0:.0f} s, jobs of {args.chunk:,}")
-    print(f"worker RSS {first['rss_mib']:.1f} MiB at {first['images']:,} images, {last['rss_mib']:.1f} MiB at "
-          f"{last['images']:,}: growth {last['rss_mib'] / first['rss_mib'] - 1:+.1%} (goal < {GOAL:.0%})")
+    print(
+        f"worker RSS {first['rss_mib']:.1f} MiB at {first['images']:,} images, {last['rss_mib']:.1f} MiB at "
+        f"{last['images']:,}: growth {last['rss_mib'] / first['rss_mib'] - 1:+.1%} (goal < {GOAL:.0%})"
+    )
     if n:
         mongo = (last["mongo_bytes"] - first["mongo_bytes"]) / n
         records = (last["records_bytes"] - first["records_bytes"]) / n
-        print(f"Redis per image: {(last['redis_bytes'] - first['redis_bytes']) / n:+.1f} bytes of used memory, "
-              f"{(last['redis_keys'] - first['redis_keys']) / n:+.4f} keys")
-        print(f"MongoDB per image: {mongo:.0f} bytes of data, of which the records (jobs, items, results, captions) "
-              f"{records:.0f}: {mongo - records:+.0f} beyond them")
+        print(
+            f"Redis per image: {(last['redis_bytes'] - first['redis_bytes']) / n:+.1f} bytes of used memory, "
+            f"{(last['redis_keys'] - first['redis_keys']) / n:+.4f} keys"
+        )
+        print(
+            f"MongoDB per image: {mongo:.0f} bytes of data, of which the records (jobs, items, results, captions) "
+            f"{records:.0f}: {mongo - records:+.0f} beyond them"
+        )
         docs = {name: (last["docs"].get(name, 0) - first["docs"].get(name, 0)) / n for name in last["docs"]}
         print("documents per image, by collection: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(docs.items()) if v))
 

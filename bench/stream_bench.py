@@ -1,4 +1,5 @@
 """stream_bench: streaming submission of N sha256 references to stored images: producer RSS at N vs earlier, items/s."""
+
 from __future__ import annotations
 
 import argparse
@@ -32,9 +33,21 @@ def seed_owned(settings, owner: str, n: int) -> None:
     items = mongo(settings)["job_items"]
     # 2,000 at a time: a loaded test-stack server took over the 30 s socket timeout for 10,000 past 400,000
     for start in range(0, n, SEED_BATCH):
-        items.insert_many([{"job_id": "bench-earlier", "sha256": sha(i), "model": "blip", "preset": "default",
-                            "owner": owner, "file_name": f"img-{i}.jpg", "seq": i}
-                           for i in range(start, min(n, start + SEED_BATCH))], ordered=False)
+        items.insert_many(
+            [
+                {
+                    "job_id": "bench-earlier",
+                    "sha256": sha(i),
+                    "model": "blip",
+                    "preset": "default",
+                    "owner": owner,
+                    "file_name": f"img-{i}.jpg",
+                    "seq": i,
+                }
+                for i in range(start, min(n, start + SEED_BATCH))
+            ],
+            ordered=False,
+        )
         if (start + SEED_BATCH) % 100_000 == 0:
             print(f"seeded {start + SEED_BATCH:,}", flush=True)
 
@@ -59,8 +72,11 @@ def main() -> None:
         with manifest.open("w") as f:
             for i in range(n):
                 f.write(json.dumps({"sha256": sha(i), "meta": {"i": i}}) + "\n")
-        print(f"set-up: {n:,} owned images and a {manifest.stat().st_size / 2**20:.0f} MiB manifest in "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        print(
+            f"set-up: {n:,} owned images and a {manifest.stat().st_size / 2**20:.0f} MiB manifest in "
+            f"{time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
 
         marks: dict[str, float] = {}
 
@@ -69,8 +85,7 @@ def main() -> None:
                 marks[f"rss_{done}"], marks[f"t_{done}"] = rss_mib(), time.perf_counter() - t1
             if stage == "validating" and done % args.every == 0:  # a run cut short still leaves its figures
                 took = time.perf_counter() - t1
-                print(f"{done:,} items: RSS {rss_mib():.0f} MiB, {took:.0f} s, {done / took:.0f} items/s",
-                      flush=True)
+                print(f"{done:,} items: RSS {rss_mib():.0f} MiB, {took:.0f} s, {done / took:.0f} items/s", flush=True)
 
         rss_before = rss_mib()
         t1 = time.perf_counter()
@@ -78,13 +93,17 @@ def main() -> None:
         took = time.perf_counter() - t1
         assert (result.accepted, result.enqueued, result.rejected_total) == (n, n, 0), result.as_dict()
         ratio = marks[f"rss_{n}"] / marks[f"rss_{mark}"]
-        print(f"| items | producer RSS (MiB) | elapsed (s) | items/s so far |\n|---:|---:|---:|---:|\n"
-              f"| 0 | {rss_before:.0f} | 0 | |\n"
-              f"| {mark:,} | {marks[f'rss_{mark}']:.0f} | {marks[f't_{mark}']:.0f} | "
-              f"{mark / marks[f't_{mark}']:.0f} |\n"
-              f"| {n:,} | {marks[f'rss_{n}']:.0f} | {marks[f't_{n}']:.0f} | {n / marks[f't_{n}']:.0f} |")
-        print(f"\nwhole submission (read, check, record, enqueue): {took:.0f} s, {n / took:.0f} items/s; "
-              f"RSS at {n:,} / RSS at {mark:,} = {ratio:.2f} (goal <= 1.20)")
+        print(
+            f"| items | producer RSS (MiB) | elapsed (s) | items/s so far |\n|---:|---:|---:|---:|\n"
+            f"| 0 | {rss_before:.0f} | 0 | |\n"
+            f"| {mark:,} | {marks[f'rss_{mark}']:.0f} | {marks[f't_{mark}']:.0f} | "
+            f"{mark / marks[f't_{mark}']:.0f} |\n"
+            f"| {n:,} | {marks[f'rss_{n}']:.0f} | {marks[f't_{n}']:.0f} | {n / marks[f't_{n}']:.0f} |"
+        )
+        print(
+            f"\nwhole submission (read, check, record, enqueue): {took:.0f} s, {n / took:.0f} items/s; "
+            f"RSS at {n:,} / RSS at {mark:,} = {ratio:.2f} (goal <= 1.20)"
+        )
 
 
 if __name__ == "__main__":

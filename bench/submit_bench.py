@@ -1,4 +1,6 @@
-"""submit_bench: submission throughput (validate + upload + record + enqueue) against raw S3 PUTs, same bytes, same threads."""
+"""submit_bench: submission throughput (validate + upload + record + enqueue) against raw S3 PUTs, same bytes, same
+threads."""
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +34,22 @@ def private_redis(folder: Path) -> tuple[subprocess.Popen, str]:
     """A throwaway Redis, so benchmark shards never reach a real worker's queue."""
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    proc = procs.spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                        "no", "--dir", str(folder)], folder / "redis.log")
+    proc = procs.spawn(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        folder / "redis.log",
+    )
     procs.wait_ready(proc, lambda: redis_ready(url), 30, "redis-server", poll_s=0.05)
     return proc, url
 
@@ -46,8 +62,12 @@ def raw_puts(settings: Settings, files: list[Path], threads: int) -> float:
     store.ensure_bucket()
 
     def put(path: Path) -> None:
-        store.client.put_object(Bucket=settings.s3_bucket, Key=f"raw/{path.parent.name}/{path.name}", Body=path.read_bytes(),
-                                ContentType="image/jpeg")
+        store.client.put_object(
+            Bucket=settings.s3_bucket,
+            Key=f"raw/{path.parent.name}/{path.name}",
+            Body=path.read_bytes(),
+            ContentType="image/jpeg",
+        )
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
@@ -73,10 +93,16 @@ def main() -> None:
     tag = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="capq-bench-"))
     redis_proc, redis_url = private_redis(work)
-    env = {f"CAPQ_{k.upper()}": (",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else str(v))
-           for k, v in base.model_dump().items()}
-    env |= {"CAPQ_REDIS_URL": redis_url, "CAPQ_MONGO_DB": f"capq_bench_{tag}", "CAPQ_HOME": str(work / "home"),
-            "CAPQ_UPLOAD_CONCURRENCY": str(threads)}
+    env = {
+        f"CAPQ_{k.upper()}": (",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else str(v))
+        for k, v in base.model_dump().items()
+    }
+    env |= {
+        "CAPQ_REDIS_URL": redis_url,
+        "CAPQ_MONGO_DB": f"capq_bench_{tag}",
+        "CAPQ_HOME": str(work / "home"),
+        "CAPQ_UPLOAD_CONCURRENCY": str(threads),
+    }
     sub = load_settings(env | {"CAPQ_S3_BUCKET": f"capq-bench-{tag}"})
     raw = load_settings(env | {"CAPQ_S3_BUCKET": f"capq-bench-raw-{tag}"})
     try:
@@ -89,8 +115,10 @@ def main() -> None:
         celery_app(sub)  # a process's one-off set-up, not per-image work
         n = args.images
         print(f"{n} images per round, {threads} threads, S3 {base.s3_endpoint}, MongoDB {base.mongo_url}\n")
-        print("| round | submit (validate+upload+record+enqueue) img/s | raw S3 PUT img/s | ratio | stages: uploaded / "
-              "recorded / enqueued (s) |")
+        print(
+            "| round | submit (validate+upload+record+enqueue) img/s | raw S3 PUT img/s | ratio | stages: uploaded / "
+            "recorded / enqueued (s) |"
+        )
         print("|---:|---:|---:|---:|---|")
         ratios = []
         for r in range(args.rounds):
@@ -101,18 +129,23 @@ def main() -> None:
             raw_s = raw_puts(raw, files, threads)
             marks: dict[str, float] = {}
 
-            def progress(stage: str, done: int, total_: int) -> None:
+            t0 = time.perf_counter()
+
+            def progress(stage: str, done: int, total_: int, marks=marks, t0=t0) -> None:
                 if stage != "validating" or done == total_:
                     marks[stage] = time.perf_counter() - t0
 
-            t0 = time.perf_counter()
             result = submit(sub, [folder], "blip", owner="bench", progress=progress)
             submit_s = time.perf_counter() - t0
             assert result.accepted == n and result.enqueued == n, result.as_dict()
             ratios.append(raw_s / submit_s)
-            print(f"| {r + 1} | {n / submit_s:.0f} | {n / raw_s:.0f} | {ratios[-1]:.2f} | {marks['validating']:.1f} / "
-                  f"{marks['recorded']:.1f} / {marks['enqueued']:.1f} ({total / n / 1024:.0f} KB mean) |")
-        print(f"\nsubmit / raw PUT, median of {len(ratios)} rounds: {sorted(ratios)[len(ratios) // 2]:.2f} (goal >= 0.70)")
+            print(
+                f"| {r + 1} | {n / submit_s:.0f} | {n / raw_s:.0f} | {ratios[-1]:.2f} | {marks['validating']:.1f} / "
+                f"{marks['recorded']:.1f} / {marks['enqueued']:.1f} ({total / n / 1024:.0f} KB mean) |"
+            )
+        print(
+            f"\nsubmit / raw PUT, median of {len(ratios)} rounds: {sorted(ratios)[len(ratios) // 2]:.2f} (goal >= 0.70)"
+        )
     finally:
         for s in (sub, raw):
             try:

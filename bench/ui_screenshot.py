@@ -7,6 +7,7 @@ captions", wait for the caption and its translation) and saves docs/ui-caption.p
 Exits 1 with the reason when a step fails. It is a script, not a CI test: CI machines have no chromium
 (the pages are tested in CI through streamlit.testing, tests/e2e/test_ui.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,11 +84,20 @@ def main() -> int:
 
     marian = make_tiny_marian(get_settings().models_dir / "tiny-marian")
     ui_port, cdp_port = free_port(), free_port()
-    env = {**os.environ, "CAPQ_TRANSLATE_PROVIDERS": "offline", "CAPQ_TRANSLATE_OFFLINE_MODEL": str(marian),
-           "PYTHONUNBUFFERED": "1"}
-    demo = subprocess.Popen([sys.executable, "-m", "capq", "demo", "--models", "blip", "--keep-running",
-                             "--ui-port", str(ui_port)], env=env, cwd=REPO, stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    env = {
+        **os.environ,
+        "CAPQ_TRANSLATE_PROVIDERS": "offline",
+        "CAPQ_TRANSLATE_OFFLINE_MODEL": str(marian),
+        "PYTHONUNBUFFERED": "1",
+    }
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "capq", "demo", "--models", "blip", "--keep-running", "--ui-port", str(ui_port)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     profile = tempfile.mkdtemp(prefix="capq-chromium-")
     browser = None
     try:
@@ -99,10 +109,20 @@ def main() -> int:
         if not url:
             print(f"the demo ended (code {demo.wait()}) before printing the UI's URL", file=sys.stderr)
             return 1
-        browser = subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
-                                    f"--remote-debugging-port={cdp_port}", f"--user-data-dir={profile}",
-                                    "--window-size=1280,1250", "about:blank"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        browser = subprocess.Popen(
+            [
+                chromium,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                f"--remote-debugging-port={cdp_port}",
+                f"--user-data-dir={profile}",
+                "--window-size=1280,1250",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         page = DevTools(cdp_port)
         page.call("Page.enable")
         page.call("DOM.enable")
@@ -113,10 +133,12 @@ def main() -> int:
         root = page.call("DOM.getDocument", depth=-1, pierce=True)["root"]["nodeId"]
         node = page.call("DOM.querySelector", nodeId=root, selector="input[type=file]")["nodeId"]
         page.call("DOM.setFileInputFiles", files=[str(SEED)], nodeId=node)
-        page.wait_for("[...document.querySelectorAll('button')].some(b => b.innerText.includes('Generate captions')"
-                      " && !b.disabled)", "the Generate captions button")
-        page.js("[...document.querySelectorAll('button')].find(b => b.innerText.includes('Generate captions'))"
-                ".click()")
+        page.wait_for(
+            "[...document.querySelectorAll('button')].some(b => b.innerText.includes('Generate captions')"
+            " && !b.disabled)",
+            "the Generate captions button",
+        )
+        page.js("[...document.querySelectorAll('button')].find(b => b.innerText.includes('Generate captions')).click()")
         page.wait_for("document.body.innerText.includes('caption(s) ready')", "the caption")
         time.sleep(2)  # images and fonts settle
         shot = page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)

@@ -3,6 +3,7 @@
 Run: `python -m bench.worker_bench [--images N]` with the local stack up (make bench does both).
 Prints markdown rows for docs/benchmarks.md. Every ratio compares figures measured in this same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,23 +12,23 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from capq.celery_app import create_app
+from capq.enqueue import enqueue_pending
 from capq.settings import Settings, load_settings
 from storage.blobs import ImageStore
 from storage.db import Mongo
 from storage.jobs import JobStore
-from capq.enqueue import enqueue_pending
 from tooling import procs
 from tooling.images import random_images
 from tooling.paths import LOG_DIR
 from tooling.workers import wait_heartbeat
-from capq.celery_app import create_app
 
 REPO = Path(__file__).resolve().parents[1]
 FULLSIZE_DIR = REPO / ".capq" / "bench-models" / "blip-base-random-v2"
@@ -55,9 +56,12 @@ def bench_settings(batch_size: int, redis_db: int = 14) -> tuple[Settings, dict]
     tag = uuid.uuid4().hex[:8]
     base = load_settings()
     env = {
-        "CAPQ_REDIS_URL": urlunsplit(urlsplit(base.redis_url)._replace(path=f"/{redis_db}")), "CAPQ_MONGO_URL": base.mongo_url,
-        "CAPQ_S3_ENDPOINT": base.s3_endpoint, "CAPQ_MONGO_DB": f"capq_bench_{tag}",
-        "CAPQ_S3_BUCKET": f"capq-bench-{tag}", "CAPQ_BATCH_SIZE": str(batch_size),
+        "CAPQ_REDIS_URL": urlunsplit(urlsplit(base.redis_url)._replace(path=f"/{redis_db}")),
+        "CAPQ_MONGO_URL": base.mongo_url,
+        "CAPQ_S3_ENDPOINT": base.s3_endpoint,
+        "CAPQ_MONGO_DB": f"capq_bench_{tag}",
+        "CAPQ_S3_BUCKET": f"capq-bench-{tag}",
+        "CAPQ_BATCH_SIZE": str(batch_size),
         "CAPQ_LOG_JSON": "false",
     }
     s = load_settings(env)
@@ -74,8 +78,9 @@ def drop(s: Settings) -> None:
 
 def start_worker(env: dict, argv: list[str], model: str) -> subprocess.Popen:
     """`python ARGV` (a worker for `model`), once it consumes; its log under LOG_DIR."""
-    proc = procs.spawn([sys.executable, *argv], LOG_DIR / f"bench-{model}-{time.strftime('%H%M%S')}.log",
-                       env={**os.environ, **env})
+    proc = procs.spawn(
+        [sys.executable, *argv], LOG_DIR / f"bench-{model}-{time.strftime('%H%M%S')}.log", env={**os.environ, **env}
+    )
     wait_heartbeat(proc, model, env["CAPQ_REDIS_URL"], timeout_s=600, settle_s=1.0)
     return proc
 
@@ -94,10 +99,16 @@ def run_job(s: Settings, images: list[tuple[str, bytes]], model: str) -> tuple[f
     with ThreadPoolExecutor(8) as pool:
         shas = list(pool.map(lambda item: store.put(item[1])[0], images))
     job, _ = jobs.create("bench", "free", [model], "default")
-    jobs.add_items(job["_id"], "bench", [{"sha256": sha, "model": model, "preset": "default", "file_name": name}
-                                         for sha, (name, _) in zip(shas, images)])
+    jobs.add_items(
+        job["_id"],
+        "bench",
+        [
+            {"sha256": sha, "model": model, "preset": "default", "file_name": name}
+            for sha, (name, _) in zip(shas, images)
+        ],
+    )
     jobs.set_state(job["_id"], "queued")
-    t0 = datetime.now(timezone.utc)
+    t0 = datetime.now(UTC)
     enqueue_pending(create_app(s), jobs, job["_id"], "free", s.batch_size * s.shard_batches)
     # Poll gently (every poll is a query the worker competes with): the workers close the job.
     while jobs.get(job["_id"])["state"] != "done":
@@ -124,14 +135,42 @@ def raw_write_rate(s: Settings, n: int, bulk: int) -> float:
     captions, results = db["raw_captions"], db["raw_results"]
     captions.create_indexes(INDEXES["captions"])
     results.create_indexes(INDEXES["job_results"])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     t0 = time.perf_counter()
     for start in range(0, n, bulk):
         shas = [f"{k:064x}" for k in range(start, min(start + bulk, n))]
-        captions.insert_many([{"sha256": sha, "model": "blip", "checkpoint": "raw", "config_hash": "h", "preset": "default",
-                               "caption": "x", "job_id": "raw", "created_at": now} for sha in shas], ordered=False)
-        results.insert_many([{"job_id": "raw", "model": "blip", "preset": "default", "sha256": sha, "owner": "raw",
-                              "state": "done", "caption": "x", "updated_at": now} for sha in shas], ordered=False)
+        captions.insert_many(
+            [
+                {
+                    "sha256": sha,
+                    "model": "blip",
+                    "checkpoint": "raw",
+                    "config_hash": "h",
+                    "preset": "default",
+                    "caption": "x",
+                    "job_id": "raw",
+                    "created_at": now,
+                }
+                for sha in shas
+            ],
+            ordered=False,
+        )
+        results.insert_many(
+            [
+                {
+                    "job_id": "raw",
+                    "model": "blip",
+                    "preset": "default",
+                    "sha256": sha,
+                    "owner": "raw",
+                    "state": "done",
+                    "caption": "x",
+                    "updated_at": now,
+                }
+                for sha in shas
+            ],
+            ordered=False,
+        )
     return n / (time.perf_counter() - t0)
 
 
@@ -146,8 +185,23 @@ def model_runs(n_images: int, dtypes: list[str]) -> None:
         rates = {}
         for batch in (1, 8):
             s, env = bench_settings(batch)
-            proc = start_worker(env, ["-m", "capq", "worker", "--model", "blip", "--checkpoint", str(ckpt),
-                                      "--dtype", dtype, "--batch-size", str(batch)], "blip")
+            proc = start_worker(
+                env,
+                [
+                    "-m",
+                    "capq",
+                    "worker",
+                    "--model",
+                    "blip",
+                    "--checkpoint",
+                    str(ckpt),
+                    "--dtype",
+                    dtype,
+                    "--batch-size",
+                    str(batch),
+                ],
+                "blip",
+            )
             try:
                 run_job(s, images[:2], "blip")  # warm-up: first generate pays one-off costs
                 wall, model_s = run_job(s, images[2:], "blip")
@@ -156,8 +210,11 @@ def model_runs(n_images: int, dtypes: list[str]) -> None:
                 drop(s)
             n = len(images) - 2
             rates[batch] = n / wall
-            print(f"| BLIP-base random, CPU {dtype}, batch {batch} | {n} | {wall:.1f} | {rates[batch]:.2f} "
-                  f"| {1 - model_s / wall:.1%} |", flush=True)
+            print(
+                f"| BLIP-base random, CPU {dtype}, batch {batch} | {n} | {wall:.1f} | {rates[batch]:.2f} "
+                f"| {1 - model_s / wall:.1%} |",
+                flush=True,
+            )
         ratios[dtype] = rates[8] / rates[1]
     print()
     for dtype, ratio in ratios.items():

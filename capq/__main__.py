@@ -1,4 +1,5 @@
 """Allow `python -m capq`."""
+
 from capq.cli import main
 
 main()

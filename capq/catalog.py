@@ -1,4 +1,5 @@
 """catalog: the captioning models capq ships, as data (names, hub ids, presets); no adapter, no torch."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,14 +20,30 @@ class ModelInfo:
 CATALOG: dict[str, ModelInfo] = {
     info.name: info
     for info in (
-        ModelInfo("blip", "Salesforce/blip-image-captioning-large", ("Salesforce/blip-image-captioning-base",),
-                  "BLIP ViT + BERT decoder, fine-tuned on COCO captions"),
-        ModelInfo("blip2", "Salesforce/blip2-opt-2.7b", ("Salesforce/blip2-opt-6.7b", "Salesforce/blip2-opt-6.7b-coco"),
-                  "BLIP-2: frozen ViT-g, Q-Former and an OPT language model"),
-        ModelInfo("git", "microsoft/git-base-coco", ("microsoft/git-large-coco",),
-                  "GIT: CLIP ViT image tokens feeding one text decoder, fine-tuned on COCO"),
-        ModelInfo("vit-gpt2", "nlpconnect/vit-gpt2-image-captioning", (),
-                  "ViT encoder + GPT-2 decoder, fine-tuned on COCO 2017"),
+        ModelInfo(
+            "blip",
+            "Salesforce/blip-image-captioning-large",
+            ("Salesforce/blip-image-captioning-base",),
+            "BLIP ViT + BERT decoder, fine-tuned on COCO captions",
+        ),
+        ModelInfo(
+            "blip2",
+            "Salesforce/blip2-opt-2.7b",
+            ("Salesforce/blip2-opt-6.7b", "Salesforce/blip2-opt-6.7b-coco"),
+            "BLIP-2: frozen ViT-g, Q-Former and an OPT language model",
+        ),
+        ModelInfo(
+            "git",
+            "microsoft/git-base-coco",
+            ("microsoft/git-large-coco",),
+            "GIT: CLIP ViT image tokens feeding one text decoder, fine-tuned on COCO",
+        ),
+        ModelInfo(
+            "vit-gpt2",
+            "nlpconnect/vit-gpt2-image-captioning",
+            (),
+            "ViT encoder + GPT-2 decoder, fine-tuned on COCO 2017",
+        ),
     )
 }
 

@@ -1,4 +1,5 @@
 """celery_app: the Celery app factory, broker config and beat schedule; every role builds its app from settings."""
+
 from __future__ import annotations
 
 import functools
@@ -21,23 +22,43 @@ from capq.settings import Settings
 from capq.tiers import TierCycle
 
 # Named, not imported: the roles' task modules import this one, and the API image must not load a worker's.
-TASK_MODULES = ["workers.tasks", "evaluation.tasks", "workers.retention", "evaluation.quality_tasks", "translation.tasks"]
+TASK_MODULES = [
+    "workers.tasks",
+    "evaluation.tasks",
+    "workers.retention",
+    "evaluation.quality_tasks",
+    "translation.tasks",
+]
 
 
 def _per_model(prefix: str, task: str, interval_s: float) -> dict:
-    return {f"{prefix}-{model}": {"task": task, "schedule": float(interval_s), "kwargs": {"model": model},
-                                  "options": {"queue": EVAL_QUEUE}} for model in MODEL_NAMES}
+    return {
+        f"{prefix}-{model}": {
+            "task": task,
+            "schedule": float(interval_s),
+            "kwargs": {"model": model},
+            "options": {"queue": EVAL_QUEUE},
+        }
+        for model in MODEL_NAMES
+    }
 
 
 def beat_schedule(settings: Settings) -> dict:
     """celery beat's entries: evaluation and (issue 18) reference-free quality per model; retention (issue 15)."""
-    schedule = (_per_model("evaluate", EVAL_TASK, settings.eval_interval_s)
-                | _per_model("quality", QUALITY_TASK, settings.quality_interval_s))
-    schedule["alias-compare"] = {"task": ALIAS_COMPARE_TASK, "schedule": float(settings.quality_interval_s),
-                                 "options": {"queue": EVAL_QUEUE}}
+    schedule = _per_model("evaluate", EVAL_TASK, settings.eval_interval_s) | _per_model(
+        "quality", QUALITY_TASK, settings.quality_interval_s
+    )
+    schedule["alias-compare"] = {
+        "task": ALIAS_COMPARE_TASK,
+        "schedule": float(settings.quality_interval_s),
+        "options": {"queue": EVAL_QUEUE},
+    }
     if settings.retention_days:
-        schedule["retention"] = {"task": RETENTION_TASK, "schedule": float(settings.retention_interval_s),
-                                 "options": {"queue": EVAL_QUEUE}}
+        schedule["retention"] = {
+            "task": RETENTION_TASK,
+            "schedule": float(settings.retention_interval_s),
+            "options": {"queue": EVAL_QUEUE},
+        }
     return schedule
 
 
@@ -62,8 +83,10 @@ def create_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         task_default_queue=EVAL_QUEUE,
         # Issue 18: every queue declared (as Celery would create it), so Flower lists each one with no worker online.
-        task_queues=[Queue(q, Exchange(q), routing_key=q)
-                     for q in [*(q for m in MODEL_NAMES for q in caption_queues(m)), EVAL_QUEUE, TRANSLATE_QUEUE]],
+        task_queues=[
+            Queue(q, Exchange(q), routing_key=q)
+            for q in [*(q for m in MODEL_NAMES for q in caption_queues(m)), EVAL_QUEUE, TRANSLATE_QUEUE]
+        ],
         task_routes={EVAL_TASK: {"queue": EVAL_QUEUE}, TRANSLATE_TASK: {"queue": TRANSLATE_QUEUE}},
         # Events feed Flower.
         worker_send_task_events=True,

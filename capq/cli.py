@@ -1,4 +1,5 @@
 """cli: the `capq` command; each package adds its own commands through a `register(app)` hook."""
+
 from __future__ import annotations
 
 import sys
@@ -8,8 +9,12 @@ from rich.console import Console
 
 from capq.settings import SettingsError
 
-app = typer.Typer(help="capq: distributed batch image captioning.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="capq: distributed batch image captioning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 console = Console(stderr=True)
 # Repository tooling (tooling/): the runtime images do not ship it, so these commands say where they run instead.
 TOOLING_COMMANDS = ("stack", "demo", "models make-tiny")
@@ -18,8 +23,15 @@ TOOLING_COMMANDS = ("stack", "demo", "models make-tiny")
 def _register_packages() -> None:
     import importlib
 
-    for name in ("workers.cli", "producer.cli", "evaluation.cli", "producer.cli_export", "translation.cli", "ui.cli",
-                 "tooling.cli"):
+    for name in (
+        "workers.cli",
+        "producer.cli",
+        "evaluation.cli",
+        "producer.cli_export",
+        "translation.cli",
+        "ui.cli",
+        "tooling.cli",
+    ):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -33,8 +45,11 @@ def _register_packages() -> None:
 
 def _tooling_missing() -> None:
     def missing(ctx: typer.Context) -> None:
-        console.print(f"[red]error:[/red] `{ctx.command_path}` is repository tooling, not part of this installation: "
-                      "run it from a checkout of capq (make setup installs it; then .venv/bin/capq)", soft_wrap=True)
+        console.print(
+            f"[red]error:[/red] `{ctx.command_path}` is repository tooling, not part of this installation: "
+            "run it from a checkout of capq (make setup installs it; then .venv/bin/capq)",
+            soft_wrap=True,
+        )
         raise typer.Exit(2)
 
     takes_anything = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -42,8 +57,9 @@ def _tooling_missing() -> None:
         *group, name = command.split()
         parent = next((g.typer_instance for g in app.registered_groups if [g.name] == group), None) if group else app
         if parent is not None:
-            parent.command(name, context_settings=takes_anything,
-                           help="Repository tooling: run from a checkout.")(missing)
+            parent.command(name, context_settings=takes_anything, help="Repository tooling: run from a checkout.")(
+                missing
+            )
 
 
 _register_packages()

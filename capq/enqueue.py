@@ -1,4 +1,5 @@
 """enqueue: send a job's recorded items to their model's tier queue as shard messages (producer and healer)."""
+
 from __future__ import annotations
 
 import time
@@ -19,7 +20,9 @@ def _shards(pending: list[dict], shard_size: int):
     """Cut items (in sequence order) into runs of one model x preset, at most shard_size long."""
     shard: list[dict] = []
     for item in pending:
-        if shard and (len(shard) == shard_size or (item["model"], item["preset"]) != (shard[0]["model"], shard[0]["preset"])):
+        if shard and (
+            len(shard) == shard_size or (item["model"], item["preset"]) != (shard[0]["model"], shard[0]["preset"])
+        ):
             yield shard
             shard = []
         shard.append(item)
@@ -56,9 +59,13 @@ def _shard_commands(app, job_id: str, tier: str, shards: list[list[dict]]) -> tu
                 shas = [it["sha256"] for it in shard if it["state"] == ITEM_QUEUED]  # a cancelled item stays unsent
                 if shas:
                     message = ShardMessage(job_id, shard[0]["model"], shard[0]["preset"], shas, time.time())
-                    app.send_task(CAPTION_TASK, args=message.to_args(),
-                                  queue=caption_queue(shard[0]["model"], tier), headers=celery_headers(),
-                                  producer=producer)
+                    app.send_task(
+                        CAPTION_TASK,
+                        args=message.to_args(),
+                        queue=caption_queue(shard[0]["model"], tier),
+                        headers=celery_headers(),
+                        producer=producer,
+                    )
                     sent += len(shas)
         finally:
             del producer._batch_local.current
@@ -68,6 +75,7 @@ def _shard_commands(app, job_id: str, tier: str, shards: list[list[dict]]) -> tu
 def _publish_once(client: redis.Redis, mark: str, first_seq: int, last_seq: int, commands: list) -> bool:
     """Run the queueing commands and move the job's sent mark to last_seq in one MULTI/EXEC, unless the mark
     already covers first_seq (an earlier, killed run of this submission published them). -> published."""
+
     def run(pipe) -> bool:
         if int(pipe.get(mark) or -1) >= first_seq:
             return False
@@ -134,9 +142,9 @@ def resend_open(app, jobs: JobStore, job: dict, shard_size: int) -> int:
     sent = 0
     for page in jobs.item_pages(job["_id"], through_seq=job.get("enqueued_seq", -1)):
         for shard in _shards([it for it in page if it["state"] == ITEM_QUEUED], shard_size):
-            message = ShardMessage(job["_id"], shard[0]["model"], shard[0]["preset"], [it["sha256"] for it in shard],
-                                   time.time())
-            app.send_task(CAPTION_TASK, args=message.to_args(),
-                          queue=caption_queue(shard[0]["model"], job["tier"]))
+            message = ShardMessage(
+                job["_id"], shard[0]["model"], shard[0]["preset"], [it["sha256"] for it in shard], time.time()
+            )
+            app.send_task(CAPTION_TASK, args=message.to_args(), queue=caption_queue(shard[0]["model"], job["tier"]))
             sent += len(shard)
     return sent

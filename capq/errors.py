@@ -6,7 +6,8 @@ class CapqError(Exception):
 
 
 class InputError(CapqError):
-    """The caller's input is wrong (a name, a file, a request): permanent, never retried; the message says what to fix."""
+    """The caller's input is wrong (a name, a file, a request): permanent, never retried; the message says what to
+    fix."""
 
 
 class Unavailable(CapqError):

@@ -1,4 +1,5 @@
 """imaging: checking image bytes (producer) and decoding them for a model (worker), with reasons on failure."""
+
 from __future__ import annotations
 
 import contextlib
@@ -34,8 +35,14 @@ def _return_freed_pixels_to_the_os() -> None:
 _return_freed_pixels_to_the_os()
 
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
-                 "BMP": "image/bmp", "TIFF": "image/tiff"}
+CONTENT_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
 
 
 class PixelBudget:
@@ -98,8 +105,9 @@ def inspect_image(data: bytes, max_bytes: int, max_pixels: int, budget: PixelBud
     try:
         img = open_image(data)
     except UnidentifiedImageError:
-        raise InvalidImage("not an image: content matches no supported format "
-                           f"({', '.join(SUPPORTED_FORMATS)})") from None
+        raise InvalidImage(
+            f"not an image: content matches no supported format ({', '.join(SUPPORTED_FORMATS)})"
+        ) from None
     except Exception as exc:  # PIL raises many types on damaged headers
         raise InvalidImage(f"cannot read image header: {exc}") from None
     with img:
@@ -108,8 +116,10 @@ def inspect_image(data: bytes, max_bytes: int, max_pixels: int, budget: PixelBud
             raise InvalidImage(f"format {fmt} is not supported; use one of {', '.join(SUPPORTED_FORMATS)}")
         # Checked before decoding, so a decompression bomb is refused without allocating it.
         if width * height > max_pixels:
-            raise InvalidImage(f"{width}x{height} is {width * height:,} pixels, over the {max_pixels:,}-pixel cap "
-                               "(CAPQ_MAX_IMAGE_PIXELS); resize it")
+            raise InvalidImage(
+                f"{width}x{height} is {width * height:,} pixels, over the {max_pixels:,}-pixel cap "
+                "(CAPQ_MAX_IMAGE_PIXELS); resize it"
+            )
         if fmt == "JPEG":
             _check_jpeg_complete(data)
         else:
@@ -126,8 +136,10 @@ def _check_jpeg_complete(data: bytes) -> None:
     it (a stray marker, say; bit flips it fills in silently go unseen): decoding every JPEG here as well
     doubled the producer's CPU per image (docs/benchmarks.md)."""
     if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
-        raise InvalidImage("truncated JPEG: the image data ends before its end-of-image marker; "
-                           "the file was cut off (copy or download it again)")
+        raise InvalidImage(
+            "truncated JPEG: the image data ends before its end-of-image marker; "
+            "the file was cut off (copy or download it again)"
+        )
 
 
 def _check_decodes(img: Image.Image) -> None:
@@ -138,8 +150,13 @@ def _check_decodes(img: Image.Image) -> None:
         raise InvalidImage(f"cannot decode image (damaged or truncated?): {exc}") from None
 
 
-def decode_rgb(data: bytes, max_pixels: int, max_side_px: int = 1024, budget: PixelBudget | None = None,
-               min_size: tuple[int, int] | None = None) -> Image.Image:
+def decode_rgb(
+    data: bytes,
+    max_pixels: int,
+    max_side_px: int = 1024,
+    budget: PixelBudget | None = None,
+    min_size: tuple[int, int] | None = None,
+) -> Image.Image:
     """Fully decode to an upright RGB image (EXIF orientation applied); InvalidImage on any damage.
 
     The header's size is checked against `max_pixels` before any decode. A JPEG is decoded with DCT scaling

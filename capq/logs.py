@@ -1,4 +1,5 @@
 """logs: structured JSON log lines that carry the job id, trace id and Celery task id of the work in hand."""
+
 from __future__ import annotations
 
 import contextvars
@@ -15,8 +16,12 @@ job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("capq_jo
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = {"ts": round(time.time(), 3), "level": record.levelname, "logger": record.name,
-                "msg": record.getMessage()}
+        line = {
+            "ts": round(time.time(), 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         job_id = getattr(record, "job_id", None) or job_id_var.get()
         if job_id:
             line["job_id"] = job_id
@@ -38,7 +43,9 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(json_lines: bool, level: int = logging.INFO, secrets: tuple[str, ...] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter(secrets))  # no password of a connection URL reaches a log line
-    handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -1,4 +1,5 @@
 """names: every Redis key, queue name and tier in one place, all under the capq prefix."""
+
 import os
 import socket
 
@@ -25,7 +26,7 @@ def heartbeat_key(wid: str) -> str:
 
 def worker_of_heartbeat(key: str) -> str:
     """The worker id in a heartbeat key."""
-    return key[len(WORKER_HEARTBEAT_KEY):]
+    return key[len(WORKER_HEARTBEAT_KEY) :]
 
 
 def caption_queue(model: str, tier: str) -> str:
@@ -41,6 +42,7 @@ def caption_queues(model: str) -> list[str]:
 def tier_of_queue(queue: str) -> str | None:
     tier = queue.rsplit(".", 1)[-1]
     return tier if tier in TIERS else None
+
 
 CAPTION_TASK = "capq.caption_shard"  # its message: capq.shard.ShardMessage
 ITEM_QUEUED = "queued"  # a job item waiting for its caption (storage.jobs.OPEN)

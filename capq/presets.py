@@ -1,11 +1,13 @@
 """presets: named generation settings per model, their post-processors, and the config hash."""
+
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from capq.errors import InputError
 
@@ -22,8 +24,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # Seed model/image_captioning_models.py test_blip().
         "seed": {
             "prompt": None,
-            "generate": {"max_length": 200, "min_length": 25, "length_penalty": 1.2, "num_beams": 8,
-                         "early_stopping": True, "repetition_penalty": 1.3},
+            "generate": {
+                "max_length": 200,
+                "min_length": 25,
+                "length_penalty": 1.2,
+                "num_beams": 8,
+                "early_stopping": True,
+                "repetition_penalty": 1.3,
+            },
             "postprocess": None,
         },
     },
@@ -38,8 +46,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # Seed test_blip2(): temperature/top_p without do_sample, as passed there (beam search ignores them).
         "seed": {
             "prompt": None,
-            "generate": {"max_length": 200, "min_length": 25, "num_beams": 8, "length_penalty": 1.2,
-                         "repetition_penalty": 1.3, "temperature": 0.8, "top_p": 0.9},
+            "generate": {
+                "max_length": 200,
+                "min_length": 25,
+                "num_beams": 8,
+                "length_penalty": 1.2,
+                "repetition_penalty": 1.3,
+                "temperature": 0.8,
+                "top_p": 0.9,
+            },
             "postprocess": None,
         },
     },
@@ -49,8 +64,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # Seed test_git_model().
         "seed": {
             "prompt": None,
-            "generate": {"max_length": 200, "min_length": 20, "num_beams": 8, "length_penalty": 1.2,
-                         "repetition_penalty": 1.2, "temperature": 0.7, "top_p": 0.9, "early_stopping": True},
+            "generate": {
+                "max_length": 200,
+                "min_length": 20,
+                "num_beams": 8,
+                "length_penalty": 1.2,
+                "repetition_penalty": 1.2,
+                "temperature": 0.7,
+                "top_p": 0.9,
+                "early_stopping": True,
+            },
             "postprocess": None,
         },
     },
@@ -60,8 +83,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # Seed test_vit_gpt2(); its pad/eos ids come from the tokenizer, which the adapter always passes.
         "seed": {
             "prompt": None,
-            "generate": {"max_length": 20, "num_beams": 5, "length_penalty": 0.8, "repetition_penalty": 1.5,
-                         "no_repeat_ngram_size": 3, "early_stopping": True},
+            "generate": {
+                "max_length": 20,
+                "num_beams": 5,
+                "length_penalty": 0.8,
+                "repetition_penalty": 1.5,
+                "no_repeat_ngram_size": 3,
+                "early_stopping": True,
+            },
             "postprocess": "seed_vit_gpt2",
         },
     },
@@ -115,8 +144,11 @@ def config_hash(model: str, preset: dict[str, Any], checkpoint: str | None = Non
     if not isinstance(preset, dict):
         raise TypeError(f"preset must be a dict like get_preset() returns, got {type(preset).__name__}")
     # Normalised so that a missing key and its default (None, {}) hash the same.
-    content = {"prompt": preset.get("prompt") or None, "generate": preset.get("generate") or {},
-               "postprocess": preset.get("postprocess")}
+    content = {
+        "prompt": preset.get("prompt") or None,
+        "generate": preset.get("generate") or {},
+        "postprocess": preset.get("postprocess"),
+    }
     body = {"model": model, "checkpoint": checkpoint, "preset": content}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]

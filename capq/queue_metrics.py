@@ -1,4 +1,5 @@
 """queue_metrics: what waits in Redis per model and tier (depth, oldest item, each job's place), as a collector."""
+
 from __future__ import annotations
 
 import base64
@@ -88,8 +89,12 @@ def in_flight(client: redis.Redis) -> list[tuple[str, str | None, int, float]]:
 
 
 def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s,
-                                socket_timeout=max(settings.connect_timeout_s, 5), decode_responses=True)
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.connect_timeout_s,
+        socket_timeout=max(settings.connect_timeout_s, 5),
+        decode_responses=True,
+    )
 
 
 class QueueCollector:
@@ -124,8 +129,11 @@ class QueueCollector:
     def _redis_families(self):
         now = time.time()
         depth = GaugeMetricFamily("capq_queue_shards", "Shard messages waiting in a queue", labels=["model", "tier"])
-        age = GaugeMetricFamily("capq_queue_oldest_age_seconds",
-                                "Age of the oldest waiting shard (0 when the queue is empty)", labels=["model", "tier"])
+        age = GaugeMetricFamily(
+            "capq_queue_oldest_age_seconds",
+            "Age of the oldest waiting shard (0 when the queue is empty)",
+            labels=["model", "tier"],
+        )
         for model in MODEL_NAMES:
             for tier in TIERS:
                 q = read_queue(self.client, caption_queue(model, tier), scan=False)

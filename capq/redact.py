@@ -1,4 +1,5 @@
 """redact: connection URLs and free text with their passwords masked, for errors, logs and responses."""
+
 from __future__ import annotations
 
 import logging
@@ -9,8 +10,10 @@ MASK = "***"
 # scheme://user:password@host -> scheme://user:***@host, wherever such a URL sits in a text.
 _USERINFO = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/@:]*:)(?P<secret>[^\s/]+)@")
 # Query parameters that carry secrets in connection strings and presigned URLs.
-_SECRET_PARAMS = re.compile(r"(?i)\b(password|passwd|pwd|secret|token|X-Amz-Signature|X-Amz-Credential|"
-                            r"AWSAccessKeyId|Signature|api[_-]?key)=([^&\s]+)")
+_SECRET_PARAMS = re.compile(
+    r"(?i)\b(password|passwd|pwd|secret|token|X-Amz-Signature|X-Amz-Credential|"
+    r"AWSAccessKeyId|Signature|api[_-]?key)=([^&\s]+)"
+)
 
 
 def mask_url(url: str) -> str:

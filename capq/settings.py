@@ -1,10 +1,11 @@
 """settings: the one configuration object, read from CAPQ_* environment variables once."""
+
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -72,8 +73,10 @@ def _parse_prices(value) -> dict[str, float]:
     for name, number in _pairs(value, "blip:cuda=1.2,*:cpu=0.05").items():
         model, sep, device = name.partition(":")
         if not sep or model not in (*MODEL_NAMES, "*") or not device:
-            raise ValueError(f"price key {name!r} must be MODEL:DEVICE, MODEL one of {list(MODEL_NAMES)} or '*', "
-                             "DEVICE such as cuda, cpu or '*'")
+            raise ValueError(
+                f"price key {name!r} must be MODEL:DEVICE, MODEL one of {list(MODEL_NAMES)} or '*', "
+                "DEVICE such as cuda, cpu or '*'"
+            )
         try:
             prices[name] = float(number)
         except (TypeError, ValueError):
@@ -138,9 +141,7 @@ class Settings(BaseModel):
     upload_concurrency: int = Field(8, gt=0)
 
     # API
-    rate_limits_per_hour: dict[str, int] = Field(
-        default_factory=lambda: {"free": 100, "plus": 300, "premium": 1000}
-    )
+    rate_limits_per_hour: dict[str, int] = Field(default_factory=lambda: {"free": 100, "plus": 300, "premium": 1000})
     caption_wait_s: float = Field(60.0, gt=0)
 
     # Evaluation
@@ -158,9 +159,7 @@ class Settings(BaseModel):
     max_files_per_request: int = Field(500, gt=0)
     max_items_per_request: int = Field(10_000, gt=0)
     # Images per key per hour, on top of the request budget (rate_limits_per_hour).
-    image_limits_per_hour: dict[str, int] = Field(
-        default_factory=lambda: {"free": 100, "plus": 300, "premium": 1000}
-    )
+    image_limits_per_hour: dict[str, int] = Field(default_factory=lambda: {"free": 100, "plus": 300, "premium": 1000})
     # Failed API keys per client address per window before that address gets 429.
     auth_failure_limit: int = Field(20, gt=0)
     auth_failure_window_s: int = Field(900, gt=0)
@@ -179,14 +178,14 @@ class Settings(BaseModel):
     # Items (image x model) an owner may submit per UTC day, by tier; a tier left out has no quota.
     daily_image_quotas: dict[str, int] = Field(default_factory=dict)
     # Issue 16: streaming submission and URL inputs
-    submit_window: int = Field(256, gt=0)         # candidates read ahead and in flight at once while submitting
-    submit_record_chunk: int = Field(250, gt=0)   # images per MongoDB write (and per enqueue) while submitting
-    fetch_timeout_s: float = Field(10.0, gt=0)    # connect/read timeout of each http(s) fetch
-    fetch_retries: int = Field(2, ge=0)           # retries of a fetch after a timeout, a dropped connection or 429/5xx
-    fetch_backoff_s: float = Field(0.5, ge=0)     # first retry delay; doubles per retry
-    fetch_per_host: int = Field(4, gt=0)          # concurrent fetches per host
+    submit_window: int = Field(256, gt=0)  # candidates read ahead and in flight at once while submitting
+    submit_record_chunk: int = Field(250, gt=0)  # images per MongoDB write (and per enqueue) while submitting
+    fetch_timeout_s: float = Field(10.0, gt=0)  # connect/read timeout of each http(s) fetch
+    fetch_retries: int = Field(2, ge=0)  # retries of a fetch after a timeout, a dropped connection or 429/5xx
+    fetch_backoff_s: float = Field(0.5, ge=0)  # first retry delay; doubles per retry
+    fetch_per_host: int = Field(4, gt=0)  # concurrent fetches per host
     fetch_max_redirects: int = Field(5, ge=0)
-    fetch_allow_private: bool = False             # fetch from private/loopback/link-local addresses (tests, intranets)
+    fetch_allow_private: bool = False  # fetch from private/loopback/link-local addresses (tests, intranets)
     max_url_items_per_request: int = Field(1000, gt=0)  # API: http(s) items it fetches before it answers
     # Issue 18: production monitoring (exporter, ETAs, aliases, reference-free quality, tracing)
     exporter_port: int = Field(9101, ge=1, le=65535)
@@ -318,13 +317,13 @@ class Settings(BaseModel):
 
     # Issue 18 (finish): a significant drop is tested against the trailing window's evaluations on the images both
     # scored; capacity is planned for the oldest queued item to wait at most capacity_target_age_s.
-    drop_window_s: int = Field(7 * 86400, gt=0)     # trailing window of evaluations a new one is compared against
-    drop_min_images: int = Field(10, ge=2)           # fewer images in common: an unpaired test on per-image values
-    drop_max_images: int = Field(2000, gt=0)         # per-image statistics kept per evaluation (smallest sha256s)
-    drop_p_value: float = Field(0.05, gt=0, lt=1)    # significance level of a drop
+    drop_window_s: int = Field(7 * 86400, gt=0)  # trailing window of evaluations a new one is compared against
+    drop_min_images: int = Field(10, ge=2)  # fewer images in common: an unpaired test on per-image values
+    drop_max_images: int = Field(2000, gt=0)  # per-image statistics kept per evaluation (smallest sha256s)
+    drop_p_value: float = Field(0.05, gt=0, lt=1)  # significance level of a drop
     capacity_target_age_s: float = Field(600.0, gt=0)
     capacity_max_utilization: float = Field(0.8, gt=0, le=1)  # headroom: workers busy at most this share of time
-    arrival_window_s: int = Field(3600, gt=0)        # arrivals per model are counted over this window
+    arrival_window_s: int = Field(3600, gt=0)  # arrivals per model are counted over this window
 
 
 def _env_name(field: str) -> str:

@@ -1,4 +1,6 @@
-"""shard: the caption shard message (one model batch of image ids): its fields, version and wire layout, in one place."""
+"""shard: the caption shard message (one model batch of image ids): its fields, version and wire layout, in one
+place."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,11 +40,18 @@ class ShardMessage:
             v, args = VERSION, args[:5]
         else:
             version = args[5] if len(args) == 6 else "unknown"
-            raise BadShard(f"shard message of version {version} with {len(args)} fields; this worker reads "
-                           f"versions 0 and {VERSION}: upgrade the worker, or re-drive it from the dead letters")
+            raise BadShard(
+                f"shard message of version {version} with {len(args)} fields; this worker reads "
+                f"versions 0 and {VERSION}: upgrade the worker, or re-drive it from the dead letters"
+            )
         job_id, model, preset, shas, *rest = args
-        if not (isinstance(job_id, str) and isinstance(model, str) and isinstance(preset, str)
-                and isinstance(shas, list) and all(isinstance(s, str) for s in shas)):
+        if not (
+            isinstance(job_id, str)
+            and isinstance(model, str)
+            and isinstance(preset, str)
+            and isinstance(shas, list)
+            and all(isinstance(s, str) for s in shas)
+        ):
             raise BadShard(f"not a shard message: {str(args)[:200]}")
         enqueued_at = float(rest[0]) if rest and rest[0] else None
         return cls(job_id, model, preset, shas, enqueued_at, v)

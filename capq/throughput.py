@@ -1,4 +1,5 @@
 """throughput: each worker's recent images per second, kept in Redis so that ETAs can be computed anywhere."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ log = logging.getLogger("capq.worker")
 
 
 def _client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s,
-                                decode_responses=True)
+    return redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=settings.connect_timeout_s, decode_responses=True
+    )
 
 
 def record(settings: Settings, model: str, worker_id: str, items: int, busy_s: float) -> None:

@@ -1,4 +1,5 @@
 """tiers: the order a worker reads its tier queues in: weighted, so premium leads and free never starves."""
+
 from __future__ import annotations
 
 from capq.names import TIERS, tier_of_queue

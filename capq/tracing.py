@@ -1,5 +1,6 @@
 """tracing: one trace id per API request or CLI submission, carried through Celery headers to every task, caption and
 log line; OpenTelemetry spans when CAPQ_TRACING_OTLP_ENDPOINT is set."""
+
 from __future__ import annotations
 
 import contextvars
@@ -7,12 +8,12 @@ import functools
 import random
 import re
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 trace_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("capq_trace_id", default=None)
 CELERY_HEADER = "capq_trace_id"  # message header a shard or evaluation task carries its trace id in
-HTTP_HEADER = "X-Trace-Id"       # a request may send one (else one is made); every response carries it
+HTTP_HEADER = "X-Trace-Id"  # a request may send one (else one is made); every response carries it
 # Same shape as a W3C / OpenTelemetry trace id, so the two can be one and the same.
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -76,8 +77,12 @@ def _parent_context():
     active = trace.get_current_span().get_span_context()
     if active.is_valid and format(active.trace_id, "032x") == tid:
         return None
-    parent = SpanContext(trace_id=int(tid, 16), span_id=random.getrandbits(63) + 1, is_remote=True,
-                         trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    parent = SpanContext(
+        trace_id=int(tid, 16),
+        span_id=random.getrandbits(63) + 1,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
     return trace.set_span_in_context(NonRecordingSpan(parent))
 
 
@@ -103,9 +108,13 @@ def connect_celery(settings=None) -> None:
     def before(task_id=None, task=None, **_):
         tid = getattr(task.request, CELERY_HEADER, None) or (task.request.headers or {}).get(CELERY_HEADER)
         token = trace_id_var.set(accept(tid) or new_trace_id())
-        task_span = (_tracer(endpoint).start_span(task.name, context=_parent_context(),
-                                                   attributes={"celery.task_id": task_id or ""})
-                     if endpoint else None)
+        task_span = (
+            _tracer(endpoint).start_span(
+                task.name, context=_parent_context(), attributes={"celery.task_id": task_id or ""}
+            )
+            if endpoint
+            else None
+        )
         tokens[task_id] = (token, task_span)
 
     def after(task_id=None, **_):

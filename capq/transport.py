@@ -1,4 +1,5 @@
 """transport: Redis only carries work, and may lose it all; the epoch tells a Redis that did from one that did not."""
+
 from __future__ import annotations
 
 import uuid

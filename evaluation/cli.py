@@ -1,10 +1,10 @@
 """cli: `capq refs import` and `capq eval run|history|compare|seed`, added to the capq command by register()."""
+
 from __future__ import annotations
 
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -14,8 +14,9 @@ from capq.settings import get_settings
 from evaluation import ops_cli, quality_cli
 
 refs_app = typer.Typer(help="Reference captions that evaluation scores against.", no_args_is_help=True)
-eval_app = typer.Typer(help="Caption quality: BLEU-1..4, ROUGE-L, CIDEr (and METEOR) with 95% intervals.",
-                       no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Caption quality: BLEU-1..4, ROUGE-L, CIDEr (and METEOR) with 95% intervals.", no_args_is_help=True
+)
 out = Console()
 err = Console(stderr=True)
 # The same names as evaluation.metrics.SCORE_NAMES; this module imports no metric code at load time, because
@@ -70,20 +71,27 @@ def _drop_cell(doc: dict) -> str:
 def _runs_table(docs: list[dict], title: str) -> Table:
     """Runs side by side: one column per evaluation, one row per score (with its 95% interval)."""
     table = Table("", *(f"{d['model']}\n{str(d['created_at'])[:19]}" for d in docs), title=title)
-    for label, get in (("checkpoint", lambda d: d.get("checkpoint")), ("preset", lambda d: d.get("preset")),
-                       ("config", lambda d: d.get("config_hash")), ("trigger", lambda d: d.get("trigger")),
-                       ("kind", lambda d: d.get("kind") or "references"),
-                       ("images", lambda d: d["image_count"]), ("image set", lambda d: d["image_set_hash"][:12]),
-                       ("no refs / empty", lambda d: f"{d['counts']['no_reference']} / {d['counts']['empty']}"),
-                       ("drop vs trailing", _drop_cell)):
+    for label, get in (
+        ("checkpoint", lambda d: d.get("checkpoint")),
+        ("preset", lambda d: d.get("preset")),
+        ("config", lambda d: d.get("config_hash")),
+        ("trigger", lambda d: d.get("trigger")),
+        ("kind", lambda d: d.get("kind") or "references"),
+        ("images", lambda d: d["image_count"]),
+        ("image set", lambda d: d["image_set_hash"][:12]),
+        ("no refs / empty", lambda d: f"{d['counts']['no_reference']} / {d['counts']['empty']}"),
+        ("drop vs trailing", _drop_cell),
+    ):
         table.add_row(label, *(str(get(d)) for d in docs))
     _score_rows(table, [(d["scores"], d.get("ci95")) for d in docs])
     return table
 
 
 @refs_app.command("import")
-def refs_import(file: Path = typer.Argument(..., help="COCO captions JSON or the seed's captions_ground_truth.json"),
-                as_json: bool = typer.Option(False, "--json", help="Print the import report as JSON.")) -> None:
+def refs_import(
+    file: Path = typer.Argument(..., help="COCO captions JSON or the seed's captions_ground_truth.json"),
+    as_json: bool = typer.Option(False, "--json", help="Print the import report as JSON."),
+) -> None:
     """Import reference captions; the whole file is checked first, and importing it again changes nothing."""
     from evaluation.references import import_file
 
@@ -99,19 +107,23 @@ def refs_import(file: Path = typer.Argument(..., help="COCO captions JSON or the
 
 
 @eval_app.command("run")
-def eval_run(model: Optional[str] = typer.Option(None, help="Only this model (blip, blip2, git, vit-gpt2)."),
-             preset: Optional[str] = typer.Option(None, help="Only captions made with this preset."),
-             job: Optional[str] = typer.Option(None, help="Only captions made by this job id."),
-             since: Optional[str] = typer.Option(None, help="Only captions created at or after this ISO 8601 time."),
-             meteor: bool = typer.Option(False, "--meteor", help="Also compute METEOR (Java; ~10 s to start)."),
-             as_json: bool = typer.Option(False, "--json", help="Print the stored evaluations as JSON.")) -> None:
+def eval_run(
+    model: str | None = typer.Option(None, help="Only this model (blip, blip2, git, vit-gpt2)."),
+    preset: str | None = typer.Option(None, help="Only captions made with this preset."),
+    job: str | None = typer.Option(None, help="Only captions made by this job id."),
+    since: str | None = typer.Option(None, help="Only captions created at or after this ISO 8601 time."),
+    meteor: bool = typer.Option(False, "--meteor", help="Also compute METEOR (Java; ~10 s to start)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the stored evaluations as JSON."),
+) -> None:
     """Score finished captions that have references; store one evaluation per model/checkpoint/config."""
     from evaluation.run import evaluate_groups
 
     try:
         when = datetime.fromisoformat(since) if since else None
     except ValueError:
-        raise typer.BadParameter(f"{since!r} is not ISO 8601, e.g. 2025-07-09T06:00:00Z", param_hint="--since") from None
+        raise typer.BadParameter(
+            f"{since!r} is not ISO 8601, e.g. 2025-07-09T06:00:00Z", param_hint="--since"
+        ) from None
     try:
         report = evaluate_groups(get_settings(), model=model, preset=preset, job_id=job, since=when, meteor=meteor)
     except _user_errors() as exc:
@@ -122,16 +134,21 @@ def eval_run(model: Optional[str] = typer.Option(None, help="Only this model (bl
     if report.evaluations:
         out.print(_runs_table(report.evaluations, "stored evaluations"))
     for s in report.skipped:
-        err.print(f"not evaluated: {s['model']} {s['checkpoint']} {s['config_hash']}: {s['reason']}",
-                  highlight=False, soft_wrap=True)
+        err.print(
+            f"not evaluated: {s['model']} {s['checkpoint']} {s['config_hash']}: {s['reason']}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if not report.evaluations and not report.skipped:
         err.print("no finished captions match these filters; nothing to evaluate", highlight=False, soft_wrap=True)
 
 
 @eval_app.command("history")
-def eval_history(model: Optional[str] = typer.Option(None, help="Only this model."),
-                 limit: int = typer.Option(6, min=1, help="How many of the newest runs to show."),
-                 as_json: bool = typer.Option(False, "--json", help="Print the evaluations as JSON.")) -> None:
+def eval_history(
+    model: str | None = typer.Option(None, help="Only this model."),
+    limit: int = typer.Option(6, min=1, help="How many of the newest runs to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print the evaluations as JSON."),
+) -> None:
     """Past evaluations side by side, newest first, each score with its 95% interval."""
     from storage.evaluations import EvaluationStore
 
@@ -145,11 +162,13 @@ def eval_history(model: Optional[str] = typer.Option(None, help="Only this model
 
 
 @eval_app.command("compare")
-def eval_compare(a: Optional[str] = typer.Argument(None, help="Model A, or a model alias to compare its arms"),
-                 b: Optional[str] = typer.Argument(None, help="Model B (omit when A is an alias)"),
-                 preset: Optional[str] = typer.Option(None, help="Only captions made with this preset."),
-                 alias: Optional[str] = typer.Option(None, "--alias", help="Compare the arms of this model alias."),
-                 as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON.")) -> None:
+def eval_compare(
+    a: str | None = typer.Argument(None, help="Model A, or a model alias to compare its arms"),
+    b: str | None = typer.Argument(None, help="Model B (omit when A is an alias)"),
+    preset: str | None = typer.Option(None, help="Only captions made with this preset."),
+    alias: str | None = typer.Option(None, "--alias", help="Compare the arms of this model alias."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
     """A minus B on the images both captioned: difference, 95% interval and p-value (paired bootstrap). With
     --alias NAME (or one alias name): its arms on the captions of the jobs submitted to it, by CLIPScore, health
     signals and BLEU/CIDEr where references exist (unpaired bootstrap), stored for the exporter and dashboards."""
@@ -168,18 +187,33 @@ def eval_compare(a: Optional[str] = typer.Argument(None, help="Model A, or a mod
     if as_json:
         _print_json(result)
         return
-    table = Table("score", f"A: {a}", f"B: {b}", "A - B", "95% interval", "p",
-                  title=f"{result['images']} images captioned by both, with references")
+    table = Table(
+        "score",
+        f"A: {a}",
+        f"B: {b}",
+        "A - B",
+        "95% interval",
+        "p",
+        title=f"{result['images']} images captioned by both, with references",
+    )
     for name, d in result["diff"].items():
-        table.add_row(name, f"{result['scores_a'][name]:.4f}", f"{result['scores_b'][name]:.4f}",
-                      f"{d['diff']:+.4f}", f"{d['ci95'][0]:+.4f} .. {d['ci95'][1]:+.4f}", f"{d['p_value']:.3f}")
+        table.add_row(
+            name,
+            f"{result['scores_a'][name]:.4f}",
+            f"{result['scores_b'][name]:.4f}",
+            f"{d['diff']:+.4f}",
+            f"{d['ci95'][0]:+.4f} .. {d['ci95'][1]:+.4f}",
+            f"{d['p_value']:.3f}",
+        )
     out.print(table)
 
 
 @eval_app.command("seed")
-def eval_seed(seed_dir: Path = typer.Argument(..., help="The seed folder, or its eval_result_json/ folder."),
-              meteor: bool = typer.Option(False, "--meteor", help="Also compute METEOR (Java; ~10 s to start)."),
-              as_json: bool = typer.Option(False, "--json", help="Print {model: {score: value}} as JSON.")) -> None:
+def eval_seed(
+    seed_dir: Path = typer.Argument(..., help="The seed folder, or its eval_result_json/ folder."),
+    meteor: bool = typer.Option(False, "--meteor", help="Also compute METEOR (Java; ~10 s to start)."),
+    as_json: bool = typer.Option(False, "--json", help="Print {model: {score: value}} as JSON."),
+) -> None:
     """Score the seed project's eval JSON files as its notebook did (reproduces its results table)."""
     from evaluation.seed import differences_from_published, score_seed_dir
 
@@ -194,13 +228,18 @@ def eval_seed(seed_dir: Path = typer.Argument(..., help="The seed folder, or its
     _score_rows(table, [(s, None) for s in scores.values()])
     out.print(table)
     differ = differences_from_published(scores)
-    out.print("; ".join(differ) if differ else "every score above equals the seed's published table to 4 decimals",
-              highlight=False, soft_wrap=True)
+    out.print(
+        "; ".join(differ) if differ else "every score above equals the seed's published table to 4 decimals",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @eval_app.command("worker")
-def eval_worker(concurrency: int = typer.Option(1, min=1, help="Evaluations at once (each uses a CPU and a JVM)."),
-                loglevel: str = typer.Option("INFO", help="Log level.")) -> None:
+def eval_worker(
+    concurrency: int = typer.Option(1, min=1, help="Evaluations at once (each uses a CPU and a JVM)."),
+    loglevel: str = typer.Option("INFO", help="Log level."),
+) -> None:
     """Run the evaluation worker: a Celery worker on the capq.eval queue, fed by celery beat and `eval` tasks."""
     from evaluation.tasks import serve
 

@@ -1,5 +1,6 @@
 """clipscore: reference-free CLIPScore of (image, caption) pairs with torchmetrics, from a CLIP checkpoint by hub id or
 folder."""
+
 # torchmetrics' clip_score is the maintained implementation (max(100 * cos(E_image, E_caption), 0), Hessel et al.
 # 2021 without their 2.5 weight). It loads only a few hub ids by name; any other checkpoint goes in as the loader
 # callable it accepts. Per-image scores come from calling it once per pair, so each image's score is kept for the
@@ -66,8 +67,9 @@ def clip_scores(checkpoint: str, images: list, captions: list[str]) -> list[floa
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
     loader = functools.partial(load_clip, checkpoint)
     with torch.no_grad():
-        return [float(clip_score(image_tensor(img), text, model_name_or_path=loader))
-                for img, text in zip(images, captions)]
+        return [
+            float(clip_score(image_tensor(img), text, model_name_or_path=loader)) for img, text in zip(images, captions)
+        ]
 
 
 def mean_ci95(values: list[float], samples: int, seed: int = 0) -> tuple[float, tuple[float, float]]:

@@ -1,5 +1,6 @@
 """drop: whether a model's new evaluation dropped significantly from its trailing window, by the paired bootstrap of
 evaluation.metrics on the images both scored."""
+
 # Each evaluation keeps per-image statistics (reference scores: BLEU counts, ROUGE-L, CIDEr; CLIPScore; health
 # flags) for up to drop_max_images images, the ones with the smallest sha256 so that successive runs keep the same
 # images. A new evaluation is compared with the trailing window's: per image, the mean of its values in the earlier
@@ -53,15 +54,19 @@ def doc_stats(doc: dict) -> CorpusStats | None:
     """The per-image statistics an evaluation document keeps, as CorpusStats (None for an older document)."""
     if doc.get("kind") == "clipscore" and isinstance(doc.get("per_image"), dict) and doc["per_image"]:
         ids = sorted(doc["per_image"])
-        return CorpusStats(tuple(ids), np.zeros((len(ids), 0)),
-                           {"clipscore": np.array([doc["per_image"][i] for i in ids], dtype=float)})
+        return CorpusStats(
+            tuple(ids),
+            np.zeros((len(ids), 0)),
+            {"clipscore": np.array([doc["per_image"][i] for i in ids], dtype=float)},
+        )
     per = doc.get("per_image_stats")
     if not per or not per.get("ids"):
         return None
     n = len(per["ids"])
     bleu = _array(per["bleu"], n) if "bleu" in per else np.zeros((n, 0))
-    return CorpusStats(tuple(per["ids"]), bleu, {k: _array(v, n)[:, 0] for k, v in per.items()
-                                                  if k not in ("ids", "bleu")})
+    return CorpusStats(
+        tuple(per["ids"]), bleu, {k: _array(v, n)[:, 0] for k, v in per.items() if k not in ("ids", "bleu")}
+    )
 
 
 def trailing_stats(docs: list[dict]) -> CorpusStats | None:
@@ -103,8 +108,9 @@ def compare_to_trailing(new: CorpusStats, old: CorpusStats, settings: Settings, 
         tested = paired_bootstrap(a, b, settings.bootstrap_samples, seed)
         method, images = "paired", len(common)
     else:
-        tested = {k: compare_unpaired(new.per_image[k], old.per_image[k], settings.bootstrap_samples, seed)
-                  for k in names}
+        tested = {
+            k: compare_unpaired(new.per_image[k], old.per_image[k], settings.bootstrap_samples, seed) for k in names
+        }
         method, images = "unpaired", min(len(new.image_ids), len(old.image_ids))
     scores = {}
     for name, t in tested.items():

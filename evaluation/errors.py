@@ -1,4 +1,5 @@
 """errors: evaluation's error hierarchy under capq.errors.CapqError (no heavy imports: the metrics use it)."""
+
 from capq.errors import CapqError, InputError, Unavailable
 
 

@@ -1,9 +1,10 @@
 """health: cheap reference-free signals of a model's production captions: empty, repeated, cut at the length limit,
 and vocabulary size."""
+
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 HEALTH_SCORES = ("empty_share", "repeated_share", "length_limit_share", "vocabulary", "mean_words")
 

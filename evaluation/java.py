@@ -1,4 +1,5 @@
 """java: the Java tools pycocoevalcap ships (PTB tokenizer, METEOR 1.5), each started once per corpus."""
+
 from __future__ import annotations
 
 import re
@@ -6,8 +7,8 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from evaluation.errors import JavaError
 
@@ -29,8 +30,10 @@ def _ptb() -> tuple[Path, frozenset]:
     # Imported here, not at module level: the slim API image has no pycocoevalcap, yet loads this package.
     from pycocoevalcap.tokenizer import ptbtokenizer
 
-    return (Path(ptbtokenizer.__file__).with_name(ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR),
-            frozenset(ptbtokenizer.PUNCTUATIONS))
+    return (
+        Path(ptbtokenizer.__file__).with_name(ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR),
+        frozenset(ptbtokenizer.PUNCTUATIONS),
+    )
 
 
 def ptb_tokenize(sentences: Sequence[str], timeout_s: float = 600.0) -> list[str]:
@@ -50,16 +53,25 @@ def ptb_tokenize(sentences: Sequence[str], timeout_s: float = 600.0) -> list[str
     with tempfile.TemporaryDirectory(prefix="capq-ptb-") as tmp:
         path = Path(tmp) / "sentences.txt"
         path.write_text("\n".join(clean[i] for i in todo), encoding="utf-8")
-        cmd = ["java", "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines",
-               "-lowerCase", str(path)]
+        cmd = [
+            "java",
+            "-cp",
+            str(jar),
+            "edu.stanford.nlp.process.PTBTokenizer",
+            "-preserveLines",
+            "-lowerCase",
+            str(path),
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
             raise JavaError(f"the PTB tokenizer ran longer than {timeout_s:.0f}s on {len(todo)} sentences") from None
     if proc.returncode != 0:
-        raise JavaError(f"the PTB tokenizer exited with {proc.returncode}: {proc.stderr.decode(errors='replace')[-500:]}")
+        raise JavaError(
+            f"the PTB tokenizer exited with {proc.returncode}: {proc.stderr.decode(errors='replace')[-500:]}"
+        )
     lines = proc.stdout.decode("utf-8").split("\n")
-    if len(lines) < len(todo) or any(line.strip() for line in lines[len(todo):]):
+    if len(lines) < len(todo) or any(line.strip() for line in lines[len(todo) :]):
         raise JavaError(f"the PTB tokenizer returned {len(lines)} lines for {len(todo)} sentences")
     for i, line in zip(todo, lines):
         out[i] = " ".join(w for w in line.rstrip().split(" ") if w not in punctuations)
@@ -72,7 +84,7 @@ class MeteorProcess:
     Starting it loads a paraphrase table (about 10 s), so score several corpora with one process.
     """
 
-    def __enter__(self) -> "MeteorProcess":
+    def __enter__(self) -> MeteorProcess:
         _require_java("METEOR")
         from pycocoevalcap.meteor.meteor import Meteor
 

@@ -1,4 +1,5 @@
 """metrics: BLEU-1..4, ROUGE-L, CIDEr-D and METEOR as pycocoevalcap computes them, with bootstrap intervals."""
+
 # Inputs are {image_id: [candidate]} (exactly one per image, as COCO evaluation requires) and
 # {image_id: [reference, ...]}. Text is PTB-tokenized once for all scorers. Scores are kept as per-image
 # statistics (CorpusStats) so that a bootstrap resample is a weighted sum, never another Java run.
@@ -12,8 +13,8 @@
 # so it gets no interval.
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Mapping, Sequence
 
 import numpy as np
 from pycocoevalcap.bleu.bleu_scorer import precook
@@ -41,7 +42,11 @@ class CorpusStats:
     meteor: float | None = None
 
     def scores(self) -> dict[str, float]:
-        out = dict(zip(BLEU_NAMES, (float(x) for x in bleu_from_sums(self.bleu.sum(axis=0))))) if self.bleu.shape[1] else {}
+        out = (
+            dict(zip(BLEU_NAMES, (float(x) for x in bleu_from_sums(self.bleu.sum(axis=0)))))
+            if self.bleu.shape[1]
+            else {}
+        )
         out.update({name: float(np.mean(v)) for name, v in self.per_image.items()})
         if self.meteor is not None:
             out["meteor"] = self.meteor
@@ -52,8 +57,11 @@ class CorpusStats:
         without BLEU; METEOR (a corpus score) is dropped."""
         index = {i: n for n, i in enumerate(self.image_ids)}
         rows = [index[i] for i in ids]
-        return CorpusStats(tuple(ids), self.bleu[rows] if bleu else np.zeros((len(rows), 0)),
-                           {k: self.per_image[k][rows] for k in (self.per_image if names is None else names)})
+        return CorpusStats(
+            tuple(ids),
+            self.bleu[rows] if bleu else np.zeros((len(rows), 0)),
+            {k: self.per_image[k][rows] for k in (self.per_image if names is None else names)},
+        )
 
 
 @dataclass(frozen=True)
@@ -110,11 +118,14 @@ def rouge_l(candidate: str, references: Sequence[str]) -> float:
         prec, rec = max(prec, lcs / len(cand)), max(rec, lcs / len(tokens))
     if prec == 0 or rec == 0:
         return 0.0
-    return ((1 + _ROUGE_BETA ** 2) * prec * rec) / float(rec + _ROUGE_BETA ** 2 * prec)
+    return ((1 + _ROUGE_BETA**2) * prec * rec) / float(rec + _ROUGE_BETA**2 * prec)
 
 
-def corpus_stats(candidates: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
-                 meteor: MeteorProcess | None = None) -> CorpusStats:
+def corpus_stats(
+    candidates: Mapping[Hashable, str],
+    references: Mapping[Hashable, Sequence[str]],
+    meteor: MeteorProcess | None = None,
+) -> CorpusStats:
     """Score tokenized text: {id: candidate} and {id: [refs]} over the same ids, in the candidates' order."""
     ids = tuple(candidates)
     if not ids:
@@ -137,8 +148,11 @@ def corpus_stats(candidates: Mapping[Hashable, str], references: Mapping[Hashabl
     return CorpusStats(ids, bleu, {"rouge_l": rouge_scores, "cider": np.asarray(cider_scores, dtype=float)}, met)
 
 
-def tokenize(candidates: Mapping[Hashable, Sequence[str]], references: Mapping[Hashable, Sequence[str]],
-             *more: Mapping[Hashable, Sequence[str]]) -> tuple[dict, ...]:
+def tokenize(
+    candidates: Mapping[Hashable, Sequence[str]],
+    references: Mapping[Hashable, Sequence[str]],
+    *more: Mapping[Hashable, Sequence[str]],
+) -> tuple[dict, ...]:
     """Check the inputs and tokenize every candidate set and the references in one Java run.
 
     Returns ({id: tokenized candidate}, {id: [tokenized refs]}, then one dict per extra candidate set);
@@ -148,7 +162,9 @@ def tokenize(candidates: Mapping[Hashable, Sequence[str]], references: Mapping[H
     for cands in sets:
         bad = [i for i, c in cands.items() if isinstance(c, str) or len(c) != 1]
         if bad:
-            raise MetricError(f"each image needs exactly one candidate in a list, e.g. {{id: ['a dog']}}; not so for {bad[:5]}")
+            raise MetricError(
+                f"each image needs exactly one candidate in a list, e.g. {{id: ['a dog']}}; not so for {bad[:5]}"
+            )
     ids = list(dict.fromkeys(i for cands in sets for i in cands))
     missing = [i for i in ids if not references.get(i)]
     if missing:
@@ -191,23 +207,34 @@ def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def bootstrap_ci(stats: CorpusStats, samples: int = 1000, seed: int = 0, level: float = 0.95,
-                 ) -> dict[str, tuple[float, float]]:
+def bootstrap_ci(
+    stats: CorpusStats,
+    samples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
     """Percentile interval per score from `samples` resamples of the images (BLEU, ROUGE-L, CIDEr)."""
     parts = [_resampled(stats, w) for w in _resample_chunks(len(stats.image_ids), samples, seed)]
     return {name: _interval(np.concatenate([p[name] for p in parts]), level) for name in parts[0]}
 
 
-def paired_bootstrap(a: CorpusStats, b: CorpusStats, samples: int = 1000, seed: int = 0, level: float = 0.95,
-                     ) -> dict[str, dict]:
+def paired_bootstrap(
+    a: CorpusStats,
+    b: CorpusStats,
+    samples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, dict]:
     """A minus B on the same images: {score: {"diff", "ci95": [lo, hi], "p_value"}}.
 
     Both resamples draw the same images. The p-value is two-sided: how often a resampled difference lies
     at least |diff| away from diff (the bootstrap null centred on 0), with the +1 correction.
     """
     if a.image_ids != b.image_ids:
-        raise MetricError("paired bootstrap needs both corpora scored on the same images in the same order; "
-                          "use compare() to restrict them to the images both models captioned")
+        raise MetricError(
+            "paired bootstrap needs both corpora scored on the same images in the same order; "
+            "use compare() to restrict them to the images both models captioned"
+        )
     point_a, point_b = a.scores(), b.scores()
     diffs: dict[str, list] = {}
     for w in _resample_chunks(len(a.image_ids), samples, seed):
@@ -227,16 +254,25 @@ def compare_unpaired(a: list[float], b: list[float], samples: int, seed: int = 0
     resamples each arm on its own; p is the two-sided share of resampled differences on the other side of 0."""
     rng = np.random.default_rng(seed)
     xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    diffs = (xa[rng.integers(0, len(xa), size=(samples, len(xa)))].mean(axis=1)
-             - xb[rng.integers(0, len(xb), size=(samples, len(xb)))].mean(axis=1))
+    diffs = xa[rng.integers(0, len(xa), size=(samples, len(xa)))].mean(axis=1) - xb[
+        rng.integers(0, len(xb), size=(samples, len(xb)))
+    ].mean(axis=1)
     diff = float(xa.mean() - xb.mean())
     p = 2 * min(float((diffs <= 0).mean()), float((diffs >= 0).mean()))
-    return {"diff": diff, "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
-            "p_value": min(1.0, p)}
+    return {
+        "diff": diff,
+        "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
+        "p_value": min(1.0, p),
+    }
 
 
-def unpaired_bootstrap(a: CorpusStats, b: CorpusStats, samples: int = 1000, seed: int = 0, level: float = 0.95,
-                       ) -> dict[str, dict]:
+def unpaired_bootstrap(
+    a: CorpusStats,
+    b: CorpusStats,
+    samples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, dict]:
     """A minus B on different images (the arms of an alias): each resample draws A's and B's images on their own.
     {score: {"diff", "ci95", "p_value"}}; p is two-sided, twice the share of resampled differences on the far side
     of 0 (as compare_unpaired)."""
@@ -247,13 +283,22 @@ def unpaired_bootstrap(a: CorpusStats, b: CorpusStats, samples: int = 1000, seed
     for name in parts_a[0]:
         d = np.concatenate([p[name] for p in parts_a]) - np.concatenate([p[name] for p in parts_b])
         p = 2 * min(float((d <= 0).mean()), float((d >= 0).mean()))
-        out[name] = {"diff": float(point_a[name] - point_b[name]), "ci95": list(_interval(d, level)),
-                     "p_value": min(1.0, p)}
+        out[name] = {
+            "diff": float(point_a[name] - point_b[name]),
+            "ci95": list(_interval(d, level)),
+            "p_value": min(1.0, p),
+        }
     return out
 
 
-def evaluate(candidates: Mapping[Hashable, Sequence[str]], references: Mapping[Hashable, Sequence[str]], *,
-             meteor: bool = False, samples: int = 1000, seed: int = 0) -> Evaluation:
+def evaluate(
+    candidates: Mapping[Hashable, Sequence[str]],
+    references: Mapping[Hashable, Sequence[str]],
+    *,
+    meteor: bool = False,
+    samples: int = 1000,
+    seed: int = 0,
+) -> Evaluation:
     """Scores, 95% bootstrap intervals and per-image statistics of one corpus.
 
     :param candidates: {image_id: [caption]}; an empty caption scores 0 on every metric.
@@ -270,8 +315,14 @@ def evaluate(candidates: Mapping[Hashable, Sequence[str]], references: Mapping[H
     return Evaluation(stats.scores(), bootstrap_ci(stats, samples, seed), stats)
 
 
-def compare(a: Mapping[Hashable, Sequence[str]], b: Mapping[Hashable, Sequence[str]],
-            references: Mapping[Hashable, Sequence[str]], *, samples: int = 1000, seed: int = 0) -> dict:
+def compare(
+    a: Mapping[Hashable, Sequence[str]],
+    b: Mapping[Hashable, Sequence[str]],
+    references: Mapping[Hashable, Sequence[str]],
+    *,
+    samples: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Paired comparison of two models on the images both captioned and that have references.
 
     Returns {"images", "a", "b", "diff"}: both score sets (same IDF: same images) and paired_bootstrap(a, b).

@@ -1,9 +1,9 @@
 """ops_cli: `capq exporter`, the one per-deployment Prometheus exporter of queues, workers and scores."""
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
 
 import typer
 
@@ -30,8 +30,10 @@ def serve_exporter(settings: Settings, port: int, addr: str = "0.0.0.0") -> None
         time.sleep(3600)
 
 
-def exporter(port: Optional[int] = typer.Option(None, min=1, max=65535, help="Port (default CAPQ_EXPORTER_PORT)."),
-             address: str = typer.Option("0.0.0.0", help="Address to listen on.")) -> None:
+def exporter(
+    port: int | None = typer.Option(None, min=1, max=65535, help="Port (default CAPQ_EXPORTER_PORT)."),
+    address: str = typer.Option("0.0.0.0", help="Address to listen on."),
+) -> None:
     """Serve queue depth and oldest-item age per model and tier, workers online, dead letters and the newest
     evaluation scores on /metrics. Run exactly one per deployment (the values are global)."""
     settings = get_settings()

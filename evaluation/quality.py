@@ -1,12 +1,13 @@
 """quality: reference-free quality of each model's newest production captions (health signals and CLIPScore), stored
 in the evaluation history beside BLEU/CIDEr, and the comparison of an alias's arms."""
+
 from __future__ import annotations
 
 import functools
 import logging
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -42,11 +43,14 @@ def _sample_fields(sample: list[dict]) -> dict:
     from evaluation.run import image_set_hash
 
     shas = [c["sha256"] for c in sample]
-    return {"image_count": len(sample), "image_set_hash": image_set_hash(shas),
-            "checkpoints": sorted({c["checkpoint"] for c in sample if c.get("checkpoint")}),
-            "preset": ", ".join(sorted({c.get("preset") or "" for c in sample} - {""})) or None,
-            "sample": {"newest_at": sample[0].get("created_at"), "oldest_at": sample[-1].get("created_at")},
-            "scope": {"job_id": None, "since": None, "preset": None}}
+    return {
+        "image_count": len(sample),
+        "image_set_hash": image_set_hash(shas),
+        "checkpoints": sorted({c["checkpoint"] for c in sample if c.get("checkpoint")}),
+        "preset": ", ".join(sorted({c.get("preset") or "" for c in sample} - {""})) or None,
+        "sample": {"newest_at": sample[0].get("created_at"), "oldest_at": sample[-1].get("created_at")},
+        "scope": {"job_id": None, "since": None, "preset": None},
+    }
 
 
 def health_doc(model: str, sample: list[dict], trigger: str) -> dict:
@@ -60,11 +64,22 @@ def health_doc(model: str, sample: list[dict], trigger: str) -> dict:
             limit = None
         flags.append(hits_limit(count(c.get("caption") or ""), limit))
     scores = health_signals([c.get("caption") or "" for c in sample], flags)
-    return {"kind": "health", "model": model, **_sample_fields(sample), "scores": scores, "ci95": {},
-            "per_image_stats": health_per_image(sample, flags),
-            "counts": {"captions": len(sample), "scored": len(sample), "no_reference": 0,
-                       "empty": round(scores["empty_share"] * len(sample))},
-            "length_unit": "tokens" if units == {"tokens"} else "words", "trigger": trigger}
+    return {
+        "kind": "health",
+        "model": model,
+        **_sample_fields(sample),
+        "scores": scores,
+        "ci95": {},
+        "per_image_stats": health_per_image(sample, flags),
+        "counts": {
+            "captions": len(sample),
+            "scored": len(sample),
+            "no_reference": 0,
+            "empty": round(scores["empty_share"] * len(sample)),
+        },
+        "length_unit": "tokens" if units == {"tokens"} else "words",
+        "trigger": trigger,
+    }
 
 
 def health_per_image(sample: list[dict], at_limit: list[bool], limit: int = 100_000) -> dict:
@@ -77,11 +92,16 @@ def health_per_image(sample: list[dict], at_limit: list[bool], limit: int = 100_
         first.setdefault(c["sha256"], n)
     ids = sorted(first)[:limit]
     rows = [first[i] for i in ids]
-    return pack(ids, None, {
-        "empty_share": np.array([float(not texts[n]) for n in rows]),
-        "repeated_share": np.array([float(bool(texts[n]) and counts[texts[n].lower()] > 1) for n in rows]),
-        "length_limit_share": np.array([float(bool(texts[n]) and at_limit[n]) for n in rows]),
-        "mean_words": np.array([float(len(texts[n].split())) for n in rows])})
+    return pack(
+        ids,
+        None,
+        {
+            "empty_share": np.array([float(not texts[n]) for n in rows]),
+            "repeated_share": np.array([float(bool(texts[n]) and counts[texts[n].lower()] > 1) for n in rows]),
+            "length_limit_share": np.array([float(bool(texts[n]) and at_limit[n]) for n in rows]),
+            "mean_words": np.array([float(len(texts[n].split())) for n in rows]),
+        },
+    )
 
 
 def clip_doc(settings: Settings, model: str, sample: list[dict], trigger: str) -> dict | None:
@@ -90,7 +110,7 @@ def clip_doc(settings: Settings, model: str, sample: list[dict], trigger: str) -
     from evaluation.clipscore import clip_scores, mean_ci95
 
     store, images, kept = ImageStore(settings), [], []
-    for c in sample[:settings.clipscore_sample_size]:
+    for c in sample[: settings.clipscore_sample_size]:
         try:
             images.append(decode_rgb(store.get(c["sha256"]), settings.max_image_pixels))
             kept.append(c)
@@ -100,16 +120,28 @@ def clip_doc(settings: Settings, model: str, sample: list[dict], trigger: str) -
         return None
     scores = clip_scores(settings.clip_checkpoint, images, [c.get("caption") or "" for c in kept])
     mean, ci = mean_ci95(scores, settings.bootstrap_samples)
-    return {"kind": "clipscore", "model": model, **_sample_fields(kept), "scores": {"clipscore": mean},
-            "ci95": {"clipscore": list(ci)}, "per_image": {c["sha256"]: s for c, s in zip(kept, scores)},
-            "clip_checkpoint": settings.clip_checkpoint, "bootstrap_samples": settings.bootstrap_samples,
-            "counts": {"captions": len(kept), "scored": len(kept), "no_reference": 0,
-                       "empty": sum(1 for c in kept if not (c.get("caption") or "").strip())},
-            "trigger": trigger}
+    return {
+        "kind": "clipscore",
+        "model": model,
+        **_sample_fields(kept),
+        "scores": {"clipscore": mean},
+        "ci95": {"clipscore": list(ci)},
+        "per_image": {c["sha256"]: s for c, s in zip(kept, scores)},
+        "clip_checkpoint": settings.clip_checkpoint,
+        "bootstrap_samples": settings.bootstrap_samples,
+        "counts": {
+            "captions": len(kept),
+            "scored": len(kept),
+            "no_reference": 0,
+            "empty": sum(1 for c in kept if not (c.get("caption") or "").strip()),
+        },
+        "trigger": trigger,
+    }
 
 
-def measure_quality(settings: Settings, model: str | None = None, trigger: str = "manual",
-                    clip: bool = True) -> list[dict]:
+def measure_quality(
+    settings: Settings, model: str | None = None, trigger: str = "manual", clip: bool = True
+) -> list[dict]:
     """Store a health evaluation (and a CLIPScore one when CAPQ_CLIP_CHECKPOINT is set and clip is True) of each
     model's newest CAPQ_QUALITY_SAMPLE_SIZE captions; returns the stored documents. Models with no captions are
     skipped."""
@@ -123,7 +155,7 @@ def measure_quality(settings: Settings, model: str | None = None, trigger: str =
         if clip and settings.clip_checkpoint:
             docs.append(clip_doc(settings, name, sample, trigger))
         for doc in filter(None, docs):
-            doc["created_at"] = datetime.now(timezone.utc)
+            doc["created_at"] = datetime.now(UTC)
             doc["drop"] = drop_test(settings, store, doc)  # issue 18: against its trailing window, by image
             doc["duration_s"] = round(time.perf_counter() - started, 3)
             stored.append({k: v for k, v in store.insert(doc).items() if k != "per_image_stats"})
@@ -162,9 +194,16 @@ def compare_alias_arms(settings: Settings, alias: str, clip: bool = True, store:
         raise ValueError(f"no alias {alias!r}; `capq aliases list` shows them")
     reads = CaptionSamples(settings)
     jobs = reads.alias_jobs(alias)
-    out: dict = {"alias": alias, "arms": arms, "jobs": len(jobs), "per_arm": {}, "diff": {},
-                 "method": "unpaired bootstrap", "bootstrap_samples": settings.bootstrap_samples,
-                 "p_value_level": settings.drop_p_value}
+    out: dict = {
+        "alias": alias,
+        "arms": arms,
+        "jobs": len(jobs),
+        "per_arm": {},
+        "diff": {},
+        "method": "unpaired bootstrap",
+        "bootstrap_samples": settings.bootstrap_samples,
+        "p_value_level": settings.drop_p_value,
+    }
     stats: dict[str, dict] = {}  # kind -> arm -> CorpusStats
     samples = {}
     for arm in arms:
@@ -179,8 +218,11 @@ def compare_alias_arms(settings: Settings, alias: str, clip: bool = True, store:
         if clip and settings.clip_checkpoint:
             doc = clip_doc(settings, arm["model"], sample, "manual")
             if doc:
-                entry["clipscore"] = {"mean": doc["scores"]["clipscore"], "ci95": doc["ci95"]["clipscore"],
-                                      "images": doc["image_count"]}
+                entry["clipscore"] = {
+                    "mean": doc["scores"]["clipscore"],
+                    "ci95": doc["ci95"]["clipscore"],
+                    "images": doc["image_count"],
+                }
                 stats.setdefault("clipscore", {})[arm["model"]] = doc_stats(doc)
         out["per_arm"][arm["model"]] = entry
     for model, ref_stats in _reference_stats(settings, samples).items():
@@ -189,12 +231,13 @@ def compare_alias_arms(settings: Settings, alias: str, clip: bool = True, store:
     for kind, by_arm in stats.items():
         names = list(by_arm)
         for i, a in enumerate(names):
-            for b in names[i + 1:]:
+            for b in names[i + 1 :]:
                 tested = unpaired_bootstrap(by_arm[a], by_arm[b], settings.bootstrap_samples)
                 out["diff"].setdefault(f"{a} - {b}", {})[kind] = {
                     name: t | {"significant": bool(t["p_value"] < settings.drop_p_value and t["diff"] != 0)}
-                    for name, t in tested.items() if name not in UNTESTED}
+                    for name, t in tested.items()
+                    if name not in UNTESTED
+                }
     if store:
-        out = EvaluationStore(settings).insert({**out, "kind": "alias", "model": None,
-                                                "created_at": datetime.now(timezone.utc)})
+        out = EvaluationStore(settings).insert({**out, "kind": "alias", "model": None, "created_at": datetime.now(UTC)})
     return out

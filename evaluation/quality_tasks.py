@@ -1,4 +1,5 @@
 """quality_tasks: the Celery task beat sends to measure one model's production captions without references."""
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,12 @@ def measure(model: str | None = None) -> dict:
     from evaluation.quality import measure_quality
 
     docs = measure_quality(get_settings(), model=model, trigger="beat")
-    summary = {"stored": [{"id": d["id"], "kind": d["kind"], "model": d["model"], "images": d["image_count"],
-                           **d["scores"]} for d in docs]}
+    summary = {
+        "stored": [
+            {"id": d["id"], "kind": d["kind"], "model": d["model"], "images": d["image_count"], **d["scores"]}
+            for d in docs
+        ]
+    }
     log.info("quality of %s: %s", model or "all models", summary)
     return summary
 
@@ -35,7 +40,11 @@ def compare_aliases() -> dict:
     done = {}
     for alias in AliasStore(settings).list():
         result = compare_alias_arms(settings, alias["name"], store=True)
-        done[alias["name"]] = {pair: {kind: {n: t["p_value"] for n, t in scores.items() if t["significant"]}
-                                      for kind, scores in kinds.items()} for pair, kinds in result["diff"].items()}
+        done[alias["name"]] = {
+            pair: {
+                kind: {n: t["p_value"] for n, t in scores.items() if t["significant"]} for kind, scores in kinds.items()
+            }
+            for pair, kinds in result["diff"].items()
+        }
     log.info("alias comparisons (significant p-values): %s", done)
     return {"aliases": done}

@@ -1,4 +1,5 @@
 """references: parse and validate reference-caption files, and import them keyed by image content hash."""
+
 # Two formats: COCO captions annotations ({"images": [{id, file_name}], "annotations": [{image_id, caption}]})
 # and the seed's captions_ground_truth.json ({"images": {coco_id: {filename, captions}}}). The whole file is
 # checked before anything is written. References attach to images through the file names the images were
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from capq.settings import Settings
@@ -33,14 +34,20 @@ class ImportReport:
     ambiguous: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"{self.file} ({self.format}): {self.images_in_file} image(s) with captions; "
-               f"{self.inserted} new, {self.updated} updated, {self.unchanged} unchanged"]
+        out = [
+            f"{self.file} ({self.format}): {self.images_in_file} image(s) with captions; "
+            f"{self.inserted} new, {self.updated} updated, {self.unchanged} unchanged"
+        ]
         if self.pending:
-            out.append(f"{len(self.pending)} file name(s) match no submitted image yet, e.g. {self.pending[:_SHOW]}: "
-                       "kept as pending and used once images are submitted under exactly those names")
+            out.append(
+                f"{len(self.pending)} file name(s) match no submitted image yet, e.g. {self.pending[:_SHOW]}: "
+                "kept as pending and used once images are submitted under exactly those names"
+            )
         if self.ambiguous:
-            out.append(f"{len(self.ambiguous)} file name(s) belong to more than one submitted image (different bytes, "
-                       f"same name), e.g. {self.ambiguous[:_SHOW]}: not imported; rename or drop them in the file")
+            out.append(
+                f"{len(self.ambiguous)} file name(s) belong to more than one submitted image (different bytes, "
+                f"same name), e.g. {self.ambiguous[:_SHOW]}: not imported; rename or drop them in the file"
+            )
         return out
 
 
@@ -60,11 +67,20 @@ def _name_problem(name) -> bool:
 def _parse_coco(path: Path, data: dict) -> dict[str, list[str]]:
     images, annotations = data.get("images"), data.get("annotations")
     if not isinstance(images, list) or not isinstance(annotations, list):
-        _fail(path, ["a COCO captions file needs an 'images' list and an 'annotations' list "
-                     "(an image-info file without 'annotations' has no captions to import)"])
+        _fail(
+            path,
+            [
+                "a COCO captions file needs an 'images' list and an 'annotations' list "
+                "(an image-info file without 'annotations' has no captions to import)"
+            ],
+        )
     problems, names, seen = [], {}, {}
     for n, img in enumerate(images):
-        if not isinstance(img, dict) or not isinstance(img.get("id"), (int, str)) or _name_problem(img.get("file_name")):
+        if (
+            not isinstance(img, dict)
+            or not isinstance(img.get("id"), (int, str))
+            or _name_problem(img.get("file_name"))
+        ):
             problems.append(f"images[{n}] needs an 'id' (number or string) and a non-empty 'file_name'")
             continue
         name = img["file_name"].strip()
@@ -116,7 +132,9 @@ def parse_file(path: Path) -> tuple[str, dict[str, list[str]]]:
     except UnicodeDecodeError as exc:
         raise ReferenceFormatError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
-        raise ReferenceFormatError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise ReferenceFormatError(
+            f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     if isinstance(data, dict) and isinstance(data.get("images"), dict):
         fmt, by_name = "seed-ground-truth", _parse_seed(path, data)
     elif isinstance(data, dict) and ("annotations" in data or isinstance(data.get("images"), list)):
@@ -125,14 +143,20 @@ def parse_file(path: Path) -> tuple[str, dict[str, list[str]]]:
         raise ReferenceFormatError(
             f"{path}: unknown format; expected COCO captions ({{'images': [{{'id', 'file_name'}}], "
             "'annotations': [{'image_id', 'caption'}]}) or the seed's captions_ground_truth.json "
-            "({'images': {id: {'filename', 'captions'}}})")
+            "({'images': {id: {'filename', 'captions'}}})"
+        )
     if not by_name:
         raise ReferenceFormatError(f"{path}: no captions in the file")
     return fmt, by_name
 
 
-def plan_import(by_name: dict[str, list[str]], name_to_shas: dict[str, set[str]], existing: dict[str, dict],
-                source: str, now: datetime) -> tuple[list[dict], list[str], ImportReport]:
+def plan_import(
+    by_name: dict[str, list[str]],
+    name_to_shas: dict[str, set[str]],
+    existing: dict[str, dict],
+    source: str,
+    now: datetime,
+) -> tuple[list[dict], list[str], ImportReport]:
     """(documents to write, keys to delete, report) for one parsed file; pure, so it is tested alone."""
     report = ImportReport(file=source, format="", images_in_file=len(by_name))
     wanted: dict[str, dict] = {}
@@ -170,8 +194,7 @@ def import_file(settings: Settings, path: Path) -> ImportReport:
     store = ReferenceStore(settings)
     name_to_shas = store.images_by_file_name(by_name)
     keys = {s for shas in name_to_shas.values() for s in shas} | {pending_key(n) for n in by_name}
-    upserts, deletes, report = plan_import(by_name, name_to_shas, store.get(keys), Path(path).name,
-                                           datetime.now(timezone.utc))
+    upserts, deletes, report = plan_import(by_name, name_to_shas, store.get(keys), Path(path).name, datetime.now(UTC))
     store.write(upserts, deletes)
     report.format = fmt
     return report
@@ -195,8 +218,9 @@ def resolve_pending(settings: Settings, shas: list[str]) -> int:
         holders = owners.get(doc["file_name"], set())
         if len(holders) == 1:
             sha = next(iter(holders))
-            into = resolved.setdefault(sha, {**{k: v for k, v in doc.items() if k != "pending"}, "sha256": sha,
-                                             "captions": []})
+            into = resolved.setdefault(
+                sha, {**{k: v for k, v in doc.items() if k != "pending"}, "sha256": sha, "captions": []}
+            )
             into["captions"] += [c for c in doc["captions"] if c not in into["captions"]]
             deletes.append(key)
     store.write(list(resolved.values()), deletes)

@@ -1,4 +1,5 @@
 """run: score stored captions against their references, one evaluation document per (model, checkpoint, config)."""
+
 # Only captions with status "done" count. A caption whose image has no references is left out and counted
 # (counts.no_reference). An empty caption stays in as an empty candidate and scores 0 on every metric
 # (counts.empty): leaving it out would reward a model for producing nothing.
@@ -7,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from capq.settings import Settings
 from evaluation import metrics
@@ -35,7 +36,9 @@ def image_set_hash(shas) -> str:
 def _unchanged(group: dict, latest: dict | None, last_import: datetime | None) -> bool:
     if latest is None or latest["counts"]["captions"] != group["captions"]:
         return False
-    if group["last_caption_at"] and (not latest.get("last_caption_at") or group["last_caption_at"] > latest["last_caption_at"]):
+    if group["last_caption_at"] and (
+        not latest.get("last_caption_at") or group["last_caption_at"] > latest["last_caption_at"]
+    ):
         return False
     return last_import is None or last_import <= latest["created_at"]
 
@@ -57,10 +60,13 @@ def _evaluate_group(settings: Settings, group: dict, filters: dict, trigger: str
     refs = _references(settings, list(dict.fromkeys(c["sha256"] for c in captions)))
     scored = {c["sha256"]: [c.get("caption") or ""] for c in captions if c["sha256"] in refs}
     if not scored:
-        return (f"none of its {len(captions)} caption(s) has references; "
-                "import them with `capq refs import FILE` (COCO captions or captions_ground_truth.json)")
-    result = metrics.evaluate(scored, {s: refs[s] for s in scored}, meteor=meteor,
-                              samples=settings.bootstrap_samples, seed=0)
+        return (
+            f"none of its {len(captions)} caption(s) has references; "
+            "import them with `capq refs import FILE` (COCO captions or captions_ground_truth.json)"
+        )
+    result = metrics.evaluate(
+        scored, {s: refs[s] for s in scored}, meteor=meteor, samples=settings.bootstrap_samples, seed=0
+    )
     return {
         **key,
         "preset": ", ".join(group["presets"]) or None,
@@ -68,34 +74,47 @@ def _evaluate_group(settings: Settings, group: dict, filters: dict, trigger: str
         "image_set_hash": image_set_hash(scored),
         "scores": result.scores,
         "ci95": {name: list(ci) for name, ci in result.ci95.items()},
-        "counts": {"captions": len(captions), "scored": len(scored), "no_reference": len(captions) - len(scored),
-                   "empty": sum(1 for c in scored.values() if not c[0].strip())},
+        "counts": {
+            "captions": len(captions),
+            "scored": len(scored),
+            "no_reference": len(captions) - len(scored),
+            "empty": sum(1 for c in scored.values() if not c[0].strip()),
+        },
         "scope": {"job_id": filters.get("job_id"), "since": filters.get("since"), "preset": filters.get("preset")},
         "trigger": trigger,
         "last_caption_at": group["last_caption_at"],
         "bootstrap_samples": settings.bootstrap_samples,
         "cider_idf": "references of the scored image set",
         "per_image_stats": reference_per_image(result.stats, settings.drop_max_images),  # issue 18: drop tests
-        "created_at": datetime.now(timezone.utc),
+        "created_at": datetime.now(UTC),
         "duration_s": round(time.perf_counter() - started, 3),
     }
 
 
-def evaluate_groups(settings: Settings, model: str | None = None, preset: str | None = None,
-                    job_id: str | None = None, since: datetime | None = None, trigger: str = "manual",
-                    skip_if_unchanged: bool = False, meteor: bool = False) -> RunReport:
+def evaluate_groups(
+    settings: Settings,
+    model: str | None = None,
+    preset: str | None = None,
+    job_id: str | None = None,
+    since: datetime | None = None,
+    trigger: str = "manual",
+    skip_if_unchanged: bool = False,
+    meteor: bool = False,
+) -> RunReport:
     """run_evaluation, also saying which groups were skipped and why."""
     if trigger not in TRIGGERS:
         raise ValueError(f"trigger must be one of {TRIGGERS}, got {trigger!r}")
     if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=timezone.utc)  # stored times are UTC
+        since = since.replace(tzinfo=UTC)  # stored times are UTC
     filters = {k: v for k, v in (("preset", preset), ("job_id", job_id), ("since", since)) if v}
     store, report = EvaluationStore(settings), RunReport()
     last_import = ReferenceStore(settings).last_import_at() if skip_if_unchanged else None
     # The group that captioned last is evaluated last: it is its model's newest evaluation, the one exported and
     # tested for a drop against the trailing window (a new checkpoint against the one it replaces).
-    groups = sorted(CaptionReads(settings).groups(model=model, **filters),
-                    key=lambda g: (g["last_caption_at"] is not None, g["last_caption_at"] or 0))
+    groups = sorted(
+        CaptionReads(settings).groups(model=model, **filters),
+        key=lambda g: (g["last_caption_at"] is not None, g["last_caption_at"] or 0),
+    )
     for group in groups:
         key = {k: group[k] for k in ("model", "checkpoint", "config_hash")}
         if skip_if_unchanged and not (job_id or since) and _unchanged(group, store.latest(**key), last_import):
@@ -111,9 +130,16 @@ def evaluate_groups(settings: Settings, model: str | None = None, preset: str | 
     return report
 
 
-def run_evaluation(settings: Settings, model: str | None = None, preset: str | None = None,
-                   job_id: str | None = None, since: datetime | None = None, trigger: str = "manual",
-                   skip_if_unchanged: bool = False, meteor: bool = False) -> list[dict]:
+def run_evaluation(
+    settings: Settings,
+    model: str | None = None,
+    preset: str | None = None,
+    job_id: str | None = None,
+    since: datetime | None = None,
+    trigger: str = "manual",
+    skip_if_unchanged: bool = False,
+    meteor: bool = False,
+) -> list[dict]:
     """Evaluate finished captions per (model, checkpoint, config_hash) group and store one document each.
 
     :param model, preset, job_id: narrow the captions (job_id: captions made by that job).
@@ -136,7 +162,9 @@ def _latest_group(settings: Settings, model: str, preset: str | None) -> dict:
     groups = CaptionReads(settings).groups(model=model, preset=preset)
     if not groups:
         where = f" with preset {preset!r}" if preset else ""
-        raise CompareError(f"no finished captions for model {model!r}{where}; check the name (capq eval history lists them)")
+        raise CompareError(
+            f"no finished captions for model {model!r}{where}; check the name (capq eval history lists them)"
+        )
     # Several checkpoints or configs: the one captioned most recently stands for the model.
     return max(groups, key=lambda g: (g["last_caption_at"] is not None, g["last_caption_at"] or 0))
 
@@ -156,8 +184,16 @@ def compare_models(settings: Settings, model_a: str, model_b: str, preset: str |
     common = [s for s in candidates["a"] if s in candidates["b"]]
     refs = _references(settings, common)
     if not any(s in refs for s in common):
-        raise CompareError(f"{model_a} and {model_b} share {len(common)} captioned image(s), none with references; "
-                           "import references with `capq refs import FILE`")
+        raise CompareError(
+            f"{model_a} and {model_b} share {len(common)} captioned image(s), none with references; "
+            "import references with `capq refs import FILE`"
+        )
     out = metrics.compare(candidates["a"], candidates["b"], refs, samples=settings.bootstrap_samples, seed=0)
-    return {"a": picked["a"], "b": picked["b"], "images": out["images"], "scores_a": out["a"], "scores_b": out["b"],
-            "diff": out["diff"]}
+    return {
+        "a": picked["a"],
+        "b": picked["b"],
+        "images": out["images"],
+        "scores_a": out["a"],
+        "scores_b": out["b"],
+        "diff": out["diff"],
+    }

@@ -1,5 +1,6 @@
 """score_metrics: the newest evaluation scores of each model and the weights of model aliases as Prometheus gauges
 (read by `capq exporter`)."""
+
 from __future__ import annotations
 
 import math
@@ -19,12 +20,15 @@ def score_families(settings: Settings):
     """capq_eval_score{model,kind,score} with its 95% interval bounds and the evaluation's time."""
     store = EvaluationStore(settings)
     score = GaugeMetricFamily("capq_eval_score", "Newest evaluation score", labels=["model", "kind", "score"])
-    low = GaugeMetricFamily("capq_eval_score_ci95_low", "Lower bound of its 95% interval",
-                            labels=["model", "kind", "score"])
-    high = GaugeMetricFamily("capq_eval_score_ci95_high", "Upper bound of its 95% interval",
-                             labels=["model", "kind", "score"])
-    when = GaugeMetricFamily("capq_eval_timestamp_seconds", "When the newest evaluation was made",
-                             labels=["model", "kind"])
+    low = GaugeMetricFamily(
+        "capq_eval_score_ci95_low", "Lower bound of its 95% interval", labels=["model", "kind", "score"]
+    )
+    high = GaugeMetricFamily(
+        "capq_eval_score_ci95_high", "Upper bound of its 95% interval", labels=["model", "kind", "score"]
+    )
+    when = GaugeMetricFamily(
+        "capq_eval_timestamp_seconds", "When the newest evaluation was made", labels=["model", "kind"]
+    )
     newest: dict = {}
     for model in MODEL_NAMES:
         for kind, kind_label in KINDS.items():
@@ -43,8 +47,9 @@ def score_families(settings: Settings):
                     high.add_metric(labels, float(ci[1]))
     yield from (score, low, high, when)
     yield from drop_families(newest)
-    weight = GaugeMetricFamily("capq_alias_weight", "Share of an alias's images each model gets (0-1)",
-                               labels=["alias", "model"])
+    weight = GaugeMetricFamily(
+        "capq_alias_weight", "Share of an alias's images each model gets (0-1)", labels=["alias", "model"]
+    )
     for alias in AliasStore(settings).list():
         total = sum(a["weight"] for a in alias["arms"]) or 1
         for arm in alias["arms"]:
@@ -58,14 +63,22 @@ def drop_families(newest: dict):
     capq_eval_significant_drop{model,kind,score} 0/1 with the difference (new minus trailing), its 95% interval
     and p-value, and how many images the test paired."""
     labels = ["model", "kind", "score"]
-    flag = GaugeMetricFamily("capq_eval_significant_drop",
-                             "1 when the newest evaluation is significantly worse than its trailing window", labels=labels)
-    diff = GaugeMetricFamily("capq_eval_drop_diff", "Newest minus trailing window, on the images compared", labels=labels)
+    flag = GaugeMetricFamily(
+        "capq_eval_significant_drop",
+        "1 when the newest evaluation is significantly worse than its trailing window",
+        labels=labels,
+    )
+    diff = GaugeMetricFamily(
+        "capq_eval_drop_diff", "Newest minus trailing window, on the images compared", labels=labels
+    )
     low = GaugeMetricFamily("capq_eval_drop_ci95_low", "Lower bound of the difference's 95% interval", labels=labels)
     high = GaugeMetricFamily("capq_eval_drop_ci95_high", "Upper bound of the difference's 95% interval", labels=labels)
     p = GaugeMetricFamily("capq_eval_drop_p_value", "Bootstrap p-value of the difference", labels=labels)
-    images = GaugeMetricFamily("capq_eval_drop_images", "Images the drop test compared (paired: scored by both)",
-                               labels=["model", "kind", "method"])
+    images = GaugeMetricFamily(
+        "capq_eval_drop_images",
+        "Images the drop test compared (paired: scored by both)",
+        labels=["model", "kind", "method"],
+    )
     for model in MODEL_NAMES:
         for kind, kind_label in KINDS.items():
             test = (newest.get((model, kind)) or {}).get("drop")
@@ -86,13 +99,19 @@ def drop_families(newest: dict):
 def alias_families(settings: Settings, store: EvaluationStore):
     """Issue 18: the newest stored comparison of each alias's arms (evaluation.quality.compare_alias_arms): each
     arm's scores, and per pair of arms each score's difference, 95% interval, p-value and significance."""
-    arm_score = GaugeMetricFamily("capq_alias_arm_score", "An alias arm's score on the alias's traffic",
-                                  labels=["alias", "model", "kind", "score"])
+    arm_score = GaugeMetricFamily(
+        "capq_alias_arm_score",
+        "An alias arm's score on the alias's traffic",
+        labels=["alias", "model", "kind", "score"],
+    )
     labels = ["alias", "pair", "kind", "score"]
     diff = GaugeMetricFamily("capq_alias_arm_diff", "Arm A minus arm B", labels=labels)
-    low = GaugeMetricFamily("capq_alias_arm_diff_ci95_low", "Lower bound of the difference's 95% interval", labels=labels)
-    high = GaugeMetricFamily("capq_alias_arm_diff_ci95_high", "Upper bound of the difference's 95% interval",
-                             labels=labels)
+    low = GaugeMetricFamily(
+        "capq_alias_arm_diff_ci95_low", "Lower bound of the difference's 95% interval", labels=labels
+    )
+    high = GaugeMetricFamily(
+        "capq_alias_arm_diff_ci95_high", "Upper bound of the difference's 95% interval", labels=labels
+    )
     p = GaugeMetricFamily("capq_alias_arm_p_value", "Bootstrap p-value of the difference", labels=labels)
     sig = GaugeMetricFamily("capq_alias_arm_significant", "1 when the arms differ significantly", labels=labels)
     for alias in AliasStore(settings).list():
@@ -110,7 +129,12 @@ def alias_families(settings: Settings, store: EvaluationStore):
             for kind, tested in kinds.items():
                 for name, t in tested.items():
                     row = [alias["name"], pair, kind, name]
-                    for family, value in ((diff, t["diff"]), (low, t["ci95"][0]), (high, t["ci95"][1]),
-                                          (p, t["p_value"]), (sig, 1.0 if t["significant"] else 0.0)):
+                    for family, value in (
+                        (diff, t["diff"]),
+                        (low, t["ci95"][0]),
+                        (high, t["ci95"][1]),
+                        (p, t["p_value"]),
+                        (sig, 1.0 if t["significant"] else 0.0),
+                    ):
                         family.add_metric(row, float(value))
     yield from (arm_score, diff, low, high, p, sig)

@@ -1,4 +1,5 @@
 """seed: read the seed project's eval JSON files and ground truth, and score them the way its notebook did."""
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,15 @@ from evaluation.metrics import corpus_stats, tokenize
 _FAILED = re.compile(r"failed|error", re.IGNORECASE)
 # The seed's published table (SEED_RESULTS.md, from its screenshots/results.png), keyed by models_tested name.
 _NAMES = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
-PUBLISHED = {model: dict(zip(_NAMES, row, strict=True)) for model, row in {
-    "blip2": (0.5000, 0.3177, 0.1290, 0.0000, 0.1454, 0.3642, 0.3771),
-    "blip": (0.5339, 0.3733, 0.2493, 0.1613, 0.2827, 0.4012, 0.1519),
-    "git": (0.6250, 0.4633, 0.3208, 0.2062, 0.2972, 0.4749, 0.5401),
-    "vit_gpt2": (0.3541, 0.1606, 0.0689, 0.0346, 0.1884, 0.3127, 0.1211),
-}.items()}
+PUBLISHED = {
+    model: dict(zip(_NAMES, row, strict=True))
+    for model, row in {
+        "blip2": (0.5000, 0.3177, 0.1290, 0.0000, 0.1454, 0.3642, 0.3771),
+        "blip": (0.5339, 0.3733, 0.2493, 0.1613, 0.2827, 0.4012, 0.1519),
+        "git": (0.6250, 0.4633, 0.3208, 0.2062, 0.2972, 0.4749, 0.5401),
+        "vit_gpt2": (0.3541, 0.1606, 0.0689, 0.0346, 0.1884, 0.3127, 0.1211),
+    }.items()
+}
 
 
 def _load_json(path: Path):
@@ -43,7 +47,9 @@ def read_eval_file(path: Path) -> tuple[str, dict[str, str], dict[str, list[str]
         where = f"{path}: {key}"
         if not isinstance(entry, dict):
             raise SeedFormatError(f"{where}: expected an object")
-        name, tested, truth, results = (entry.get(k) for k in ("image_name", "models_tested", "ground_truth", "model_results"))
+        name, tested, truth, results = (
+            entry.get(k) for k in ("image_name", "models_tested", "ground_truth", "model_results")
+        )
         if not isinstance(name, str) or not name:
             raise SeedFormatError(f"{where}: 'image_name' must be a file name")
         if not isinstance(tested, list) or not tested or not all(isinstance(t, str) for t in tested):
@@ -73,8 +79,10 @@ def load_seed_dir(seed_dir: Path) -> tuple[dict[str, dict[str, str]], dict[str, 
     folder = Path(seed_dir)
     files = sorted((folder / "eval_result_json").glob("*.json")) or sorted(folder.glob("*.json"))
     if not files:
-        raise SeedFormatError(f"{seed_dir}: no eval JSON files here nor in eval_result_json/ under it; pass the seed "
-                              "folder or its eval_result_json/ folder")
+        raise SeedFormatError(
+            f"{seed_dir}: no eval JSON files here nor in eval_result_json/ under it; pass the seed "
+            "folder or its eval_result_json/ folder"
+        )
     by_model, refs = {}, {}
     for path in files:
         model, captions, truth = read_eval_file(path)
@@ -88,9 +96,13 @@ def load_seed_dir(seed_dir: Path) -> tuple[dict[str, dict[str, str]], dict[str, 
 
 def differences_from_published(scores: dict[str, dict[str, float]]) -> list[str]:
     """'model score: got X, published Y' for every computed score that differs at 4 decimals."""
-    return [f"{m} {name}: got {value:.4f}, published {PUBLISHED[m][name]:.4f}"
-            for m, got in scores.items() if m in PUBLISHED
-            for name, value in got.items() if round(value, 4) != PUBLISHED[m][name]]
+    return [
+        f"{m} {name}: got {value:.4f}, published {PUBLISHED[m][name]:.4f}"
+        for m, got in scores.items()
+        if m in PUBLISHED
+        for name, value in got.items()
+        if round(value, 4) != PUBLISHED[m][name]
+    ]
 
 
 def score_seed_dir(seed_dir: Path, meteor: bool = False) -> dict[str, dict[str, float]]:
@@ -100,8 +112,11 @@ def score_seed_dir(seed_dir: Path, meteor: bool = False) -> dict[str, dict[str, 
     """
     by_model, refs = load_seed_dir(seed_dir)
     models = list(by_model)
-    first, tok_refs, *rest = tokenize({n: [c] for n, c in by_model[models[0]].items()}, refs,
-                                      *({n: [c] for n, c in by_model[m].items()} for m in models[1:]))
+    first, tok_refs, *rest = tokenize(
+        {n: [c] for n, c in by_model[models[0]].items()},
+        refs,
+        *({n: [c] for n, c in by_model[m].items()} for m in models[1:]),
+    )
     tokenized = dict(zip(models, [first, *rest]))
     if not meteor:
         return {m: corpus_stats(c, tok_refs).scores() for m, c in tokenized.items()}

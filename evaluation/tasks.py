@@ -1,4 +1,5 @@
 """tasks: the Celery task celery beat sends to evaluate one model's stored captions, and the worker that runs it."""
+
 from __future__ import annotations
 
 import logging
@@ -26,10 +27,19 @@ def evaluate(model: str | None = None) -> dict:
     report = evaluate_groups(get_settings(), model=model, trigger="beat", skip_if_unchanged=True)
     for s in report.skipped:
         log.info("evaluation skipped for %s %s %s: %s", s["model"], s["checkpoint"], s["config_hash"], s["reason"])
-    summary = {"evaluated": [{"id": d["id"], "model": d["model"], "images": d["image_count"],
-                              "bleu_4": d["scores"]["bleu_4"], "cider": d["scores"]["cider"]}
-                             for d in report.evaluations],
-               "skipped": len(report.skipped)}
+    summary = {
+        "evaluated": [
+            {
+                "id": d["id"],
+                "model": d["model"],
+                "images": d["image_count"],
+                "bleu_4": d["scores"]["bleu_4"],
+                "cider": d["scores"]["cider"],
+            }
+            for d in report.evaluations
+        ],
+        "skipped": len(report.skipped),
+    }
     log.info("evaluation of %s: %s", model or "all models", summary)
     return summary
 

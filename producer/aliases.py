@@ -1,9 +1,10 @@
 """aliases: parse alias weights, split images between an alias's models by sha256, and expand a submission's names."""
+
 from __future__ import annotations
 
 import hashlib
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from capq.names import MODEL_NAMES
 from capq.settings import Settings
@@ -17,8 +18,10 @@ Route = Callable[[str], list[str]]
 
 def check_alias_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
-        raise BadInput(f"alias name {name!r} is not valid: start with a lowercase letter, then up to 63 lowercase "
-                       "letters, digits, '.', '_' or '-'")
+        raise BadInput(
+            f"alias name {name!r} is not valid: start with a lowercase letter, then up to 63 lowercase "
+            "letters, digits, '.', '_' or '-'"
+        )
     if name in MODEL_NAMES:
         raise BadInput(f"{name!r} is a model name; an alias needs a name of its own")
     return name
@@ -62,8 +65,11 @@ def expand(settings: Settings, models: str | list[str] | tuple[str, ...]) -> tup
     {alias: arms} as read now). Without aliases this is choices.parse_models and every image gets every model."""
     names = []
     if isinstance(models, (list, tuple)) and all(isinstance(m, str) for m in models) or isinstance(models, str):
-        names = list(dict.fromkeys(n.strip() for m in ([models] if isinstance(models, str) else models)
-                                   for n in m.split(",") if n.strip()))
+        names = list(
+            dict.fromkeys(
+                n.strip() for m in ([models] if isinstance(models, str) else models) for n in m.split(",") if n.strip()
+            )
+        )
     maybe_aliases = [n for n in names if n not in MODEL_NAMES and _NAME.match(n)]
     found = AliasStore(settings).get_many(maybe_aliases) if maybe_aliases else {}
     if not found:

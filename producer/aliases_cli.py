@@ -1,4 +1,5 @@
 """aliases_cli: `capq aliases set|list|rm`: model aliases with weights for gradual rollout."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,11 @@ from rich.table import Table
 
 from capq.settings import get_settings
 
-aliases_app = typer.Typer(help="Model aliases with weights (gradual rollout): submit to an alias instead of a "
-                          "model; each image goes to one of its models, chosen by its sha256.", no_args_is_help=True)
+aliases_app = typer.Typer(
+    help="Model aliases with weights (gradual rollout): submit to an alias instead of a "
+    "model; each image goes to one of its models, chosen by its sha256.",
+    no_args_is_help=True,
+)
 
 
 def _arms_text(arms: list[dict]) -> str:
@@ -18,8 +22,10 @@ def _arms_text(arms: list[dict]) -> str:
 
 
 @aliases_app.command("set")
-def aliases_set(name: str = typer.Argument(..., help="Alias name, e.g. caption-default."),
-                arms: list[str] = typer.Argument(..., help="MODEL:WEIGHT pairs, e.g. blip:90 git:10 (or 'blip:90,git:10').")) -> None:
+def aliases_set(
+    name: str = typer.Argument(..., help="Alias name, e.g. caption-default."),
+    arms: list[str] = typer.Argument(..., help="MODEL:WEIGHT pairs, e.g. blip:90 git:10 (or 'blip:90,git:10')."),
+) -> None:
     """Create an alias or change its weights; the next submission uses them (nothing restarts)."""
     from producer.aliases import check_alias_name, parse_arms
     from producer.errors import BadInput
@@ -31,7 +37,7 @@ def aliases_set(name: str = typer.Argument(..., help="Alias name, e.g. caption-d
         AliasStore(get_settings()).set(check_alias_name(name), parsed, os.environ.get("USER") or "local")
     except BadInput as exc:
         fail(exc)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     out.print(f"{name} = {_arms_text(parsed)}", highlight=False)
 
 

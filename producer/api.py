@@ -1,4 +1,5 @@
 """api: the HTTP API over the producer's plain functions; an owner sees only its own jobs, images and captions."""
+
 from __future__ import annotations
 
 import asyncio
@@ -42,18 +43,52 @@ METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 log = logging.getLogger("capq.api")
 JSON_FIELDS = {"models", "tier", "preset", "items", "idempotency_key", "translate"}
 _TEXT = {"type": "string"}
-JOB_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["files", "models"], "properties": {
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
-        "models": {"type": "string", "example": "blip,git"}, "tier": {"type": "string", "enum": list(TIERS)},
-        "preset": _TEXT, "idempotency_key": _TEXT, "translate": {"type": "string", "example": "vi"}}}},
-    "application/json": {"schema": {"type": "object", "required": ["models", "items"], "properties": {
-        "models": {"type": "array", "items": {"type": "string", "enum": list(MODEL_NAMES)}},
-        "tier": {"type": "string", "enum": list(TIERS)}, "preset": _TEXT, "idempotency_key": _TEXT, "translate": _TEXT,
-        "items": {"type": "array", "items": {"type": "object", "properties": {
-            "s3": {"type": "string", "example": "s3://capq-images/owners/alice/cat.jpg"},
-            "sha256": _TEXT, "url": {"type": "string", "example": "https://example.com/cat.jpg"},
-            "meta": {"type": "object"}}}}}}}}}}
+JOB_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files", "models"],
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "models": {"type": "string", "example": "blip,git"},
+                        "tier": {"type": "string", "enum": list(TIERS)},
+                        "preset": _TEXT,
+                        "idempotency_key": _TEXT,
+                        "translate": {"type": "string", "example": "vi"},
+                    },
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["models", "items"],
+                    "properties": {
+                        "models": {"type": "array", "items": {"type": "string", "enum": list(MODEL_NAMES)}},
+                        "tier": {"type": "string", "enum": list(TIERS)},
+                        "preset": _TEXT,
+                        "idempotency_key": _TEXT,
+                        "translate": _TEXT,
+                        "items": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "s3": {"type": "string", "example": "s3://capq-images/owners/alice/cat.jpg"},
+                                    "sha256": _TEXT,
+                                    "url": {"type": "string", "example": "https://example.com/cat.jpg"},
+                                    "meta": {"type": "object"},
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
 
 
 def _tier(caller: Caller, asked) -> str:
@@ -63,7 +98,7 @@ def _tier(caller: Caller, asked) -> str:
     if asked not in TIERS:
         raise BadInput(f"unknown tier {asked!r}; tiers are {', '.join(TIERS)}")
     if TIERS.index(asked) < TIERS.index(caller.tier):
-        allowed = ", ".join(TIERS[TIERS.index(caller.tier):])
+        allowed = ", ".join(TIERS[TIERS.index(caller.tier) :])
         raise BadInput(f"your key's tier is {caller.tier}; ask for one of {allowed}")
     return asked
 
@@ -76,8 +111,7 @@ async def _read_upload(upload: StarletteUpload, index: int, cap: int, out: Expan
     if size > cap:
         out.reject(name, f"file is over the {cap:,}-byte cap (CAPQ_MAX_IMAGE_BYTES): {size:,} bytes")
     else:
-        out.candidates.append(Candidate(name, read=functools.partial(_spooled, upload.file, cap),
-                                        size=lambda: size))
+        out.candidates.append(Candidate(name, read=functools.partial(_spooled, upload.file, cap), size=lambda: size))
 
 
 def _spooled(file, cap: int) -> bytes:
@@ -108,25 +142,33 @@ async def _job_request(request: Request, settings: Settings, caller: Caller) -> 
         except ValueError:
             raise BadInput("request body is not valid JSON") from None
         if not isinstance(body, dict):
-            raise BadInput("JSON body must be an object: {\"models\": [...], \"items\": [...]}")
+            raise BadInput('JSON body must be an object: {"models": [...], "items": [...]}')
         unknown = sorted(set(body) - JSON_FIELDS)
         if unknown:
             raise BadInput(f"unknown field(s) {unknown}; allowed: {sorted(JSON_FIELDS)}")
         items = body.get("items")
         if isinstance(items, list) and len(items) > settings.max_items_per_request:
-            raise BadInput(f"{len(items):,} items is over the {settings.max_items_per_request:,}-item cap per request "
-                           "(CAPQ_MAX_ITEMS_PER_REQUEST); split the manifest over several jobs")
+            raise BadInput(
+                f"{len(items):,} items is over the {settings.max_items_per_request:,}-item cap per request "
+                "(CAPQ_MAX_ITEMS_PER_REQUEST); split the manifest over several jobs"
+            )
         out.candidates = from_api_items(items, settings, caller.owner)
         return body, out
-    raise BadInput("send multipart/form-data (file field 'files' + fields models, tier, preset) or "
-                   "application/json {\"models\": [...], \"items\": [{\"s3\": ...} | {\"sha256\": ...} | "
-                   "{\"url\": ...}]}")
+    raise BadInput(
+        "send multipart/form-data (file field 'files' + fields models, tier, preset) or "
+        'application/json {"models": [...], "items": [{"s3": ...} | {"sha256": ...} | '
+        '{"url": ...}]}'
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
     """The API for these settings; `capq api` serves it with uvicorn."""
-    app = FastAPI(title="capq", version="0.1.0", description="Batch image captioning. Authenticate with an API key "
-                  "(X-API-Key or Authorization: Bearer). Errors are {\"error\": message}.")
+    app = FastAPI(
+        title="capq",
+        version="0.1.0",
+        description="Batch image captioning. Authenticate with an API key "
+        '(X-API-Key or Authorization: Bearer). Errors are {"error": message}.',
+    )
     auth = authenticator(settings)
     install_error_handlers(app)
     api_guard.install(app, settings, auth)
@@ -181,16 +223,26 @@ def create_app(settings: Settings) -> FastAPI:
             fields, expanded = await _job_request(request, settings, caller)
             take_images(settings, caller, len(expanded.candidates))
             result = await run_in_threadpool(
-                submit, settings, expanded,
-                SubmitRequest(fields.get("models") or [], tier=_tier(caller, fields.get("tier")),
-                              preset=fields.get("preset"), owner=caller.owner,
-                              idempotency_key=fields.get("idempotency_key"), allow_local=False,
-                              translate=fields.get("translate") or None))
+                submit,
+                settings,
+                expanded,
+                SubmitRequest(
+                    fields.get("models") or [],
+                    tier=_tier(caller, fields.get("tier")),
+                    preset=fields.get("preset"),
+                    owner=caller.owner,
+                    idempotency_key=fields.get("idempotency_key"),
+                    allow_local=False,
+                    translate=fields.get("translate") or None,
+                ),
+            )
         finally:
             await request.close()  # the spooled uploads' temporary files go now, not at garbage collection
         key_stats.add_images(settings, caller.key_prefix, result.new_items)
-        return result.as_dict() | {"status_url": f"/v1/jobs/{result.job_id}",
-                                   "results_url": f"/v1/jobs/{result.job_id}/results"}
+        return result.as_dict() | {
+            "status_url": f"/v1/jobs/{result.job_id}",
+            "results_url": f"/v1/jobs/{result.job_id}/results",
+        }
 
     @app.get("/v1/jobs", tags=["jobs"])
     def list_jobs(limit: str = Query("50"), caller: Caller = Depends(auth)) -> dict:
@@ -201,49 +253,77 @@ def create_app(settings: Settings) -> FastAPI:
         return queries.job_status(settings, job_id, caller.owner)
 
     @app.get("/v1/jobs/{job_id}/results", tags=["jobs"])
-    def get_results(job_id: str, format: str = Query("json", pattern="^(json|jsonl|parquet)$"),
-                    lang: str | None = Query(None, description="add translations into this language (e.g. vi)"),
-                    caller: Caller = Depends(auth)):
+    def get_results(
+        job_id: str,
+        format: str = Query("json", pattern="^(json|jsonl|parquet)$"),
+        lang: str | None = Query(None, description="add translations into this language (e.g. vi)"),
+        caller: Caller = Depends(auth),
+    ):
         if format == "parquet":  # Issue 16: one row per image, a caption column per model (producer.export)
             return parquet_results(settings, job_id, caller.owner)
         rows = queries.results(settings, job_id, caller.owner)
         first = next(rows, None)  # raises NotFound here, before a streamed body has started
         head = [first] if first else []
         if lang is not None:  # Issue 14: translated from the memory, or on demand
-
             translated, summary = with_translations(settings, head + list(rows), check_lang(lang))
             head, rows = translated, iter(())
             if format == "json":
                 return {"job_id": job_id, "results": head, "translation": summary}
         if format == "json":
             return {"job_id": job_id, "results": head + list(rows)}
-        return StreamingResponse((json.dumps(r) + "\n" for r in itertools.chain(head, rows)),
-                                 media_type="application/x-ndjson")
+        return StreamingResponse(
+            (json.dumps(r) + "\n" for r in itertools.chain(head, rows)), media_type="application/x-ndjson"
+        )
 
     @app.get("/v1/captions", tags=["captions"])
-    def captions(image: str | None = None, model: str | None = None, job: str | None = None,
-                 since: str | None = None, limit: str = "50", page: str | None = None, cursor: str | None = None,
-                 lang: str | None = None, caller: Caller = Depends(auth)) -> dict:
+    def captions(
+        image: str | None = None,
+        model: str | None = None,
+        job: str | None = None,
+        since: str | None = None,
+        limit: str = "50",
+        page: str | None = None,
+        cursor: str | None = None,
+        lang: str | None = None,
+        caller: Caller = Depends(auth),
+    ) -> dict:
         """Your caption history, newest first; page with `page` or with `cursor` (next_cursor); `lang` adds
         translations."""
-        found = queries.history(settings, caller.owner, image=image, model=model, job=job, since=since,
-                                limit=limit, page=page, cursor=cursor, allow_files=False)
+        found = queries.history(
+            settings,
+            caller.owner,
+            image=image,
+            model=model,
+            job=job,
+            since=since,
+            limit=limit,
+            page=page,
+            cursor=cursor,
+            allow_files=False,
+        )
         if lang is not None:  # Issue 14
-
             found["items"], found["translation"] = with_translations(settings, found["items"], check_lang(lang))
         return found
 
     @app.post("/v1/caption", tags=["captions"])
-    async def caption_one(file: UploadFile = File(..., description="one image"), model: str = Form("blip"),
-                          preset: str | None = Form(None), caller: Caller = Depends(auth)) -> dict:
+    async def caption_one(
+        file: UploadFile = File(..., description="one image"),
+        model: str = Form("blip"),
+        preset: str | None = Form(None),
+        caller: Caller = Depends(auth),
+    ) -> dict:
         """Caption one image at your key's tier and wait for it (up to CAPQ_CAPTION_WAIT_S seconds)."""
         expanded = Expanded()
         await _read_upload(file, 0, settings.max_image_bytes, expanded)
         if expanded.rejected:
             raise TooLarge(expanded.rejected[0]["reason"])
         take_images(settings, caller, 1)
-        result = await run_in_threadpool(submit, settings, expanded, SubmitRequest(
-            [model], tier=caller.tier, preset=preset, owner=caller.owner, allow_local=False))
+        result = await run_in_threadpool(
+            submit,
+            settings,
+            expanded,
+            SubmitRequest([model], tier=caller.tier, preset=preset, owner=caller.owner, allow_local=False),
+        )
         key_stats.add_images(settings, caller.key_prefix, result.new_items)
         if result.rejected:
             raise BadInput(f"{result.rejected[0]['file']}: {result.rejected[0]['reason']}")
@@ -253,14 +333,17 @@ def create_app(settings: Settings) -> FastAPI:
             rows = await run_in_threadpool(lambda: list(queries.results(settings, result.job_id, caller.owner)))
             row = rows[0]
             if row["status"] == "done":
-                return {"job_id": result.job_id} | {k: row[k] for k in ("sha256", "file_name", "model", "preset",
-                                                                         "caption")}
+                return {"job_id": result.job_id} | {
+                    k: row[k] for k in ("sha256", "file_name", "model", "preset", "caption")
+                }
             if row["status"] in ("failed", "cancelled"):
                 raise ApiError(422, f"the image could not be captioned: {row.get('error') or row['status']}")
             if time.monotonic() > deadline:
-                raise CaptionTimeout(f"no caption within {settings.caption_wait_s:g}s (CAPQ_CAPTION_WAIT_S); the "
-                                     f"work stays queued as job {result.job_id}: GET /v1/jobs/{result.job_id}/results "
-                                     "later")
+                raise CaptionTimeout(
+                    f"no caption within {settings.caption_wait_s:g}s (CAPQ_CAPTION_WAIT_S); the "
+                    f"work stays queued as job {result.job_id}: GET /v1/jobs/{result.job_id}/results "
+                    "later"
+                )
             await asyncio.sleep(0.2)
 
     api_aliases.install(app, settings, auth)

@@ -1,5 +1,6 @@
 """api_aliases: GET /v1/aliases, the model aliases a submission may name instead of a model, and (issue 18) the
 comparison of an alias's arms."""
+
 from __future__ import annotations
 
 from fastapi import Depends, FastAPI
@@ -25,6 +26,8 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
 
         doc = EvaluationStore(settings).newest_alias_comparison(plain("name", name))
         if doc is None:
-            raise NotFound(f"no comparison of alias {name!r} yet; run `capq eval compare --alias {name}` or wait for "
-                           "the evaluation worker's schedule (CAPQ_QUALITY_INTERVAL_S)")
+            raise NotFound(
+                f"no comparison of alias {name!r} yet; run `capq eval compare --alias {name}` or wait for "
+                "the evaluation worker's schedule (CAPQ_QUALITY_INTERVAL_S)"
+            )
         return doc

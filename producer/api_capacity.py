@@ -1,4 +1,5 @@
 """api_capacity: GET /v1/capacity (admin keys only), the capacity plan of `capq capacity`."""
+
 from __future__ import annotations
 
 from fastapi import Depends, FastAPI

@@ -1,4 +1,5 @@
 """api_catalog: what the web UI reads besides jobs: models and queues, evaluations, and an owner's image bytes."""
+
 from __future__ import annotations
 
 import base64
@@ -25,8 +26,10 @@ SHA_PATTERN = "^[0-9a-fA-F]{64}$"
 
 
 def _presets() -> dict[str, dict]:
-    return {model: {name: {"prompt": p.get("prompt"), "generate": p.get("generate")} for name, p in presets.items()}
-            for model, presets in PRESETS.items()}
+    return {
+        model: {name: {"prompt": p.get("prompt"), "generate": p.get("generate")} for name, p in presets.items()}
+        for model, presets in PRESETS.items()
+    }
 
 
 def thumbnail(data: bytes, px: int = THUMB_PX) -> bytes:
@@ -49,8 +52,11 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
         throughput (captions per minute over the last 5 minutes)."""
         snap = fleet.snapshot(settings)
         presets = _presets()
-        return {"models": [m | {"presets": presets.get(m["model"], {})} for m in snap["models"]],
-                "tiers": list(snap["models"][0]["queues"]), "your_tier": caller.tier}
+        return {
+            "models": [m | {"presets": presets.get(m["model"], {})} for m in snap["models"]],
+            "tiers": list(snap["models"][0]["queues"]),
+            "your_tier": caller.tier,
+        }
 
     @app.get("/v1/queues", tags=["catalogue"])
     def queues(caller: Caller = Depends(auth)) -> dict:
@@ -67,8 +73,12 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
         return {"evaluations": [{k: v for k, v in d.items() if k != "last_caption_at"} for d in docs]}
 
     @app.get("/v1/evaluations/compare", tags=["evaluations"])
-    async def compare(a: str = Query(..., description="model A"), b: str = Query(..., description="model B"),
-                      preset: str | None = None, caller: Caller = Depends(auth)) -> dict:
+    async def compare(
+        a: str = Query(..., description="model A"),
+        b: str = Query(..., description="model B"),
+        preset: str | None = None,
+        caller: Caller = Depends(auth),
+    ) -> dict:
         """Paired bootstrap of model A against B on the images both captioned that have references:
         per score the difference, its 95% interval and a p-value."""
         a, b = choices.check_model(plain("a", a)), choices.check_model(plain("b", b))
@@ -77,16 +87,21 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
         try:
             from evaluation.run import CompareError, compare_models
         except ImportError:
-            raise ApiError(503, "comparison runs the metric code, which this API image lacks; run "
-                                "`capq eval compare` in the worker image") from None
+            raise ApiError(
+                503,
+                "comparison runs the metric code, which this API image lacks; run "
+                "`capq eval compare` in the worker image",
+            ) from None
         try:
             return await run_in_threadpool(compare_models, settings, a, b, plain("preset", preset))
         except CompareError as exc:
             raise ApiError(409, str(exc)) from None
 
     @app.get("/v1/thumbnails", tags=["images"])
-    def thumbnails(sha256: list[str] = Query(..., description=f"up to {MAX_THUMBS} of your images' sha256s"),
-                   caller: Caller = Depends(auth)) -> dict:
+    def thumbnails(
+        sha256: list[str] = Query(..., description=f"up to {MAX_THUMBS} of your images' sha256s"),
+        caller: Caller = Depends(auth),
+    ) -> dict:
         """JPEG thumbnails of several of your images in one request (a results page costs one request, not one
         per row): {"thumbnails": {sha256: "data:image/jpeg;base64,..."}}; shas not among yours are left out."""
         shas = list(dict.fromkeys(s.lower() for s in sha256))
@@ -101,10 +116,16 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
                 continue
         return {"thumbnails": out}
 
-    @app.get("/v1/images/{sha256}", tags=["images"],
-             responses={200: {"content": {"image/jpeg": {}, "application/octet-stream": {}}}})
-    def image(sha256: str = Path(..., pattern=SHA_PATTERN), size: str = Query("full", pattern="^(full|thumb)$"),
-              caller: Caller = Depends(auth)) -> Response:
+    @app.get(
+        "/v1/images/{sha256}",
+        tags=["images"],
+        responses={200: {"content": {"image/jpeg": {}, "application/octet-stream": {}}}},
+    )
+    def image(
+        sha256: str = Path(..., pattern=SHA_PATTERN),
+        size: str = Query("full", pattern="^(full|thumb)$"),
+        caller: Caller = Depends(auth),
+    ) -> Response:
         """One of your images by sha256: its bytes, or a JPEG thumbnail (size=thumb). Anyone else's is 404."""
         sha = sha256.lower()
         missing = NotFound(f"no image {sha[:12]}... among yours; images are named by the sha256 your results show")
@@ -115,8 +136,9 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
         except NotFound:
             raise missing from None
         if size == "thumb":
-            return Response(thumbnail(data), media_type="image/jpeg",
-                            headers={"Cache-Control": "private, max-age=86400"})
-        return Response(data, media_type="application/octet-stream", headers={"Cache-Control": "private, max-age=86400"})
-
-
+            return Response(
+                thumbnail(data), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+            )
+        return Response(
+            data, media_type="application/octet-stream", headers={"Cache-Control": "private, max-age=86400"}
+        )

@@ -1,4 +1,5 @@
 """api_guard: the API's outer door: a key checked from headers before any body byte is read, and body size caps."""
+
 from __future__ import annotations
 
 from fastapi import FastAPI
@@ -65,8 +66,9 @@ class Guard:
             return
         except StorageError as exc:
             service = getattr(exc, "service", "a backing service")
-            await JSONResponse({"error": f"{service} unreachable; retry shortly"}, 503,
-                               {"Retry-After": "5"})(scope, receive, send)
+            await JSONResponse({"error": f"{service} unreachable; retry shortly"}, 503, {"Retry-After": "5"})(
+                scope, receive, send
+            )
             return
         scope.setdefault("state", {})[CALLER_KEY] = caller
 

@@ -1,4 +1,6 @@
-"""api_heal: the HTTP side of self-healing jobs (issue 11): DELETE /v1/jobs/{id}, and 503 when no worker serves a model."""
+"""api_heal: the HTTP side of self-healing jobs (issue 11): DELETE /v1/jobs/{id}, and 503 when no worker serves a
+model."""
+
 from __future__ import annotations
 
 from fastapi import Depends, FastAPI
@@ -29,8 +31,14 @@ def refuse_offline(settings: Settings, model: str, job_id: str) -> None:
     try:
         offline = models_offline(settings, [model])
     except redis.RedisError as exc:
-        raise ApiError(503, f"the queue (Redis) does not answer ({type(exc).__name__}); {later}",
-                       {"Retry-After": str(settings.heal_interval_s)}) from None
+        raise ApiError(
+            503,
+            f"the queue (Redis) does not answer ({type(exc).__name__}); {later}",
+            {"Retry-After": str(settings.heal_interval_s)},
+        ) from None
     if offline:
-        raise ApiError(503, f"{offline_message(model, offline[model])}; {later}",
-                       {"Retry-After": str(settings.worker_lost_after_s)})
+        raise ApiError(
+            503,
+            f"{offline_message(model, offline[model])}; {later}",
+            {"Retry-After": str(settings.worker_lost_after_s)},
+        )

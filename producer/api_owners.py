@@ -1,7 +1,8 @@
 """api_owners: self-service data erasure and usage, and the admin routes (owners, jobs, usage, keys, erasure)."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -20,8 +21,10 @@ def erase_owner(settings: Settings, owner: str, by: str, keep_key_prefix: str | 
     owner = check_owner(queries.plain("owner", owner))
     owners = Owners(settings)
     if not owners.exists(owner):
-        raise NotFound(f"no owner {owner!r}: nothing of it is stored (owners are listed by `capq owners list` or "
-                       "GET /v1/admin/owners)")
+        raise NotFound(
+            f"no owner {owner!r}: nothing of it is stored (owners are listed by `capq owners list` or "
+            "GET /v1/admin/owners)"
+        )
     return {"owner": owner, "removed": owners.erase(owner, by, keep_key_prefix)}
 
 
@@ -30,8 +33,11 @@ def admin_only(auth: Callable[..., Caller]) -> Callable[..., Caller]:
 
     def admin(caller: Caller = Depends(auth)) -> Caller:
         if caller.role != "admin":
-            raise ApiError(403, "this route needs an admin key; your key's role is "
-                                f"{caller.role} (an operator creates one with `capq keys create --role admin`)")
+            raise ApiError(
+                403,
+                "this route needs an admin key; your key's role is "
+                f"{caller.role} (an operator creates one with `capq keys create --role admin`)",
+            )
         return caller
 
     return admin
@@ -45,8 +51,11 @@ def install(app: FastAPI, settings: Settings, auth: Callable[..., Caller]) -> No
     async def _quota(request: Request, exc: QuotaExceeded):
         from fastapi.responses import JSONResponse
 
-        return JSONResponse({"error": str(exc), "reset_at": exc.reset_at.isoformat()}, status_code=429,
-                            headers={"Retry-After": str(exc.retry_after_s), "X-Quota-Reset": exc.reset_at.isoformat()})
+        return JSONResponse(
+            {"error": str(exc), "reset_at": exc.reset_at.isoformat()},
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after_s), "X-Quota-Reset": exc.reset_at.isoformat()},
+        )
 
     @app.delete("/v1/me/data", tags=["owners"])
     async def delete_my_data(caller: Caller = Depends(auth)) -> dict:
@@ -78,8 +87,9 @@ def install(app: FastAPI, settings: Settings, auth: Callable[..., Caller]) -> No
         return queries.job_status(settings, job_id, None)
 
     @app.get("/v1/admin/usage", tags=["admin"])
-    def any_usage(owner: str | None = None, since: str = "30d", by: str = "owner",
-                  caller: Caller = Depends(admin)) -> dict:
+    def any_usage(
+        owner: str | None = None, since: str = "30d", by: str = "owner", caller: Caller = Depends(admin)
+    ) -> dict:
         return usage_report.report(settings, owner, since, by)
 
     @app.delete("/v1/admin/owners/{owner}", tags=["admin"])
@@ -93,14 +103,17 @@ def install(app: FastAPI, settings: Settings, auth: Callable[..., Caller]) -> No
         return {"keys": keys_admin.list_keys(settings, owner)}
 
     @app.post("/v1/admin/keys", status_code=201, tags=["admin"])
-    def create_key(body: dict = Body(..., examples=[{"owner": "alice", "tier": "free", "role": "user"}]),
-                   caller: Caller = Depends(admin)) -> dict:
+    def create_key(
+        body: dict = Body(..., examples=[{"owner": "alice", "tier": "free", "role": "user"}]),
+        caller: Caller = Depends(admin),
+    ) -> dict:
         """Create a key; the answer is the only time the key is shown."""
         unknown = sorted(set(body) - {"owner", "tier", "role", "note"})
         if unknown:
             raise ApiError(400, f"unknown field(s) {unknown}; send owner, tier, role (user|admin) and note")
-        key, record = keys_admin.create_key(settings, body.get("owner"), body.get("tier"), body.get("role", "user"),
-                                            body.get("note"))
+        key, record = keys_admin.create_key(
+            settings, body.get("owner"), body.get("tier"), body.get("role", "user"), body.get("note")
+        )
         return {"key": key, "record": record}
 
     @app.delete("/v1/admin/keys/{prefix}", tags=["admin"])

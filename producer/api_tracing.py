@@ -1,5 +1,6 @@
 """api_tracing: every API request runs under a trace id (the caller's X-Trace-Id or traceparent, else a new one),
 returned in X-Trace-Id and logged with the request's outcome."""
+
 from __future__ import annotations
 
 import logging

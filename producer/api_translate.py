@@ -1,4 +1,5 @@
 """api_translate: translation over HTTP: whether it is available, and translating texts on demand."""
+
 from __future__ import annotations
 
 from fastapi import Body, Depends, FastAPI
@@ -21,13 +22,19 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
     def status(caller: Caller = Depends(auth)) -> dict:
         """Whether translation is configured, the provider chain (in order) and the default target language."""
         chain = settings.translate_chain
-        return {"available": bool(chain), "providers": chain, "default_lang": settings.translate_target,
-                "reason": None if chain else "no provider configured (CAPQ_TRANSLATE_PROVIDERS is empty)"}
+        return {
+            "available": bool(chain),
+            "providers": chain,
+            "default_lang": settings.translate_target,
+            "reason": None if chain else "no provider configured (CAPQ_TRANSLATE_PROVIDERS is empty)",
+        }
 
     @app.post("/v1/translate", tags=["translation"])
-    async def translate(texts: list[str] = Body(..., embed=True, description=f"up to {MAX_TEXTS} texts"),
-                        lang: str | None = Body(None, embed=True, description="target, e.g. vi"),
-                        caller: Caller = Depends(auth)) -> dict:
+    async def translate(
+        texts: list[str] = Body(..., embed=True, description=f"up to {MAX_TEXTS} texts"),
+        lang: str | None = Body(None, embed=True, description="target, e.g. vi"),
+        caller: Caller = Depends(auth),
+    ) -> dict:
         """Translate texts through the cache, the translation memory and the provider chain. 503 when no
         provider is configured or all failed (the message says which and why)."""
         if not texts or len(texts) > MAX_TEXTS:
@@ -39,6 +46,10 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
             found = await run_in_threadpool(translator(settings).translate, texts, target)
         except TranslationUnavailable as exc:
             raise ApiError(503, f"translation unavailable: {exc}", {"Retry-After": "30"}) from None
-        return {"lang": target, "translations": [
-            found[t].as_dict() if t in found else {"text": t, "translation": t, "provider": "none", "via": "blank"}
-            for t in texts]}
+        return {
+            "lang": target,
+            "translations": [
+                found[t].as_dict() if t in found else {"text": t, "translation": t, "provider": "none", "via": "blank"}
+                for t in texts
+            ],
+        }

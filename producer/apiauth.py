@@ -1,10 +1,11 @@
 """apiauth: API keys -> (owner, tier) with a per-key rate limit, and the API's JSON error bodies."""
+
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -22,8 +23,10 @@ from storage.apikeys import ApiKeys
 from storage.errors import NotFound, StorageError
 
 log = logging.getLogger("capq.api")
-HOW_TO_KEY = ("send it as header 'X-API-Key: KEY' or 'Authorization: Bearer KEY'; an operator creates one with "
-              "`capq keys create --owner NAME --tier TIER`")
+HOW_TO_KEY = (
+    "send it as header 'X-API-Key: KEY' or 'Authorization: Bearer KEY'; an operator creates one with "
+    "`capq keys create --owner NAME --tier TIER`"
+)
 
 
 class ApiError(CapqError):
@@ -62,23 +65,35 @@ def authenticator(settings: Settings) -> Callable[..., Caller]:
             raise ApiError(401, f"missing API key: {HOW_TO_KEY}", challenge)
         wait_s = failures.blocked(address)
         if wait_s:
-            raise ApiError(429, f"too many failed API keys from your address; retry in {wait_s}s with a valid key",
-                           {"Retry-After": str(wait_s)})
+            raise ApiError(
+                429,
+                f"too many failed API keys from your address; retry in {wait_s}s with a valid key",
+                {"Retry-After": str(wait_s)},
+            )
         record = keys.lookup(key)
         if record is None:
             failures.failed(address)
             raise ApiError(401, f"API key not recognised (wrong or revoked): {HOW_TO_KEY}", challenge)
         decision = limiter.hit(record["key_hash"], record["tier"])
         if not decision.allowed:
-            raise ApiError(429, f"rate limit reached: tier {record['tier']} allows {decision.limit} requests per "
-                                f"hour per key; retry in {decision.retry_after_s}s or ask for a higher tier",
-                           {"Retry-After": str(decision.retry_after_s), "X-RateLimit-Limit": str(decision.limit),
-                            "X-RateLimit-Remaining": "0"})
+            raise ApiError(
+                429,
+                f"rate limit reached: tier {record['tier']} allows {decision.limit} requests per "
+                f"hour per key; retry in {decision.retry_after_s}s or ask for a higher tier",
+                {
+                    "Retry-After": str(decision.retry_after_s),
+                    "X-RateLimit-Limit": str(decision.limit),
+                    "X-RateLimit-Remaining": "0",
+                },
+            )
         key_stats.touch(settings, record["prefix"])
         return Caller(record["owner"], record["tier"], record["prefix"], record["key_hash"], record.get("role", "user"))
 
-    def caller(request: Request, api_key: str | None = Security(header),
-               token: HTTPAuthorizationCredentials | None = Security(bearer)) -> Caller:
+    def caller(
+        request: Request,
+        api_key: str | None = Security(header),
+        token: HTTPAuthorizationCredentials | None = Security(bearer),
+    ) -> Caller:
         known = request.scope.get("state", {}).get("capq_caller")  # producer.api_guard.CALLER_KEY
         if known is not None:
             return known
@@ -93,12 +108,18 @@ def take_images(settings: Settings, caller: Caller, images: int) -> None:
     """Count a request's images against the key's hourly image budget; 429 (nothing counted) when over it."""
     decision = _image_budget(settings).take(caller.key_hash, caller.tier, images)
     if not decision.allowed:
-        raise ApiError(429, f"image limit reached: tier {caller.tier} allows {decision.limit} images per hour per "
-                            f"key ({decision.remaining} left this hour, this request has {images}); retry in "
-                            f"{decision.retry_after_s}s, send fewer images, or ask for a higher tier "
-                            "(CAPQ_IMAGE_LIMITS_PER_HOUR)",
-                       {"Retry-After": str(decision.retry_after_s), "X-RateLimit-Limit": str(decision.limit),
-                        "X-RateLimit-Remaining": str(decision.remaining)})
+        raise ApiError(
+            429,
+            f"image limit reached: tier {caller.tier} allows {decision.limit} images per hour per "
+            f"key ({decision.remaining} left this hour, this request has {images}); retry in "
+            f"{decision.retry_after_s}s, send fewer images, or ask for a higher tier "
+            "(CAPQ_IMAGE_LIMITS_PER_HOUR)",
+            {
+                "Retry-After": str(decision.retry_after_s),
+                "X-RateLimit-Limit": str(decision.limit),
+                "X-RateLimit-Remaining": str(decision.remaining),
+            },
+        )
 
 
 @functools.cache
@@ -146,14 +167,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _storage(request: Request, exc: StorageError):
         log.error("storage error on %s %s: %s", request.method, request.url.path, exc)
         # The log has the (password-masked) detail; the caller learns which service, never its address.
-        return _error(503, f"{getattr(exc, 'service', 'a backing service')} unreachable or failing; retry shortly",
-                      {"Retry-After": "5"})
+        return _error(
+            503,
+            f"{getattr(exc, 'service', 'a backing service')} unreachable or failing; retry shortly",
+            {"Retry-After": "5"},
+        )
 
     @app.exception_handler(KombuOperationalError)
     async def _broker(request: Request, exc: KombuOperationalError):
         log.error("broker error on %s %s: %s", request.method, request.url.path, exc)
-        return _error(503, "the message broker (Redis) is unreachable; retry shortly (with the same "
-                           "idempotency_key a retried submission resumes the same job)", {"Retry-After": "5"})
+        return _error(
+            503,
+            "the message broker (Redis) is unreachable; retry shortly (with the same "
+            "idempotency_key a retried submission resumes the same job)",
+            {"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):

@@ -1,5 +1,6 @@
 """capacity: per model, the workers needed to keep queued work under a target age and the time to drain the backlog,
 from measured per-worker throughput and recent arrivals."""
+
 # The plan, with c = workers x per-worker images/s, arrivals a images/s and a backlog of B images:
 # - keep up with arrivals with headroom: c >= a / max_utilization (a queue whose workers are busy all the time
 #   grows without bound at the first burst);
@@ -15,16 +16,17 @@ import time
 from prometheus_client.core import GaugeMetricFamily
 
 from capq.names import MODEL_NAMES, TIERS, caption_queue, caption_queues
-from capq.settings import Settings
-from storage.throughput import Throughput
 from capq.queue_metrics import in_flight, read_queue, redis_client
+from capq.settings import Settings
 from capq.throughput import live_workers, worker_rates
+from storage.throughput import Throughput
 
 log = logging.getLogger("capq.exporter")
 
 
-def workers_needed(arrival_per_s: float, backlog: float, per_worker_per_s: float, target_age_s: float,
-                   max_utilization: float = 1.0) -> int:
+def workers_needed(
+    arrival_per_s: float, backlog: float, per_worker_per_s: float, target_age_s: float, max_utilization: float = 1.0
+) -> int:
     """The fewest workers that keep up with arrivals at most max_utilization busy and drain `backlog` images within
     target_age_s while arrivals continue (0 when there is neither work nor arrivals)."""
     if per_worker_per_s <= 0 or target_age_s <= 0 or not 0 < max_utilization <= 1:
@@ -47,28 +49,49 @@ def _finite(x: float) -> float | None:
     return None if math.isinf(x) else round(x, 1)
 
 
-def model_plan(settings: Settings, model: str, online: int, rates: dict[str, float], arrivals: int,
-               backlog: int, oldest_age_s: float) -> dict:
+def model_plan(
+    settings: Settings,
+    model: str,
+    online: int,
+    rates: dict[str, float],
+    arrivals: int,
+    backlog: int,
+    oldest_age_s: float,
+) -> dict:
     """One model's row of the plan from what was measured."""
     arrival = arrivals / settings.arrival_window_s
-    row = {"model": model, "workers_online": online, "backlog_images": backlog,
-           "oldest_age_s": round(oldest_age_s, 1), "arrival_images_per_s": round(arrival, 4),
-           "target_age_s": settings.capacity_target_age_s, "per_worker_images_per_s": None,
-           "workers_needed": None, "drain_s": None, "drain_s_with_needed": None}
+    row = {
+        "model": model,
+        "workers_online": online,
+        "backlog_images": backlog,
+        "oldest_age_s": round(oldest_age_s, 1),
+        "arrival_images_per_s": round(arrival, 4),
+        "target_age_s": settings.capacity_target_age_s,
+        "per_worker_images_per_s": None,
+        "workers_needed": None,
+        "drain_s": None,
+        "drain_s_with_needed": None,
+    }
     if not rates:
         if backlog or arrivals:
-            row["reason"] = (f"no {model} worker finished a shard in the last {settings.throughput_window_s} s: start "
-                             "one to measure its throughput")
+            row["reason"] = (
+                f"no {model} worker finished a shard in the last {settings.throughput_window_s} s: start "
+                "one to measure its throughput"
+            )
         else:
             row["workers_needed"], row["drain_s"], row["drain_s_with_needed"] = 0, 0.0, 0.0
         return row
     # The mean worker: rates of workers on different GPUs differ, and a plan adds workers like the ones measured.
     per_worker = sum(rates.values()) / len(rates)
-    needed = workers_needed(arrival, backlog, per_worker, settings.capacity_target_age_s,
-                            settings.capacity_max_utilization)
-    return row | {"per_worker_images_per_s": round(per_worker, 3), "workers_needed": needed,
-                  "drain_s": _finite(drain_seconds(backlog, online, per_worker, arrival)),
-                  "drain_s_with_needed": _finite(drain_seconds(backlog, needed, per_worker, arrival))}
+    needed = workers_needed(
+        arrival, backlog, per_worker, settings.capacity_target_age_s, settings.capacity_max_utilization
+    )
+    return row | {
+        "per_worker_images_per_s": round(per_worker, 3),
+        "workers_needed": needed,
+        "drain_s": _finite(drain_seconds(backlog, online, per_worker, arrival)),
+        "drain_s_with_needed": _finite(drain_seconds(backlog, needed, per_worker, arrival)),
+    }
 
 
 def plan(settings: Settings, models: list[str] | None = None) -> dict:
@@ -85,12 +108,24 @@ def plan(settings: Settings, models: list[str] | None = None) -> dict:
         names = set(caption_queues(model))
         backlog = sum(q.images for q in queues) + sum(n for q, _job, n, _at in held if q in names)
         oldest = min((q.oldest_at for q in queues if q.oldest_at), default=None)
-        rows.append(model_plan(settings, model, len(live.get(model, [])),
-                               worker_rates(client, model, settings.throughput_window_s), arrivals[model], backlog,
-                               max(0.0, now - oldest) if oldest else 0.0))
-    return {"models": rows, "target_age_s": settings.capacity_target_age_s,
-            "max_utilization": settings.capacity_max_utilization, "arrival_window_s": settings.arrival_window_s,
-            "throughput_window_s": settings.throughput_window_s}
+        rows.append(
+            model_plan(
+                settings,
+                model,
+                len(live.get(model, [])),
+                worker_rates(client, model, settings.throughput_window_s),
+                arrivals[model],
+                backlog,
+                max(0.0, now - oldest) if oldest else 0.0,
+            )
+        )
+    return {
+        "models": rows,
+        "target_age_s": settings.capacity_target_age_s,
+        "max_utilization": settings.capacity_max_utilization,
+        "arrival_window_s": settings.arrival_window_s,
+        "throughput_window_s": settings.throughput_window_s,
+    }
 
 
 class CapacityCollector:
@@ -103,12 +138,16 @@ class CapacityCollector:
         return []
 
     def collect(self):
-        fams = {key: GaugeMetricFamily(f"capq_capacity_{name}", text, labels=["model"]) for key, name, text in (
-            ("workers_needed", "workers_needed", "Workers needed to keep queued work under the target age"),
-            ("drain_s", "drain_seconds", "Seconds to drain the backlog with the workers online (+Inf: never)"),
-            ("arrival_images_per_s", "arrival_images_per_second", "Images submitted per second, recent window"),
-            ("per_worker_images_per_s", "worker_images_per_second", "Measured images per second of one worker"),
-            ("backlog_images", "backlog_images", "Images queued or held by workers"))}
+        fams = {
+            key: GaugeMetricFamily(f"capq_capacity_{name}", text, labels=["model"])
+            for key, name, text in (
+                ("workers_needed", "workers_needed", "Workers needed to keep queued work under the target age"),
+                ("drain_s", "drain_seconds", "Seconds to drain the backlog with the workers online (+Inf: never)"),
+                ("arrival_images_per_s", "arrival_images_per_second", "Images submitted per second, recent window"),
+                ("per_worker_images_per_s", "worker_images_per_second", "Measured images per second of one worker"),
+                ("backlog_images", "backlog_images", "Images queued or held by workers"),
+            )
+        }
         try:
             rows = plan(self.settings)["models"]
         except Exception as exc:  # noqa: BLE001 - a scrape must answer even when Redis or MongoDB does not

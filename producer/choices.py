@@ -1,4 +1,6 @@
-"""choices: the models, tiers, presets and names a request may use, each checked with a message listing the valid ones."""
+"""choices: the models, tiers, presets and names a request may use, each checked with a message listing the valid
+ones."""
+
 from __future__ import annotations
 
 import re

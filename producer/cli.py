@@ -1,11 +1,11 @@
 """cli: `capq submit|status|results|jobs|history|cancel|keys|api`, thin over producer's plain functions."""
+
 from __future__ import annotations
 
 import csv
 import json
 import os
 import sys
-from typing import Optional
 
 import typer
 
@@ -31,8 +31,10 @@ def _timed_out(job_id: str, job: dict, timeout_s: float, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"event": "timeout", "job_id": job_id, "state": job["state"], "counts": job["counts"]}))
     else:
-        fail(f"job {job_id} still {job['state']} after {timeout_s:g}s: {job['counts']}; "
-             f"`capq status {job_id} --watch` follows it further")
+        fail(
+            f"job {job_id} still {job['state']} after {timeout_s:g}s: {job['counts']}; "
+            f"`capq status {job_id} --watch` follows it further"
+        )
     raise typer.Exit(WAIT_TIMEOUT_EXIT)
 
 
@@ -44,12 +46,17 @@ def _watch(settings, job_id: str, as_json: bool, timeout_s: float | None = None)
         last: list = []
 
         def update(job: dict) -> None:
-            bar.update(completed=finished(job), total=job["counts"].get("total", 0),
-                       description=f"job {job_id[:12]} {job['state']}")
+            bar.update(
+                completed=finished(job),
+                total=job["counts"].get("total", 0),
+                description=f"job {job_id[:12]} {job['state']}",
+            )
             if as_json and last != [job["state"], job["counts"]]:  # a line per change, not per poll
                 last[:] = [job["state"], job["counts"]]
-                print(json.dumps({"event": "progress", "job_id": job_id, "state": job["state"],
-                                  "counts": job["counts"]}), flush=True)
+                print(
+                    json.dumps({"event": "progress", "job_id": job_id, "state": job["state"], "counts": job["counts"]}),
+                    flush=True,
+                )
 
         def blip(exc) -> None:
             bar.update(description=f"job {job_id[:12]} (waiting: {type(exc).__name__})")
@@ -59,20 +66,32 @@ def _watch(settings, job_id: str, as_json: bool, timeout_s: float | None = None)
 
 @exits
 def submit_cmd(
-    paths: list[str] = typer.Argument(..., help="Image files, folders (recursive), .jsonl/.csv/.parquet manifests, "
-                                      ".tar shards or brace patterns, s3:// keys and s3://bucket/prefix/."),
-    model: str = typer.Option(..., "--model", "-m", help="Model(s), comma-separated: blip, blip2, git, vit-gpt2, or a model alias."),
-    tier: Optional[str] = typer.Option(None, help="free, plus or premium (default CAPQ_DEFAULT_TIER)."),
-    preset: Optional[str] = typer.Option(None, help="Generation preset (default CAPQ_DEFAULT_PRESET)."),
-    owner: Optional[str] = typer.Option(None, help="Owner of the job (default $USER or 'local')."),
-    job_id: Optional[str] = typer.Option(None, "--job-id", help="Name the job; the same id again resumes it."),
-    idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key", help="Same key again resumes the job."),
+    paths: list[str] = typer.Argument(
+        ...,
+        help="Image files, folders (recursive), .jsonl/.csv/.parquet manifests, "
+        ".tar shards or brace patterns, s3:// keys and s3://bucket/prefix/.",
+    ),
+    model: str = typer.Option(
+        ..., "--model", "-m", help="Model(s), comma-separated: blip, blip2, git, vit-gpt2, or a model alias."
+    ),
+    tier: str | None = typer.Option(None, help="free, plus or premium (default CAPQ_DEFAULT_TIER)."),
+    preset: str | None = typer.Option(None, help="Generation preset (default CAPQ_DEFAULT_PRESET)."),
+    owner: str | None = typer.Option(None, help="Owner of the job (default $USER or 'local')."),
+    job_id: str | None = typer.Option(None, "--job-id", help="Name the job; the same id again resumes it."),
+    idempotency_key: str | None = typer.Option(None, "--idempotency-key", help="Same key again resumes the job."),
     wait: bool = typer.Option(False, "--wait", help="Wait until every image is captioned."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines; the last holds job_id, counts and rejections."),
-    translate: Optional[str] = typer.Option(None, "--translate", help="Also translate each caption into this "
-                                            "language (e.g. vi), on the translation worker's queue."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=0, help="With --wait: give up after this many "
-                                            "seconds, print the state and exit 3 (the job goes on)."),
+    translate: str | None = typer.Option(
+        None,
+        "--translate",
+        help="Also translate each caption into this language (e.g. vi), on the translation worker's queue.",
+    ),
+    timeout: float | None = typer.Option(
+        None,
+        "--timeout",
+        min=0,
+        help="With --wait: give up after this many seconds, print the state and exit 3 (the job goes on).",
+    ),
 ) -> None:
     """Validate, upload and queue images for captioning; prints the job id."""
     from producer.queries import job_status
@@ -81,6 +100,7 @@ def submit_cmd(
 
     settings = get_settings()
     with progress_bar("validating + uploading") as bar:
+
         def progress(stage: str, done: int, total: int) -> None:
             if stage == "validating":
                 bar.update(completed=done, total=total)
@@ -89,13 +109,22 @@ def submit_cmd(
 
         def started(job: str, created: bool) -> None:
             # Printed first: after an interruption, the same command with --job-id resumes exactly.
-            err.print(f"job {job} {'created' if created else 'resumed'}; if interrupted, run the same command "
-                      f"with --job-id {job} to resume")
+            err.print(
+                f"job {job} {'created' if created else 'resumed'}; if interrupted, run the same command "
+                f"with --job-id {job} to resume"
+            )
             if as_json:
                 print(json.dumps({"event": "started", "job_id": job, "created": created}), flush=True)
 
-        request = SubmitRequest(model, tier=tier, preset=preset, owner=owner or default_owner(), job_id=job_id,
-                                idempotency_key=idempotency_key, translate=translate)
+        request = SubmitRequest(
+            model,
+            tier=tier,
+            preset=preset,
+            owner=owner or default_owner(),
+            job_id=job_id,
+            idempotency_key=idempotency_key,
+            translate=translate,
+        )
         result = submit(settings, paths, request, progress, on_job=started)
     if as_json:
         for r in result.rejected:
@@ -103,17 +132,25 @@ def submit_cmd(
     else:
         if result.rejected:
             err.print(rejections_table(result.rejected))
-        err.print(f"job {result.job_id}: {result.accepted} image(s) accepted, {result.rejected_total} rejected, "
-                  f"{result.enqueued} item(s) queued" + ("" if result.created else " (resumed)")
-                  + f"; trace {result.trace_id}")
+        err.print(
+            f"job {result.job_id}: {result.accepted} image(s) accepted, {result.rejected_total} rejected, "
+            f"{result.enqueued} item(s) queued"
+            + ("" if result.created else " (resumed)")
+            + f"; trace {result.trace_id}"
+        )
         print(result.job_id, flush=True)
     _warn_offline(settings, result.models)
     final = _watch(settings, result.job_id, as_json, timeout) if wait else job_status(settings, result.job_id)
     if wait and timeout is not None:
         _timed_out(result.job_id, final, timeout, as_json)
     if as_json:
-        print(json.dumps({"event": "finished" if wait else "submitted"} | result.as_dict()
-                         | {"state": final["state"], "counts": final["counts"], "rejected": final["rejected"]}))
+        print(
+            json.dumps(
+                {"event": "finished" if wait else "submitted"}
+                | result.as_dict()
+                | {"state": final["state"], "counts": final["counts"], "rejected": final["rejected"]}
+            )
+        )
     elif wait:
         err.print(f"job {result.job_id} {final['state']}: {final['counts']}")
 
@@ -133,11 +170,14 @@ def _warn_offline(settings, models: list[str]) -> None:
 
 
 @exits
-def status_cmd(job: str = typer.Argument(..., help="Job id."),
-               watch: bool = typer.Option(False, "--watch", help="Follow until the job finishes."),
-               as_json: bool = typer.Option(False, "--json"),
-               timeout: Optional[float] = typer.Option(None, "--timeout", min=0, help="With --watch: give up after "
-                                                       "this many seconds, print the state and exit 3.")) -> None:
+def status_cmd(
+    job: str = typer.Argument(..., help="Job id."),
+    watch: bool = typer.Option(False, "--watch", help="Follow until the job finishes."),
+    as_json: bool = typer.Option(False, "--json"),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=0, help="With --watch: give up after this many seconds, print the state and exit 3."
+    ),
+) -> None:
     """Exact counts of a job and the files it rejected."""
     from producer.queries import job_status
     from producer.render import job_table, rejections_table
@@ -159,10 +199,13 @@ def status_cmd(job: str = typer.Argument(..., help="Job id."),
 
 
 @exits
-def results_cmd(job: str = typer.Argument(..., help="Job id."),
-                fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
-                lang: Optional[str] = typer.Option(None, "--lang", help="Add each caption's translation into this "
-                                                   "language (translated on demand when missing).")) -> None:
+def results_cmd(
+    job: str = typer.Argument(..., help="Job id."),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv."),
+    lang: str | None = typer.Option(
+        None, "--lang", help="Add each caption's translation into this language (translated on demand when missing)."
+    ),
+) -> None:
     """One record per image x model: sha256, file_name, model, preset, caption, status, error."""
     from producer.queries import RESULT_FIELDS, results
 
@@ -189,9 +232,12 @@ def results_cmd(job: str = typer.Argument(..., help="Job id."),
 
 
 @exits
-def jobs_cmd(mine: bool = typer.Option(False, "--mine", help="Only jobs of --owner ($USER or 'local')."),
-             owner: Optional[str] = typer.Option(None, help="Only this owner's jobs."),
-             limit: int = typer.Option(50, min=1, max=1000), as_json: bool = typer.Option(False, "--json")) -> None:
+def jobs_cmd(
+    mine: bool = typer.Option(False, "--mine", help="Only jobs of --owner ($USER or 'local')."),
+    owner: str | None = typer.Option(None, help="Only this owner's jobs."),
+    limit: int = typer.Option(50, min=1, max=1000),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Recent jobs, newest first."""
     from producer.queries import list_jobs
     from producer.render import jobs_table
@@ -208,19 +254,33 @@ def jobs_cmd(mine: bool = typer.Option(False, "--mine", help="Only jobs of --own
 
 
 @exits
-def history_cmd(image: Optional[str] = typer.Option(None, help="An image file (hashed) or its sha256."),
-                model: Optional[str] = typer.Option(None), job: Optional[str] = typer.Option(None),
-                since: Optional[str] = typer.Option(None, help="ISO time, epoch seconds, or an age: 30m, 2h, 7d."),
-                limit: int = typer.Option(50), page: Optional[int] = typer.Option(None, help="1-based page."),
-                cursor: Optional[str] = typer.Option(None, help="next_cursor of the previous page."),
-                owner: Optional[str] = typer.Option(None, help="Whose history (default $USER or 'local')."),
-                as_json: bool = typer.Option(False, "--json")) -> None:
+def history_cmd(
+    image: str | None = typer.Option(None, help="An image file (hashed) or its sha256."),
+    model: str | None = typer.Option(None),
+    job: str | None = typer.Option(None),
+    since: str | None = typer.Option(None, help="ISO time, epoch seconds, or an age: 30m, 2h, 7d."),
+    limit: int = typer.Option(50),
+    page: int | None = typer.Option(None, help="1-based page."),
+    cursor: str | None = typer.Option(None, help="next_cursor of the previous page."),
+    owner: str | None = typer.Option(None, help="Whose history (default $USER or 'local')."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Caption history, newest first."""
     from producer.queries import history
     from producer.render import history_table
 
-    page_ = history(get_settings(), owner or default_owner(), image=image, model=model, job=job, since=since,
-                    limit=limit, page=page, cursor=cursor, allow_files=True)
+    page_ = history(
+        get_settings(),
+        owner or default_owner(),
+        image=image,
+        model=model,
+        job=job,
+        since=since,
+        limit=limit,
+        page=page,
+        cursor=cursor,
+        allow_files=True,
+    )
     if as_json:
         print(json.dumps(page_))
         return
@@ -239,28 +299,31 @@ def cancel_cmd(job: str = typer.Argument(..., help="Job id.")) -> None:
         n = cancel_job(get_settings(), job)["cancelled_now"]
     except AlreadyFinished as exc:
         fail(exc)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     out.print(f"job {job} cancelled: {n} queued item(s) will not be captioned")
 
 
 @keys_app.command("create")
 @exits
-def keys_create(owner: str = typer.Option(..., help="Owner the key acts for."),
-                tier: str = typer.Option(..., help="free, plus or premium."),
-                note: Optional[str] = typer.Option(None, help="A reminder of what the key is for."),
-                role: str = typer.Option("user", help="user (its own data) or admin (the admin API routes).")) -> None:
+def keys_create(
+    owner: str = typer.Option(..., help="Owner the key acts for."),
+    tier: str = typer.Option(..., help="free, plus or premium."),
+    note: str | None = typer.Option(None, help="A reminder of what the key is for."),
+    role: str = typer.Option("user", help="user (its own data) or admin (the admin API routes)."),
+) -> None:
     """Create an API key and print it once (only its hash is stored)."""
     from producer.keys_admin import create_key
 
     key, record = create_key(get_settings(), owner, tier, role, note)
-    err.print(f"key {record['prefix']}... for owner {owner}, tier {tier}, role {role}; store it now, it is not "
-              "shown again")
+    err.print(
+        f"key {record['prefix']}... for owner {owner}, tier {tier}, role {role}; store it now, it is not shown again"
+    )
     print(key)
 
 
 @keys_app.command("list")
 @exits
-def keys_list(owner: Optional[str] = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
+def keys_list(owner: str | None = typer.Option(None), as_json: bool = typer.Option(False, "--json")) -> None:
     """Keys by prefix with their use this hour and day (the keys themselves are not stored)."""
     from rich.table import Table
 
@@ -271,13 +334,23 @@ def keys_list(owner: Optional[str] = typer.Option(None), as_json: bool = typer.O
         for k in keys:
             print(json.dumps(k, default=str))
         return
-    table = Table("prefix", "owner", "tier", "role", "created", "last used", "req h/d", "images h/d", "revoked",
-                  "expires", "note")
+    table = Table(
+        "prefix", "owner", "tier", "role", "created", "last used", "req h/d", "images h/d", "revoked", "expires", "note"
+    )
     for k in keys:
-        table.add_row(k["prefix"], k["owner"], k["tier"], k["role"], str(k["created_at"])[:19],
-                      str(k["last_used_at"] or "")[:19], f"{k['requests_hour']}/{k['requests_day']}",
-                      f"{k['images_hour']}/{k['images_day']}", str(k.get("revoked_at") or "")[:19],
-                      str(k.get("expires_at") or "")[:19], k.get("note") or "")
+        table.add_row(
+            k["prefix"],
+            k["owner"],
+            k["tier"],
+            k["role"],
+            str(k["created_at"])[:19],
+            str(k["last_used_at"] or "")[:19],
+            f"{k['requests_hour']}/{k['requests_day']}",
+            f"{k['images_hour']}/{k['images_day']}",
+            str(k.get("revoked_at") or "")[:19],
+            str(k.get("expires_at") or "")[:19],
+            k.get("note") or "",
+        )
     out.print(table if keys else "no keys")
 
 

@@ -1,25 +1,26 @@
 """cli_export: `capq export JOB|--model M|--since T --format F DEST`, thin over producer.export."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import typer
 
 from capq.settings import get_settings
 from producer.cli import default_owner
-from producer.render import err, exits
 from producer.errors import BadInput
+from producer.render import err, exits
 
 
 @exits
 def export_cmd(
-    targets: list[str] = typer.Argument(..., metavar="[JOB] DEST",
-                                        help="A job id (or none, with --model/--since) and a local folder or "
-                                             "s3://BUCKET/owners/OWNER/... destination."),
+    targets: list[str] = typer.Argument(
+        ...,
+        metavar="[JOB] DEST",
+        help="A job id (or none, with --model/--since) and a local folder or s3://BUCKET/owners/OWNER/... destination.",
+    ),
     fmt: str = typer.Option("parquet", "--format", help="parquet, jsonl, csv, webdataset or hf."),
-    model: Optional[str] = typer.Option(None, help="Without a job: only this model's captions."),
-    since: Optional[str] = typer.Option(None, help="Without a job: captions since an ISO time, epoch or age (7d)."),
-    owner: Optional[str] = typer.Option(None, help="Whose captions (default $USER or 'local')."),
+    model: str | None = typer.Option(None, help="Without a job: only this model's captions."),
+    since: str | None = typer.Option(None, help="Without a job: captions since an ISO time, epoch or age (7d)."),
+    owner: str | None = typer.Option(None, help="Whose captions (default $USER or 'local')."),
 ) -> None:
     """Export captions, one row per image with a caption column per model and preset; streamed to files."""
     from producer.export import export

@@ -1,4 +1,5 @@
 """errors: the producer's errors; BadInput (the caller's to fix: exit 2, HTTP 4xx) lives in capq.errors."""
+
 from capq.errors import BadInput, CapqError, TooLarge  # noqa: F401  (BadInput, TooLarge: re-exported)
 
 

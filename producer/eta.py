@@ -1,9 +1,10 @@
 """eta: when each unfinished job should finish, from the queue ahead of it (tier shares included) and its model's live
 throughput."""
+
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import redis
 
@@ -27,8 +28,9 @@ def tier_shares(weights: dict[str, int], busy: set[str]) -> dict[str, float]:
     return {t: n / len(slots) for t, n in served.items()}
 
 
-def finish_seconds(tier: str, through_job: float, depths: dict[str, float], weights: dict[str, int],
-                   rate: float) -> float:
+def finish_seconds(
+    tier: str, through_job: float, depths: dict[str, float], weights: dict[str, int], rate: float
+) -> float:
     """Seconds until `through_job` images of `tier` are done while the other tiers hold `depths` images, at
     `rate` images/s shared by tier_shares: piecewise, each phase lasting until one busy tier runs empty."""
     left = {t: float(n) for t, n in depths.items() if t != tier} | {tier: float(through_job)}
@@ -89,12 +91,17 @@ class EtaSource:
         rate = self.rate(model)
         if through is None:  # nothing of this job waits in the queue: in a worker's hands, or done
             mine = any(job == job_id for job, _n, _at in self.held_by_workers(model))
-            return out | {"eta_s": round(self.in_flight_s(model, rate), 1) if mine and rate else 0.0,
-                          "rate_images_per_s": rate}
+            return out | {
+                "eta_s": round(self.in_flight_s(model, rate), 1) if mine and rate else 0.0,
+                "rate_images_per_s": rate,
+            }
         out["rate_images_per_s"] = None if rate is None else round(rate, 3)
         if rate is None:
-            return out | {"eta_s": None, "reason": f"no {model} worker online with a measured throughput "
-                                                   f"(in the last {self.settings.throughput_window_s} s)"}
+            return out | {
+                "eta_s": None,
+                "reason": f"no {model} worker online with a measured throughput "
+                f"(in the last {self.settings.throughput_window_s} s)",
+            }
         depths = {t: self.queue(model, t).images for t in TIERS if t != tier}
         eta_s = self.in_flight_s(model, rate) + finish_seconds(tier, through, depths, self.settings.tier_weights, rate)
         return out | {"eta_s": round(eta_s, 1)}
@@ -106,10 +113,14 @@ class EtaSource:
         per_model = [self.model_eta(job["job_id"], m, job["tier"]) for m in job["models"]]
         unknown = [m for m in per_model if m["eta_s"] is None]
         if unknown:
-            return {"eta_s": None, "eta_at": None, "reason": "; ".join(m["reason"] for m in unknown),
-                    "per_model": per_model}
+            return {
+                "eta_s": None,
+                "eta_at": None,
+                "reason": "; ".join(m["reason"] for m in unknown),
+                "per_model": per_model,
+            }
         eta_s = max(m["eta_s"] for m in per_model)
-        at = datetime.fromtimestamp(time.time() + eta_s, timezone.utc).isoformat(timespec="seconds")
+        at = datetime.fromtimestamp(time.time() + eta_s, UTC).isoformat(timespec="seconds")
         return {"eta_s": eta_s, "eta_at": at, "per_model": per_model}
 
 

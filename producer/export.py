@@ -1,4 +1,5 @@
 """export: captions as Parquet, JSONL, CSV, webdataset shards or a Hugging Face dataset folder, streamed."""
+
 from __future__ import annotations
 
 import csv
@@ -9,9 +10,9 @@ import shutil
 import tarfile
 import tempfile
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from capq.settings import Settings
 from producer.errors import BadInput
@@ -28,9 +29,15 @@ def schema(sel: Selection):
     """Typed columns: ids and names as strings, times as UTC timestamps, one caption and checkpoint per run."""
     import pyarrow as pa
 
-    fields = [("sha256", pa.string()), ("file_name", pa.string()), ("key", pa.string()), ("job_id", pa.string()),
-              ("meta", pa.string()), ("created_at", pa.timestamp("ms", tz="UTC")),
-              ("updated_at", pa.timestamp("ms", tz="UTC"))]
+    fields = [
+        ("sha256", pa.string()),
+        ("file_name", pa.string()),
+        ("key", pa.string()),
+        ("job_id", pa.string()),
+        ("meta", pa.string()),
+        ("created_at", pa.timestamp("ms", tz="UTC")),
+        ("updated_at", pa.timestamp("ms", tz="UTC")),
+    ]
     for model, preset in sel.runs:
         fields += [(column("caption", model, preset), pa.string()), (column("checkpoint", model, preset), pa.string())]
     return pa.schema(fields)
@@ -126,21 +133,38 @@ def write_webdataset(items: Iterable[dict], sel: Selection, folder: Path) -> int
 def dataset_card(settings: Settings, sel: Selection, count: int) -> str:
     """README.md of an hf export: what it holds, from which models and checkpoints, and their latest scores."""
     evals = EvaluationStore(settings)
-    lines = ["---", "configs:", "- config_name: default", "  data_files:", "  - split: train",
-             "    path: data/*.parquet", "---", f"# capq captions: {sel.describe()}", "",
-             f"- Exported: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
-             f"- Images (rows): {count}", f"- Caption columns: {len(sel.runs)}", "",
-             "| column | model | preset | latest evaluation (checkpoint, date): scores |", "| --- | --- | --- | --- |"]
+    lines = [
+        "---",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        "  - split: train",
+        "    path: data/*.parquet",
+        "---",
+        f"# capq captions: {sel.describe()}",
+        "",
+        f"- Exported: {datetime.now(UTC).isoformat(timespec='seconds')}",
+        f"- Images (rows): {count}",
+        f"- Caption columns: {len(sel.runs)}",
+        "",
+        "| column | model | preset | latest evaluation (checkpoint, date): scores |",
+        "| --- | --- | --- | --- |",
+    ]
     for model, preset in sel.runs:
         latest = next((e for e in evals.history(model, limit=50) if e.get("preset") in (None, preset)), None)
         scores = "none yet"
         if latest:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(latest.get("scores", {}).items())
-                              if isinstance(v, (int, float)))
+            shown = ", ".join(
+                f"{k} {v:.4f}" for k, v in sorted(latest.get("scores", {}).items()) if isinstance(v, (int, float))
+            )
             scores = f"{latest.get('checkpoint')}, {str(latest.get('created_at'))[:10]}: {shown}"
         lines.append(f"| `{column('caption', model, preset)}` | {model} | {preset} | {scores} |")
-    lines += ["", "Checkpoints per caption are in the `checkpoint_<model>_<preset>` columns. Load with "
-              "`datasets.load_dataset(\"parquet\", data_files=\"data/*.parquet\")` or `load_dataset(FOLDER)`.", ""]
+    lines += [
+        "",
+        "Checkpoints per caption are in the `checkpoint_<model>_<preset>` columns. Load with "
+        '`datasets.load_dataset("parquet", data_files="data/*.parquet")` or `load_dataset(FOLDER)`.',
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -153,11 +177,10 @@ def write_hf(items: Iterable[dict], sel: Selection, folder: Path, settings: Sett
 
 def _s3_dest(dest: str, settings: Settings, owner: str) -> str:
     """The key prefix of an s3:// destination: the configured bucket, under the owner's own prefix."""
-    bucket, _, prefix = dest[len("s3://"):].partition("/")
+    bucket, _, prefix = dest[len("s3://") :].partition("/")
     prefix = prefix.rstrip("/") + "/"
     if bucket != settings.s3_bucket or not prefix.startswith(owner_prefix(owner)) or ".." in prefix.split("/"):
-        raise BadInput(f"export destination must be under s3://{settings.s3_bucket}/{owner_prefix(owner)}; "
-                       f"got {dest}")
+        raise BadInput(f"export destination must be under s3://{settings.s3_bucket}/{owner_prefix(owner)}; got {dest}")
     return prefix
 
 
@@ -183,7 +206,8 @@ def export(settings: Settings, sel: Selection, fmt: str, dest: str) -> dict:
             n = write_hf(items, sel, folder, settings)
         else:
             n = {"parquet": write_parquet, "jsonl": write_jsonl, "csv": write_csv}[fmt](
-                items, sel, folder / f"captions.{fmt}")
+                items, sel, folder / f"captions.{fmt}"
+            )
         files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
         if remote:
             for name in files:

@@ -1,4 +1,5 @@
 """fleet: what the queues hold and which workers are alive, read from Redis (queue lists and heartbeat keys)."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,12 @@ class BrokerUnreachable(ServiceUnreachable):
 
 
 def _client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s,
-                                socket_timeout=settings.connect_timeout_s, decode_responses=True)
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.connect_timeout_s,
+        socket_timeout=settings.connect_timeout_s,
+        decode_responses=True,
+    )
 
 
 def _beat_at(value: str) -> float:
@@ -47,8 +52,14 @@ def workers_online(client: redis.Redis) -> list[dict]:
         wid = worker_of_heartbeat(key)
         name, _, where = wid.partition("@")
         host, _, pid = where.rpartition(":")
-        out.append({"name": name, "host": host, "pid": pid,
-                    "seen_s_ago": round(max(0.0, now - _beat_at(beat)), 1) if beat else None})
+        out.append(
+            {
+                "name": name,
+                "host": host,
+                "pid": pid,
+                "seen_s_ago": round(max(0.0, now - _beat_at(beat)), 1) if beat else None,
+            }
+        )
     return out
 
 
@@ -71,9 +82,19 @@ def snapshot(settings: Settings) -> dict:
     models = []
     for n, model in enumerate(MODEL_NAMES):
         mine = [w for w in alive if w["name"] == model]
-        models.append({"model": model, "queues": dict(zip(TIERS, depths[n * len(TIERS):(n + 1) * len(TIERS)])),
-                       "workers_online": len(mine), "workers": mine,
-                       "captions_per_min": round(recent[model] * 60 / THROUGHPUT_WINDOW_S, 2)})
-    return {"models": models, "eval_queue": depths[-2], "translate_queue": depths[-1],
-            "translate_workers_online": sum(1 for w in alive if w["name"] == "translate"),
-            "throughput_window_s": THROUGHPUT_WINDOW_S}
+        models.append(
+            {
+                "model": model,
+                "queues": dict(zip(TIERS, depths[n * len(TIERS) : (n + 1) * len(TIERS)])),
+                "workers_online": len(mine),
+                "workers": mine,
+                "captions_per_min": round(recent[model] * 60 / THROUGHPUT_WINDOW_S, 2),
+            }
+        )
+    return {
+        "models": models,
+        "eval_queue": depths[-2],
+        "translate_queue": depths[-1],
+        "translate_workers_online": sum(1 for w in alive if w["name"] == "translate"),
+        "throughput_window_s": THROUGHPUT_WINDOW_S,
+    }

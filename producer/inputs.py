@@ -1,10 +1,11 @@
 """inputs: every kind of submission input (files, manifests, Parquet, shards, s3 prefixes) as one lazy stream."""
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from capq.settings import Settings
 from producer import shards
@@ -36,8 +37,9 @@ def _parquet(path: Path, settings: Settings, owner: str) -> Iterator[Item]:
         for values in batch.to_pylist():
             row += 1
             # Through JSON: timestamps, decimals and bytes become plain values MongoDB and exports can hold.
-            meta = json.loads(json.dumps({k: v for k, v in values.items() if k not in REFERENCES and v is not None},
-                                         default=str))
+            meta = json.loads(
+                json.dumps({k: v for k, v in values.items() if k not in REFERENCES and v is not None}, default=str)
+            )
             refs = {k: values[k] for k in REFERENCES if values.get(k) not in (None, "")}
             if str(refs.get("path", "")).startswith("s3://"):
                 refs["s3"] = refs.pop("path")
@@ -46,7 +48,7 @@ def _parquet(path: Path, settings: Settings, owner: str) -> Iterator[Item]:
 
 def _s3_prefix(uri: str, settings: Settings, owner: str) -> Iterator[Item]:
     """Every image under an s3://bucket/prefix/ of the owner's own; each key passes the single-key rule too."""
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
     mine = owner_prefix(owner)
     if bucket != settings.s3_bucket or not prefix.startswith(mine) or ".." in prefix.split("/"):
         yield {"file": uri, "reason": f"prefix is outside your own; allowed: s3://{settings.s3_bucket}/{mine}..."}
@@ -71,8 +73,10 @@ def check_named(items: Iterable, settings: Settings, owner: str) -> None:
         elif text.endswith(".parquet") and not text.startswith("s3://"):
             _columns(Path(text))
         elif not text.startswith("s3://") and not Path(text).exists():
-            raise BadInput(f"{text}: no such file or folder; name image files, folders, .jsonl/.csv/.parquet "
-                           "manifests, .tar shards or s3:// URIs")
+            raise BadInput(
+                f"{text}: no such file or folder; name image files, folders, .jsonl/.csv/.parquet "
+                "manifests, .tar shards or s3:// URIs"
+            )
 
 
 def iter_inputs(items: Iterable, settings: Settings, owner: str) -> Iterator[Item]:

@@ -1,4 +1,5 @@
 """key_stats: per-key requests and images this hour and this UTC day, and when each key was last used (Redis)."""
+
 from __future__ import annotations
 
 import functools
@@ -16,8 +17,12 @@ KEEP_S = 2 * 86400  # a day's counter outlives its day a little, then Redis drop
 
 @functools.cache
 def _redis(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s,
-                                socket_timeout=settings.connect_timeout_s, decode_responses=True)
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.connect_timeout_s,
+        socket_timeout=settings.connect_timeout_s,
+        decode_responses=True,
+    )
 
 
 def _windows(now: float) -> dict[str, str]:
@@ -65,7 +70,12 @@ def read(settings: Settings, prefixes: list[str], now: float | None = None) -> d
         values = [None] * len(names)
     out = {}
     for i, p in enumerate(prefixes):
-        last, rh, rd, ih, id_ = values[i * 5:(i + 1) * 5]
-        out[p] = {"last_used_at": float(last) if last else None, "requests_hour": int(rh or 0),
-                  "requests_day": int(rd or 0), "images_hour": int(ih or 0), "images_day": int(id_ or 0)}
+        last, rh, rd, ih, id_ = values[i * 5 : (i + 1) * 5]
+        out[p] = {
+            "last_used_at": float(last) if last else None,
+            "requests_hour": int(rh or 0),
+            "requests_day": int(rd or 0),
+            "images_hour": int(ih or 0),
+            "images_day": int(id_ or 0),
+        }
     return out

@@ -1,21 +1,23 @@
 """owners_cli: `capq owners list|delete|audit`, `capq usage`, `capq keys rotate` and `capq retention run`."""
+
 from __future__ import annotations
 
 import csv
 import getpass
 import json
 import sys
-from typing import Optional
 
 import typer
 
 from capq.settings import get_settings
 from producer.render import err, exits, out
 
-owners_app = typer.Typer(help="Owners: list them, erase one (data, keys, usage), read the audit trail.",
-                         no_args_is_help=True)
-retention_app = typer.Typer(help="Retention (CAPQ_RETENTION_DAYS): delete old images beat would delete.",
-                            no_args_is_help=True)
+owners_app = typer.Typer(
+    help="Owners: list them, erase one (data, keys, usage), read the audit trail.", no_args_is_help=True
+)
+retention_app = typer.Typer(
+    help="Retention (CAPQ_RETENTION_DAYS): delete old images beat would delete.", no_args_is_help=True
+)
 
 
 def _operator() -> str:
@@ -46,9 +48,11 @@ def owners_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @owners_app.command("delete")
 @exits
-def owners_delete(owner: str = typer.Argument(..., help="The owner to erase."),
-                  yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
-                  as_json: bool = typer.Option(False, "--json")) -> None:
+def owners_delete(
+    owner: str = typer.Argument(..., help="The owner to erase."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Erase an owner: jobs, results, file names, usage, staged uploads and every key; images and captions
     too unless another owner also submitted them. Safe while workers run; run it again if it was interrupted."""
     from producer.api_owners import erase_owner
@@ -65,7 +69,7 @@ def owners_delete(owner: str = typer.Argument(..., help="The owner to erase."),
 
 @owners_app.command("audit")
 @exits
-def owners_audit(owner: Optional[str] = typer.Option(None), limit: int = typer.Option(50, min=1, max=1000)) -> None:
+def owners_audit(owner: str | None = typer.Option(None), limit: int = typer.Option(50, min=1, max=1000)) -> None:
     """Erasures and retention runs: who, what, when and how much (JSON lines, newest first)."""
     from storage.owners import Owners
 
@@ -74,10 +78,13 @@ def owners_audit(owner: Optional[str] = typer.Option(None), limit: int = typer.O
 
 
 @exits
-def usage_cmd(owner: Optional[str] = typer.Option(None, help="Only this owner (default: everyone)."),
-              since: str = typer.Option("30d", help="ISO date, epoch seconds or an age: 24h, 30d."),
-              by: str = typer.Option("model", help="Group by model, day, tier, owner or device."),
-              as_json: bool = typer.Option(False, "--json"), as_csv: bool = typer.Option(False, "--csv")) -> None:
+def usage_cmd(
+    owner: str | None = typer.Option(None, help="Only this owner (default: everyone)."),
+    since: str = typer.Option("30d", help="ISO date, epoch seconds or an age: 24h, 30d."),
+    by: str = typer.Option("model", help="Group by model, day, tier, owner or device."),
+    as_json: bool = typer.Option(False, "--json"),
+    as_csv: bool = typer.Option(False, "--csv"),
+) -> None:
     """Images captioned, reused captions (free), GPU-seconds and estimated cost (CAPQ_GPU_HOUR_PRICES)."""
     from rich.table import Table
 
@@ -95,8 +102,14 @@ def usage_cmd(owner: Optional[str] = typer.Option(None, help="Only this owner (d
         writer.writeheader()
         writer.writerows(rep["rows"])
         return
-    table = Table(by, "images", "reused", "GPU-s", "cost USD", title=f"usage since {rep['since_day']}"
-                  + (f" of {owner}" if owner else ""))
+    table = Table(
+        by,
+        "images",
+        "reused",
+        "GPU-s",
+        "cost USD",
+        title=f"usage since {rep['since_day']}" + (f" of {owner}" if owner else ""),
+    )
     for r in rep["rows"] + [{by: "total", **rep["total"]}]:
         table.add_row(str(r[by]), str(r["images"]), str(r["reused"]), f"{r['gpu_s']:.3f}", f"{r['cost_usd']:.4f}")
     out.print(table)
@@ -105,15 +118,20 @@ def usage_cmd(owner: Optional[str] = typer.Option(None, help="Only this owner (d
 
 
 @exits
-def keys_rotate(prefix: str = typer.Argument(..., help="The prefix `capq keys list` shows."),
-                grace_s: Optional[float] = typer.Option(None, help="Seconds the old key keeps working "
-                                                        "(default CAPQ_KEY_ROTATION_GRACE_S).")) -> None:
+def keys_rotate(
+    prefix: str = typer.Argument(..., help="The prefix `capq keys list` shows."),
+    grace_s: float | None = typer.Option(
+        None, help="Seconds the old key keeps working (default CAPQ_KEY_ROTATION_GRACE_S)."
+    ),
+) -> None:
     """A new key with the same owner, tier and role; the old one works for the grace period, then is refused."""
     from producer.keys_admin import rotate_key
 
     key, new, old = rotate_key(get_settings(), prefix, grace_s)
-    err.print(f"new key {new['prefix']}... for owner {new['owner']}; the old key {old['prefix']}... works until "
-              f"{old['expires_at']}; store the new key now, it is not shown again")
+    err.print(
+        f"new key {new['prefix']}... for owner {new['owner']}; the old key {old['prefix']}... works until "
+        f"{old['expires_at']}; store the new key now, it is not shown again"
+    )
     print(key)
 
 

@@ -1,13 +1,14 @@
 """queries: job status, results, job lists and caption history, each scoped to an owner and fed only plain values."""
+
 from __future__ import annotations
 
 import base64
 import binascii
 import hashlib
 import re
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 from capq.settings import Settings
 from producer import choices
@@ -31,11 +32,15 @@ def plain(name: str, value):
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise BadInput(f"{name} must be a plain string or number, not {type(value).__name__}; "
-                       "query operators such as {\"$ne\": null} are not accepted")
+        raise BadInput(
+            f"{name} must be a plain string or number, not {type(value).__name__}; "
+            'query operators such as {"$ne": null} are not accepted'
+        )
     if isinstance(value, str) and value.lstrip()[:1] in ("{", "[", "$"):
-        raise BadInput(f"{name} must be a plain value, not a JSON object or operator ({value[:40]!r}); "
-                       "query operators such as {\"$ne\": null} are not accepted")
+        raise BadInput(
+            f"{name} must be a plain value, not a JSON object or operator ({value[:40]!r}); "
+            'query operators such as {"$ne": null} are not accepted'
+        )
     return value
 
 
@@ -55,11 +60,11 @@ def _int(name: str, value, low: int, high: int) -> int:
 def parse_since(value, now: datetime | None = None) -> datetime:
     """ISO time ('2024-05-01', '2024-05-01T12:00:00Z'), epoch seconds, or an age such as '30m', '2h', '7d'."""
     value = plain("since", value)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     hint = "since must be an ISO time like 2024-05-01T12:00:00Z, epoch seconds, or an age like 30m, 2h, 7d"
     if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value.strip())):
         try:
-            return datetime.fromtimestamp(float(value), timezone.utc)
+            return datetime.fromtimestamp(float(value), UTC)
         except (OverflowError, OSError, ValueError):
             raise BadInput(f"{hint}; got {value!r}") from None
     age = _AGE.match(value.strip())
@@ -72,7 +77,7 @@ def parse_since(value, now: datetime | None = None) -> datetime:
         at = datetime.fromisoformat(value.strip())
     except ValueError:
         raise BadInput(f"{hint}; got {value!r}") from None
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def image_sha(value, allow_files: bool) -> str:
@@ -99,7 +104,7 @@ def decode_cursor(cursor) -> tuple[datetime, str]:
         ms, item_id = raw.split(":")
         if not re.fullmatch(r"[0-9a-f]{24}", item_id):
             raise ValueError
-        return datetime.fromtimestamp(int(ms) / 1000, timezone.utc), item_id
+        return datetime.fromtimestamp(int(ms) / 1000, UTC), item_id
     except (ValueError, OverflowError, OSError, binascii.Error, UnicodeDecodeError):
         raise BadInput("cursor is not one this service returned; pass next_cursor from the previous page") from None
 
@@ -109,10 +114,19 @@ def _iso(value):
 
 
 def public_job(job: dict) -> dict:
-    return {"job_id": job["_id"], "owner": job["owner"], "tier": job["tier"], "models": job["models"],
-            "preset": job["preset"], "state": job["state"], "counts": job.get("counts", {}),
-            "rejected": job.get("rejected", []), "created_at": _iso(job.get("created_at")),
-            "updated_at": _iso(job.get("updated_at")), "finished_at": _iso(job.get("finished_at"))}
+    return {
+        "job_id": job["_id"],
+        "owner": job["owner"],
+        "tier": job["tier"],
+        "models": job["models"],
+        "preset": job["preset"],
+        "state": job["state"],
+        "counts": job.get("counts", {}),
+        "rejected": job.get("rejected", []),
+        "created_at": _iso(job.get("created_at")),
+        "updated_at": _iso(job.get("updated_at")),
+        "finished_at": _iso(job.get("finished_at")),
+    }
 
 
 def owned_job(jobs: JobStore, job_id, owner: str | None) -> dict:
@@ -144,9 +158,15 @@ def results(settings: Settings, job_id, owner: str | None = None, page: int = 10
     while True:
         batch = jobs.items_of(job["_id"], skip=skip, limit=page)
         for item in batch:
-            row = {"sha256": item["sha256"], "file_name": item.get("file_name"), "model": item["model"],
-                   "preset": item["preset"], "caption": item.get("caption"), "status": item["state"],
-                   "error": item.get("error")}
+            row = {
+                "sha256": item["sha256"],
+                "file_name": item.get("file_name"),
+                "model": item["model"],
+                "preset": item["preset"],
+                "caption": item.get("caption"),
+                "status": item["state"],
+                "error": item.get("error"),
+            }
             yield row | ({"meta": item["meta"]} if item.get("meta") else {})
         if len(batch) < page:
             return
@@ -159,8 +179,18 @@ def list_jobs(settings: Settings, owner: str | None = None, limit=50) -> list[di
     return with_etas(settings, annotate(settings, jobs_))
 
 
-def history(settings: Settings, owner: str, image=None, model=None, job=None, since=None, limit=50, page=None,
-            cursor=None, allow_files: bool = False) -> dict:
+def history(
+    settings: Settings,
+    owner: str,
+    image=None,
+    model=None,
+    job=None,
+    since=None,
+    limit=50,
+    page=None,
+    cursor=None,
+    allow_files: bool = False,
+) -> dict:
     """Captions of `owner`, newest first. Pages by `page` (1-based, skips) or by `cursor` (next_cursor of the
     previous page; stable while new captions arrive). -> {"items": [...], "next_cursor": str | None}."""
     owner = choices.check_owner(owner)
@@ -173,17 +203,35 @@ def history(settings: Settings, owner: str, image=None, model=None, job=None, si
         raise BadInput("give page or cursor, not both")
     skip = (_int("page", page, 1, 1_000_000) - 1) * limit if page is not None else 0
     before = decode_cursor(cursor) if cursor is not None else None
-    rows = CaptionHistory(settings).find(owner, sha256=sha, model=model, job_id=job_id, since=since_at,
-                                         before=before, skip=skip, limit=limit)
-    items = [{"sha256": r["sha256"], "file_name": r.get("file_name"), "model": r["model"], "preset": r.get("preset"),
-              "caption": r.get("caption"), "job_id": r["job_id"], "checkpoint": r.get("checkpoint"),
-              "updated_at": _iso(r.get("updated_at"))} | ({"meta": r["meta"]} if r.get("meta") else {})
-             for r in rows]
+    rows = CaptionHistory(settings).find(
+        owner, sha256=sha, model=model, job_id=job_id, since=since_at, before=before, skip=skip, limit=limit
+    )
+    items = [
+        {
+            "sha256": r["sha256"],
+            "file_name": r.get("file_name"),
+            "model": r["model"],
+            "preset": r.get("preset"),
+            "caption": r.get("caption"),
+            "job_id": r["job_id"],
+            "checkpoint": r.get("checkpoint"),
+            "updated_at": _iso(r.get("updated_at")),
+        }
+        | ({"meta": r["meta"]} if r.get("meta") else {})
+        for r in rows
+    ]
     return {"items": items, "next_cursor": encode_cursor(rows[-1]) if len(rows) == limit else None}
 
 
-def wait_job(settings: Settings, job_id, owner: str | None = None, on_update=lambda job: None, poll_s: float = 0.5,
-             timeout_s: float | None = None, on_blip=lambda exc: None) -> dict:
+def wait_job(
+    settings: Settings,
+    job_id,
+    owner: str | None = None,
+    on_update=lambda job: None,
+    poll_s: float = 0.5,
+    timeout_s: float | None = None,
+    on_blip=lambda exc: None,
+) -> dict:
     """Poll the job's exact status until it is done or cancelled (or `timeout_s` passes); returns the last status."""
     import time
 

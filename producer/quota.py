@@ -1,9 +1,10 @@
 """quota: an optional daily item quota per tier (CAPQ_DAILY_IMAGE_QUOTAS), counted per owner and UTC day in Redis."""
+
 from __future__ import annotations
 
 import functools
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import redis
 
@@ -24,21 +25,24 @@ class QuotaExceeded(BadInput):
 
     def __init__(self, owner: str, tier: str, quota: int, used: int, reset_at: datetime):
         self.reset_at = reset_at
-        self.retry_after_s = max(1, int((reset_at - datetime.now(timezone.utc)).total_seconds()))
-        super().__init__(f"daily quota reached: tier {tier} allows {quota} image(s) x model(s) per day and owner "
-                         f"{owner} has submitted {used} today; it resets at {reset_at.isoformat()} "
-                         f"(in {self.retry_after_s}s), or ask for a higher tier")
+        self.retry_after_s = max(1, int((reset_at - datetime.now(UTC)).total_seconds()))
+        super().__init__(
+            f"daily quota reached: tier {tier} allows {quota} image(s) x model(s) per day and owner "
+            f"{owner} has submitted {used} today; it resets at {reset_at.isoformat()} "
+            f"(in {self.retry_after_s}s), or ask for a higher tier"
+        )
 
 
 @functools.cache
 def _redis(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s,
-                                socket_timeout=settings.connect_timeout_s)
+    return redis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=settings.connect_timeout_s, socket_timeout=settings.connect_timeout_s
+    )
 
 
 def _day(now: float) -> tuple[str, datetime]:
     day = int(now // 86400)
-    return time.strftime("%Y-%m-%d", time.gmtime(now)), datetime.fromtimestamp((day + 1) * 86400, timezone.utc)
+    return time.strftime("%Y-%m-%d", time.gmtime(now)), datetime.fromtimestamp((day + 1) * 86400, UTC)
 
 
 def used_today(settings: Settings, owner: str, now: float | None = None) -> int:

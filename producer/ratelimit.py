@@ -1,4 +1,6 @@
-"""ratelimit: per-API-key request budgets in Redis, one fixed hourly window per key (INCR + EXPIRE in one transaction)."""
+"""ratelimit: per-API-key request budgets in Redis, one fixed hourly window per key (INCR + EXPIRE in one
+transaction)."""
+
 from __future__ import annotations
 
 import math
@@ -20,8 +22,9 @@ class LimiterUnavailable(Unavailable, RuntimeError):
 
 
 def unavailable(url: str, exc: Exception) -> LimiterUnavailable:
-    return LimiterUnavailable(f"rate limiter unavailable: Redis at {mask_url(url)} did not answer "
-                              f"({type(exc).__name__})")
+    return LimiterUnavailable(
+        f"rate limiter unavailable: Redis at {mask_url(url)} did not answer ({type(exc).__name__})"
+    )
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,11 @@ class RateLimiter:
     def __init__(self, settings: Settings):
         self.url = settings.redis_url
         self.limits = settings.rate_limits_per_hour
-        self.redis = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s,
-                                          socket_timeout=settings.connect_timeout_s)
+        self.redis = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=settings.connect_timeout_s,
+            socket_timeout=settings.connect_timeout_s,
+        )
 
     def hit(self, key_hash: str, tier: str, now: float | None = None) -> Decision:
         """Count one request and say whether it is within the budget."""

@@ -1,11 +1,12 @@
 """render: rich tables and progress bars for the producer's CLI (stderr for progress, stdout for answers)."""
+
 from __future__ import annotations
 
 import functools
 import unicodedata
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import typer
 from rich.console import Console
@@ -39,14 +40,16 @@ def exits(fn):
             return fn(*args, **kwargs)
         except (BadInput, NotFound) as exc:
             fail(exc)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
         except StorageError as exc:
             fail(exc)
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
         except OperationalError as exc:
-            fail(f"message broker unreachable ({exc}); check Redis (capq stack status) and CAPQ_REDIS_URL; "
-                 "submitting again with the same --job-id resumes")
-            raise typer.Exit(1)
+            fail(
+                f"message broker unreachable ({exc}); check Redis (capq stack status) and CAPQ_REDIS_URL; "
+                "submitting again with the same --job-id resumes"
+            )
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -62,8 +65,9 @@ class Bar:
 
     def update(self, **fields) -> None:
         if self.progress is None:
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), console=err)
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+            )
             self.progress.start()
             self.task = self.progress.add_task(self.description, total=None)
         self.progress.update(self.task, **fields)
@@ -106,11 +110,19 @@ def eta_text(job: dict) -> str:
 
 def job_table(job: dict) -> Table:
     c = job.get("counts", {})
-    table = Table("job", "owner", "state", "models", "tier", "preset", "done", "failed", "queued", "total", "eta",
-                  title=None)
-    table.add_row(safe(job["job_id"]), safe(job["owner"]), job["state"], ",".join(job["models"]), job["tier"],
-                  safe(job["preset"]), *(str(c.get(k, 0)) for k in ("done", "failed", "queued", "total")),
-                  eta_text(job))
+    table = Table(
+        "job", "owner", "state", "models", "tier", "preset", "done", "failed", "queued", "total", "eta", title=None
+    )
+    table.add_row(
+        safe(job["job_id"]),
+        safe(job["owner"]),
+        job["state"],
+        ",".join(job["models"]),
+        job["tier"],
+        safe(job["preset"]),
+        *(str(c.get(k, 0)) for k in ("done", "failed", "queued", "total")),
+        eta_text(job),
+    )
     return table
 
 
@@ -118,8 +130,16 @@ def jobs_table(jobs: list[dict]) -> Table:
     table = Table("job", "owner", "state", "models", "tier", "done/total", "created", "eta")
     for job in jobs:
         c = job.get("counts", {})
-        table.add_row(safe(job["job_id"]), safe(job["owner"]), job["state"], ",".join(job["models"]), job["tier"],
-                      f"{finished(job)}/{c.get('total', 0)}", str(job.get("created_at") or "")[:19], eta_text(job))
+        table.add_row(
+            safe(job["job_id"]),
+            safe(job["owner"]),
+            job["state"],
+            ",".join(job["models"]),
+            job["tier"],
+            f"{finished(job)}/{c.get('total', 0)}",
+            str(job.get("created_at") or "")[:19],
+            eta_text(job),
+        )
     return table
 
 
@@ -133,8 +153,13 @@ def rejections_table(rejected: list[dict]) -> Table:
 def history_table(items: list[dict]) -> Table:
     table = Table("when", "image", "model", "caption", "job")
     for it in items:
-        table.add_row(str(it.get("updated_at") or "")[:19], safe(it.get("file_name") or it["sha256"][:12]), it["model"],
-                      safe(it.get("caption") or ""), safe(it["job_id"][:12]))
+        table.add_row(
+            str(it.get("updated_at") or "")[:19],
+            safe(it.get("file_name") or it["sha256"][:12]),
+            it["model"],
+            safe(it.get("caption") or ""),
+            safe(it["job_id"][:12]),
+        )
     return table
 
 
@@ -143,8 +168,11 @@ def captions_grid(rows: list[dict], models: list[str]) -> Table:
     by_image: dict[str, dict[str, str]] = {}
     for r in rows:
         name = Path(r.get("file_name") or r["sha256"]).name
-        cell = (safe(r.get("caption") or "") if r.get("status") == "done"
-                else Text.assemble((f"{r.get('status')}: ", "red"), (safe(r.get("error") or ""), "red")))
+        cell = (
+            safe(r.get("caption") or "")
+            if r.get("status") == "done"
+            else Text.assemble((f"{r.get('status')}: ", "red"), (safe(r.get("error") or ""), "red"))
+        )
         by_image.setdefault(name, {})[r["model"]] = cell
     table = Table(show_lines=True)
     table.add_column("image", no_wrap=True)  # file names are the row keys: never cut them

@@ -1,12 +1,13 @@
 """shards: webdataset tar shards (local or s3://, brace patterns) read sample by sample as submission candidates."""
+
 from __future__ import annotations
 
 import contextlib
 import json
 import re
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from braceexpand import braceexpand
 
@@ -39,8 +40,10 @@ def check_shards(spec: str) -> None:
         return
     missing = [s for s in expand(spec) if not Path(s).is_file()]
     if missing:
-        raise BadInput(f"{spec}: no such shard file {missing[0]!r}" + (f" (and {len(missing) - 1} more)"
-                                                                      if len(missing) > 1 else ""))
+        raise BadInput(
+            f"{spec}: no such shard file {missing[0]!r}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
 
 
 @contextlib.contextmanager
@@ -54,8 +57,10 @@ def _opened(shard: str, settings: Settings, owner: str) -> Iterator[tarfile.TarF
     if s3_candidate(shard, settings, owner).sha256 is not None:
         raise Refused("a content-addressed image is not a shard")
 
-    with image_store(settings).open_key(shard.split("/", 3)[3]) as stream, \
-            tarfile.open(fileobj=stream, mode="r|*") as tar:
+    with (
+        image_store(settings).open_key(shard.split("/", 3)[3]) as stream,
+        tarfile.open(fileobj=stream, mode="r|*") as tar,
+    ):
         yield tar
 
 
@@ -74,8 +79,10 @@ def _sample(shard: str, key: str, members: dict[str, bytes | None], settings: Se
         return {"file": label, "reason": f"sample has no image member ({', '.join('.' + e for e in IMAGE_EXTS)})"}
     data = members[images[0]]
     if data is None:
-        return {"file": label, "reason": f"image member is over the {settings.max_image_bytes:,}-byte cap "
-                                         "(CAPQ_MAX_IMAGE_BYTES)"}
+        return {
+            "file": label,
+            "reason": f"image member is over the {settings.max_image_bytes:,}-byte cap (CAPQ_MAX_IMAGE_BYTES)",
+        }
     meta: dict = {"key": key, "shard": shard}
     # Each source byte takes at most 6 characters of JSON (a control character, \u0001; a number such as 1e15
     # grows 4.5x): under the cap, the sample's meta need not be serialised to be measured.

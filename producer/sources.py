@@ -1,4 +1,6 @@
-"""sources: turn what a submitter names (files, folders, manifests, s3:// keys, uploads, known images) into candidates."""
+"""sources: turn what a submitter names (files, folders, manifests, s3:// keys, uploads, known images) into
+candidates."""
+
 from __future__ import annotations
 
 import csv
@@ -6,9 +8,9 @@ import functools
 import json
 import os
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from capq.errors import InputError
 from capq.settings import Settings
@@ -33,10 +35,10 @@ class Refused(InputError, ValueError):
 class Candidate:
     """One thing that may become an image of the job."""
 
-    name: str                                # as the submitter named it; recorded as the item's file_name
+    name: str  # as the submitter named it; recorded as the item's file_name
     read: Callable[[], bytes] | None = None  # fetches the bytes (None for an already-submitted image)
-    size: Callable[[], int] | None = None    # cheap size, checked before reading
-    sha256: str | None = None                # set for an image the owner already submitted: no bytes needed
+    size: Callable[[], int] | None = None  # cheap size, checked before reading
+    sha256: str | None = None  # set for an image the owner already submitted: no bytes needed
     meta: dict | None = None
 
 
@@ -97,10 +99,10 @@ def s3_candidate(uri, settings: Settings, owner: str, meta: dict | None = None) 
       normalising server can be led outside the prefix.
     The API reads only uploads and such keys, never a server-local path (`from_api_items` refuses them).
     """
-    allowed = (f"s3://{settings.s3_bucket}/{owner_prefix(owner)}NAME or the sha256 of an image you submitted")
+    allowed = f"s3://{settings.s3_bucket}/{owner_prefix(owner)}NAME or the sha256 of an image you submitted"
     if not isinstance(uri, str) or not uri.startswith("s3://"):
         raise Refused(f"{uri!r} is not an s3:// URI; allowed: {allowed}")
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     if bucket != settings.s3_bucket:
         raise Refused(f"bucket {bucket!r} is not readable through capq; allowed: {allowed}")
     parts = key.split("/")
@@ -112,8 +114,12 @@ def s3_candidate(uri, settings: Settings, owner: str, meta: dict | None = None) 
     if key.startswith(owner_prefix(owner)):
         store = image_store(settings)
         # The read is bounded itself: the object may grow between the size check and the GET.
-        return Candidate(uri, read=lambda: store.get_key(key, settings.max_image_bytes),
-                         size=lambda: store.size_of_key(key), meta=meta)
+        return Candidate(
+            uri,
+            read=lambda: store.get_key(key, settings.max_image_bytes),
+            size=lambda: store.size_of_key(key),
+            meta=meta,
+        )
     raise Refused(f"key {key!r} is outside your prefix {owner_prefix(owner)!r}; allowed: {allowed}")
 
 
@@ -172,7 +178,7 @@ def _jsonl(manifest: Path, settings: Settings, owner: str) -> Iterator[Candidate
                 yield {"file": where, "reason": f"{where}: not valid JSON ({exc.msg} at column {exc.colno})"}
                 continue
             if not isinstance(value, dict):
-                yield {"file": where, "reason": f"{where}: expected an object like {{\"path\": \"a.jpg\"}}"}
+                yield {"file": where, "reason": f'{where}: expected an object like {{"path": "a.jpg"}}'}
                 continue
             yield _entry(where, value, manifest.parent, settings, owner)
 
@@ -182,8 +188,10 @@ def _csv(manifest: Path, settings: Settings, owner: str) -> Iterator[Candidate |
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         if not set(REFERENCES) & set(header):
-            raise BadInput(f"manifest {manifest} needs a 'path' column (or 's3', 'url', 'sha256') in its header row; "
-                           f"found {header}")
+            raise BadInput(
+                f"manifest {manifest} needs a 'path' column (or 's3', 'url', 'sha256') in its header row; "
+                f"found {header}"
+            )
         for row in reader:
             where = f"manifest {manifest} line {reader.line_num}"
             meta = {k: v for k, v in row.items() if k and k not in REFERENCES and v not in (None, "")}
@@ -218,8 +226,10 @@ def iter_paths(paths: Iterable[str | os.PathLike], settings: Settings, owner: st
         elif path.is_file():
             yield _file(path, text)
         else:
-            raise BadInput(f"{text}: no such file or folder; name image files, folders, .jsonl/.csv/.parquet "
-                           "manifests, .tar shards or s3:// URIs")
+            raise BadInput(
+                f"{text}: no such file or folder; name image files, folders, .jsonl/.csv/.parquet "
+                "manifests, .tar shards or s3:// URIs"
+            )
 
 
 def from_paths(paths: Iterable[str | os.PathLike], settings: Settings, owner: str) -> Expanded:
@@ -256,26 +266,32 @@ API_REFERENCES = ("s3", "sha256", "url")
 def from_api_items(items, settings: Settings, owner: str) -> list[Candidate]:
     """Candidates for an API manifest's items: only {"s3": ...}, {"sha256": ...} and {"url": "http(s)://..."};
     anything else is BadInput. At most CAPQ_MAX_URL_ITEMS_PER_REQUEST URLs: the API fetches them before it answers."""
-    allowed = (f"items may only be {{\"s3\": \"s3://{settings.s3_bucket}/{owner_prefix(owner)}NAME\"}}, "
-               "{\"sha256\": \"<sha256 of an image you submitted>\"} or {\"url\": \"https://...\"}, each with an "
-               "optional \"meta\" object; to send a file from your machine, upload it as multipart field 'files'")
+    allowed = (
+        f'items may only be {{"s3": "s3://{settings.s3_bucket}/{owner_prefix(owner)}NAME"}}, '
+        '{"sha256": "<sha256 of an image you submitted>"} or {"url": "https://..."}, each with an '
+        "optional \"meta\" object; to send a file from your machine, upload it as multipart field 'files'"
+    )
     if not isinstance(items, list) or not items:
         raise BadInput(f"'items' must be a non-empty list; {allowed}")
     urls = sum(isinstance(item, dict) and "url" in item for item in items)
     if urls > settings.max_url_items_per_request:
-        raise BadInput(f"{urls:,} url items is over the {settings.max_url_items_per_request:,}-URL cap per request "
-                       "(CAPQ_MAX_URL_ITEMS_PER_REQUEST); split the list over several jobs")
+        raise BadInput(
+            f"{urls:,} url items is over the {settings.max_url_items_per_request:,}-URL cap per request "
+            "(CAPQ_MAX_URL_ITEMS_PER_REQUEST); split the list over several jobs"
+        )
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise BadInput(f"items[{i}] is not an object; {allowed}")
         if "path" in item:
-            raise BadInput(f"items[{i}]: the API never reads files on the server (got path {item['path']!r}); "
-                           f"{allowed}")
+            raise BadInput(
+                f"items[{i}]: the API never reads files on the server (got path {item['path']!r}); {allowed}"
+            )
         extra = sorted(set(item) - {*API_REFERENCES, "meta"})
         if extra or sum(k in item for k in API_REFERENCES) != 1:
-            raise BadInput(f"items[{i}] must have exactly one of 's3', 'sha256' or 'url' (unexpected keys: {extra}); "
-                           f"{allowed}")
+            raise BadInput(
+                f"items[{i}] must have exactly one of 's3', 'sha256' or 'url' (unexpected keys: {extra}); {allowed}"
+            )
         try:
             meta = check_meta(item.get("meta"))
             if "s3" in item:
@@ -287,6 +303,7 @@ def from_api_items(items, settings: Settings, owner: str) -> list[Candidate]:
             else:
                 out.append(Candidate(f"sha256:{item['sha256']}", sha256=item["sha256"], meta=meta))
         except Refused as exc:
-            raise BadInput(f"items[{i}]: {exc}; to send a file from your machine, upload it as multipart field "
-                           "'files'") from None
+            raise BadInput(
+                f"items[{i}]: {exc}; to send a file from your machine, upload it as multipart field 'files'"
+            ) from None
     return out

@@ -1,4 +1,5 @@
 """submit: stream the inputs, validate each file, store each distinct image once, record and enqueue its items."""
+
 from __future__ import annotations
 
 import collections
@@ -8,9 +9,9 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
 
 from capq import tracing
 from capq.celery_app import create_app
@@ -46,11 +47,11 @@ class SubmitResult:
     models: list[str]
     tier: str
     preset: str
-    accepted: int = 0      # distinct images that passed validation
-    duplicates: int = 0    # files whose bytes repeat an earlier file of this submission
-    uploaded: int = 0      # images new to this owner (never whether another owner stored the same bytes)
-    new_items: int = 0     # image x model items added to the job by this call
-    enqueued: int = 0      # image x model items sent to queues by this call (a resume sends what was left)
+    accepted: int = 0  # distinct images that passed validation
+    duplicates: int = 0  # files whose bytes repeat an earlier file of this submission
+    uploaded: int = 0  # images new to this owner (never whether another owner stored the same bytes)
+    new_items: int = 0  # image x model items added to the job by this call
+    enqueued: int = 0  # image x model items sent to queues by this call (a resume sends what was left)
     rejected: list[dict] = field(default_factory=list)  # the first 1000, in input order
     counts: dict = field(default_factory=dict)
     rejected_total: int = 0  # every rejection of this call (all are recorded on the job)
@@ -72,14 +73,16 @@ def _check_resume(job: dict, owner: str, tier: str, models: list[str], preset: s
     if job["state"] == "cancelled":
         raise BadInput(f"job {job['_id']!r} was cancelled; submit again with a new job id")
     if (job["tier"], list(job["models"]), job["preset"]) != (tier, models, preset):
-        raise BadInput(f"job {job['_id']!r} was submitted with models={','.join(job['models'])} tier={job['tier']} "
-                       f"preset={job['preset']}; resubmit with the same options to resume it, or use a new job id")
+        raise BadInput(
+            f"job {job['_id']!r} was submitted with models={','.join(job['models'])} tier={job['tier']} "
+            f"preset={job['preset']}; resubmit with the same options to resume it, or use a new job id"
+        )
 
 
-RECORD_QUEUE_CHUNKS = 4   # chunks waiting for the MongoDB writer before reading stops (backpressure)
-RECENT_SHAS = 65_536      # distinct images remembered to skip repeated uploads; beyond, the job's unique keys dedupe
-KEPT_REJECTIONS = 1000    # rejections returned in SubmitResult; all of them are recorded on the job
-READY_PER_WINDOW = 16     # finished outcomes that may wait for a slower earlier one, per window slot
+RECORD_QUEUE_CHUNKS = 4  # chunks waiting for the MongoDB writer before reading stops (backpressure)
+RECENT_SHAS = 65_536  # distinct images remembered to skip repeated uploads; beyond, the job's unique keys dedupe
+KEPT_REJECTIONS = 1000  # rejections returned in SubmitResult; all of them are recorded on the job
+READY_PER_WINDOW = 16  # finished outcomes that may wait for a slower earlier one, per window slot
 
 
 class _Recorder:
@@ -88,8 +91,17 @@ class _Recorder:
     the items recorded so far are sent to the queues, so a long submission feeds workers as it goes; the last
     chunk is sent by the caller once everything is recorded."""
 
-    def __init__(self, settings: Settings, jobs: JobStore, job_id: str, owner: str, models: list[str], preset: str,
-                 send: Callable[[], int], route: Route | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        jobs: JobStore,
+        job_id: str,
+        owner: str,
+        models: list[str],
+        preset: str,
+        send: Callable[[], int],
+        route: Route | None = None,
+    ):
         self.images, self.jobs, self.send, self.history = ImageRecords(settings), jobs, send, CaptionHistory(settings)
         self.job_id, self.owner, self.models, self.preset = job_id, owner, models, preset
         self.route = route or (lambda sha: models)  # issue 18: an alias picks each image's model by its sha256
@@ -137,8 +149,11 @@ class _Recorder:
         # Asked before this chunk's items exist: "new" means new to this owner, whoever stored the bytes.
         owned = self.history.owned_shas(self.owner, [r["sha256"] for r in fresh])
         self.new_to_owner += sum(r["sha256"] not in owned for r in fresh)
-        items = [{"sha256": r["sha256"], "model": m, "preset": self.preset, "file_name": r["file_name"], "meta": meta}
-                 for r, meta in chunk for m in self.route(r["sha256"])]
+        items = [
+            {"sha256": r["sha256"], "model": m, "preset": self.preset, "file_name": r["file_name"], "meta": meta}
+            for r, meta in chunk
+            for m in self.route(r["sha256"])
+        ]
         self.new += len(self.jobs.add_items(self.job_id, self.owner, items))
         self.named += len(items)
 
@@ -207,15 +222,17 @@ def _check_one(settings: Settings, c: Candidate, recent: _Recent):
     """Read, hash and (first time this sha is seen) inspect and store one file. -> (sha, info, first)."""
     size = c.size() if c.size else None
     if size is not None and size > settings.max_image_bytes:
-        raise InvalidImage(f"file is {size:,} bytes, over the {settings.max_image_bytes:,}-byte cap "
-                           "(CAPQ_MAX_IMAGE_BYTES)")
+        raise InvalidImage(
+            f"file is {size:,} bytes, over the {settings.max_image_bytes:,}-byte cap (CAPQ_MAX_IMAGE_BYTES)"
+        )
     data = c.read()
     sha = sha256_hex(data)
     # Hashed before it is inspected: a copy of a file already in this submission costs no second decode.
     if not recent.first(sha):
         return sha, None, False
-    info = inspect_image(data, settings.max_image_bytes, settings.max_image_pixels,
-                         decode_budget(settings.decode_budget_pixels))
+    info = inspect_image(
+        data, settings.max_image_bytes, settings.max_image_pixels, decode_budget(settings.decode_budget_pixels)
+    )
     image_store(settings).put(data, info.content_type, sha)
     return sha, info, True
 
@@ -234,8 +251,14 @@ def _failure(exc: BaseException) -> str | None:
 
 
 def _record(sha: str, info: ImageInfo, name: str) -> dict:
-    return {"sha256": sha, "size": info.size, "format": info.format, "width": info.width,
-            "height": info.height, "file_name": name}
+    return {
+        "sha256": sha,
+        "size": info.size,
+        "format": info.format,
+        "width": info.width,
+        "height": info.height,
+        "file_name": name,
+    }
 
 
 class _Stream:
@@ -243,8 +266,9 @@ class _Stream:
     checked in batches, and every outcome released in input order (so a job's items keep the order of its
     input: shards stay contiguous in exports) to the recorder or the job's rejections."""
 
-    def __init__(self, settings: Settings, owner: str, recorder: _Recorder, rejections: _Rejections,
-                 progress: Progress):
+    def __init__(
+        self, settings: Settings, owner: str, recorder: _Recorder, rejections: _Rejections, progress: Progress
+    ):
         self.settings, self.owner, self.recorder, self.rejections = settings, owner, recorder, rejections
         self.progress, self.history = progress, CaptionHistory(settings)
         self.recent = _Recent()
@@ -307,8 +331,10 @@ class _Stream:
             if c.sha256 in owned:
                 self.ready[index] = ("known", c, owned[c.sha256] or c.name)
             else:
-                self.ready[index] = ("rejected", {"file": c.name,
-                                                  "reason": "not among your images: submit the file itself first"})
+                self.ready[index] = (
+                    "rejected",
+                    {"file": c.name, "reason": "not among your images: submit the file itself first"},
+                )
 
     def _release(self) -> None:
         while self.next in self.ready:
@@ -361,9 +387,14 @@ class SubmitRequest:
     translate: str | None = None
 
 
-def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Candidate] | Expanded,
-           request: SubmitRequest | str | Iterable[str] | None = None, progress: Progress | None = None,
-           on_job: Callable[[str, bool], None] | None = None, **options) -> SubmitResult:
+def submit(
+    settings: Settings,
+    paths_or_uploads: Iterable[str | os.PathLike | Candidate] | Expanded,
+    request: SubmitRequest | str | Iterable[str] | None = None,
+    progress: Progress | None = None,
+    on_job: Callable[[str, bool], None] | None = None,
+    **options,
+) -> SubmitResult:
     """Submit images for captioning by the request's models; safe to repeat: the same job id or idempotency key
     resumes. `request` is a SubmitRequest, or its models with its other fields as keywords
     (`submit(settings, paths, "blip", owner="alice")`).
@@ -403,9 +434,17 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
 
     jobs = JobStore(settings)
     trace_id = tracing.current() or tracing.new_trace_id()  # issue 18: the API request's, or this submission's own
-    job, created = jobs.create(owner, tier, models, preset, job_id=job_id, idempotency_key=idempotency_key,
-                               meta={"trace_id": trace_id} | ({"aliases": aliases} if aliases else {})
-                               | ({"translate": translate} if translate else {}))
+    job, created = jobs.create(
+        owner,
+        tier,
+        models,
+        preset,
+        job_id=job_id,
+        idempotency_key=idempotency_key,
+        meta={"trace_id": trace_id}
+        | ({"aliases": aliases} if aliases else {})
+        | ({"translate": translate} if translate else {}),
+    )
     if not created:
         _check_resume(job, owner, tier, models, preset)
     job_id = job["_id"]
@@ -415,6 +454,7 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
         on_job(job_id, created)
 
     shard = settings.batch_size * settings.shard_batches
+
     def send() -> int:
         with tracing.bound(trace_id):  # the shards carry it to the workers (the recorder thread sends too)
             return enqueue_pending(celery_app(settings), jobs, job_id, tier, shard)
@@ -437,7 +477,20 @@ def submit(settings: Settings, paths_or_uploads: Iterable[str | os.PathLike | Ca
     if sent or job["state"] == "submitting":
         jobs.set_state(job_id, "queued")
     job = jobs.refresh_counts(job_id)
-    return SubmitResult(job_id=job_id, created=created, state=job["state"], models=models, tier=tier, preset=preset,
-                        accepted=recorder.accepted, duplicates=stream.duplicates, uploaded=recorder.new_to_owner,
-                        new_items=new_items, enqueued=sent, rejected=rejections.listed(),
-                        rejected_total=rejections.total, counts=job["counts"], trace_id=trace_id)
+    return SubmitResult(
+        job_id=job_id,
+        created=created,
+        state=job["state"],
+        models=models,
+        tier=tier,
+        preset=preset,
+        accepted=recorder.accepted,
+        duplicates=stream.duplicates,
+        uploaded=recorder.new_to_owner,
+        new_items=new_items,
+        enqueued=sent,
+        rejected=rejections.listed(),
+        rejected_total=rejections.total,
+        counts=job["counts"],
+        trace_id=trace_id,
+    )

@@ -1,4 +1,5 @@
 """urls: fetch http(s) images named in a manifest as img2dataset does, refusing private addresses on every hop."""
+
 from __future__ import annotations
 
 import functools
@@ -60,8 +61,10 @@ def resolve(host: str, port: int, allow_private: bool) -> str:
     if not allow_private:
         bad = [ip for ip in ips if not _public(ip)]
         if bad:
-            raise FetchError(f"refused: {host} resolves to {bad[0]}, a private, loopback, link-local or reserved "
-                             "address (CAPQ_FETCH_ALLOW_PRIVATE=true allows that on trusted private networks)")
+            raise FetchError(
+                f"refused: {host} resolves to {bad[0]}, a private, loopback, link-local or reserved "
+                "address (CAPQ_FETCH_ALLOW_PRIVATE=true allows that on trusted private networks)"
+            )
     return str(ips[0])
 
 
@@ -78,8 +81,12 @@ def _host_slot(host: str, limit: int) -> threading.BoundedSemaphore:
 @functools.cache
 def _client(settings: Settings) -> httpx.Client:
     # Redirects are followed by hand: each hop's address must pass the guard before it is contacted.
-    return httpx.Client(follow_redirects=False, timeout=httpx.Timeout(settings.fetch_timeout_s),
-                        headers={"User-Agent": USER_AGENT}, limits=httpx.Limits(max_connections=64))
+    return httpx.Client(
+        follow_redirects=False,
+        timeout=httpx.Timeout(settings.fetch_timeout_s),
+        headers={"User-Agent": USER_AGENT},
+        limits=httpx.Limits(max_connections=64),
+    )
 
 
 def _once(url: str, settings: Settings) -> bytes:
@@ -102,8 +109,9 @@ def _once(url: str, settings: Settings) -> bytes:
                     raise FetchError(f"HTTP {r.status_code} {r.reason_phrase}".strip())
                 declared = r.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > cap:
-                    raise FetchError(f"file is {int(declared):,} bytes, over the {cap:,}-byte cap "
-                                     "(CAPQ_MAX_IMAGE_BYTES)")
+                    raise FetchError(
+                        f"file is {int(declared):,} bytes, over the {cap:,}-byte cap (CAPQ_MAX_IMAGE_BYTES)"
+                    )
                 body = bytearray()
                 for chunk in r.iter_bytes():
                     body += chunk
@@ -130,5 +138,5 @@ def fetch_url(url: str, settings: Settings) -> bytes:
         except httpx.TransportError as exc:
             reason = f"connection failed: {type(exc).__name__}"
         if attempt < settings.fetch_retries:
-            time.sleep(settings.fetch_backoff_s * 2 ** attempt)
+            time.sleep(settings.fetch_backoff_s * 2**attempt)
     raise FetchError(f"{reason}, after {settings.fetch_retries + 1} attempt(s)")

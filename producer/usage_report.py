@@ -1,4 +1,5 @@
 """usage_report: images captioned, reused captions, GPU-seconds and estimated cost, grouped by model, day or tier."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -46,9 +47,16 @@ def report(settings: Settings, owner: str | None = None, since="30d", by: str = 
             unpriced.add(f"{row['model']}:{row.get('device', 'cpu')}")
         else:
             g["cost_usd"] += row.get("gpu_s", 0.0) / 3600 * price
-    rows = [{by: key} | {c: round(v, 6) if isinstance(v, float) else v for c, v in vals.items()}
-            for key, vals in sorted(groups.items())]
+    rows = [
+        {by: key} | {c: round(v, 6) if isinstance(v, float) else v for c, v in vals.items()}
+        for key, vals in sorted(groups.items())
+    ]
     total = {c: sum(r[c] for r in rows) for c in COLUMNS}
-    return {"owner": owner, "since_day": day_of(start), "by": by, "rows": rows,
-            "total": {c: round(v, 6) if isinstance(v, float) else v for c, v in total.items()},
-            "unpriced": sorted(unpriced)}
+    return {
+        "owner": owner,
+        "since_day": day_of(start),
+        "by": by,
+        "rows": rows,
+        "total": {c: round(v, 6) if isinstance(v, float) else v for c, v in total.items()},
+        "unpriced": sorted(unpriced),
+    }

@@ -1,7 +1,8 @@
 """aliases: model aliases (a name over weighted models, e.g. caption-default = blip:90, git:10) in MongoDB."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from capq.settings import Settings
 from storage.db import mongo, translated
@@ -17,7 +18,7 @@ class AliasStore:
 
     @translated
     def set(self, name: str, arms: list[dict], by: str) -> dict:
-        doc = {"arms": arms, "updated_at": datetime.now(timezone.utc), "updated_by": by}
+        doc = {"arms": arms, "updated_at": datetime.now(UTC), "updated_by": by}
         self.coll.update_one({"_id": name}, {"$set": doc, "$push": {"history": doc}}, upsert=True)
         return {"name": name, **doc}
 
@@ -28,8 +29,10 @@ class AliasStore:
 
     @translated
     def list(self) -> list[dict]:
-        return [{"name": d["_id"], "arms": d["arms"], "updated_at": d["updated_at"], "updated_by": d.get("updated_by")}
-                for d in self.coll.find({}, {"history": 0}).sort("_id", 1)]
+        return [
+            {"name": d["_id"], "arms": d["arms"], "updated_at": d["updated_at"], "updated_by": d.get("updated_by")}
+            for d in self.coll.find({}, {"history": 0}).sort("_id", 1)
+        ]
 
     @translated
     def delete(self, name: str) -> bool:

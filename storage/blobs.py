@@ -1,14 +1,22 @@
 """blobs: image bytes in S3, content-addressed by sha256 so the same bytes are stored once."""
+
 from __future__ import annotations
 
 import functools
 import hashlib
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
-from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from capq.redact import mask_url, redact
 from capq.settings import Settings
@@ -86,8 +94,9 @@ class ImageStore:
 
         self._call(go)
 
-    def put(self, data: bytes, content_type: str = "application/octet-stream",
-            sha256: str | None = None) -> tuple[str, bool]:
+    def put(
+        self, data: bytes, content_type: str = "application/octet-stream", sha256: str | None = None
+    ) -> tuple[str, bool]:
         """Store bytes once; returns (sha256, created). Same bytes twice -> one object, one upload.
 
         :param sha256: the bytes' hash when the caller has it already (it names the object, so it must be right).
@@ -98,8 +107,11 @@ class ImageStore:
             try:
                 # If-None-Match: * makes the put conditional: a second writer of the same bytes gets 412.
                 self.client.put_object(
-                    Bucket=self.bucket, Key=object_key(sha), Body=data,
-                    ContentType=content_type, IfNoneMatch="*",
+                    Bucket=self.bucket,
+                    Key=object_key(sha),
+                    Body=data,
+                    ContentType=content_type,
+                    IfNoneMatch="*",
                 )
                 return True
             except ClientError as exc:
@@ -116,6 +128,7 @@ class ImageStore:
     def get_key(self, key: str, max_bytes: int | None = None) -> bytes:
         """The object's bytes; with `max_bytes`, at most max_bytes + 1 are read (the caller sees it is over),
         however large the object has grown since anyone looked at its size."""
+
         def go() -> bytes:
             body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
             try:
@@ -130,7 +143,9 @@ class ImageStore:
         return int(self._call(lambda: self.client.head_object(Bucket=self.bucket, Key=key), key)["ContentLength"])
 
     def put_key(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        self._call(lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type), key)
+        self._call(
+            lambda: self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type), key
+        )
 
     # Issue 16: listing a prefix and streaming large objects (shards, exports) without holding them in memory.
     def list_keys(self, prefix: str):
@@ -149,8 +164,9 @@ class ImageStore:
 
     def upload_file(self, path: str, key: str, content_type: str = "application/octet-stream") -> None:
         """Upload a local file (multipart when large) to `key`."""
-        self._call(lambda: self.client.upload_file(path, self.bucket, key, ExtraArgs={"ContentType": content_type}),
-                   key)
+        self._call(
+            lambda: self.client.upload_file(path, self.bucket, key, ExtraArgs={"ContentType": content_type}), key
+        )
 
     def exists(self, sha256: str) -> bool:
         try:

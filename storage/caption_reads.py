@@ -1,4 +1,5 @@
 """caption_reads: the read-only caption queries evaluation needs (writes live in storage.captions)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -7,8 +8,9 @@ from capq.settings import Settings
 from storage.db import mongo, translated
 
 
-def caption_filter(model: str | None = None, preset: str | None = None, job_id: str | None = None,
-                   since: datetime | None = None) -> dict:
+def caption_filter(
+    model: str | None = None, preset: str | None = None, job_id: str | None = None, since: datetime | None = None
+) -> dict:
     """The query for finished captions, narrowed by whichever filters are given."""
     query: dict = {"status": "done"}
     if model:
@@ -37,15 +39,24 @@ class CaptionReads:
         """
         pipeline = [
             {"$match": caption_filter(**filters)},
-            {"$group": {
-                "_id": {"model": "$model", "checkpoint": "$checkpoint", "config_hash": "$config_hash"},
-                "captions": {"$sum": 1},
-                "last_caption_at": {"$max": "$created_at"},
-                "presets": {"$addToSet": "$preset"},
-            }},
+            {
+                "$group": {
+                    "_id": {"model": "$model", "checkpoint": "$checkpoint", "config_hash": "$config_hash"},
+                    "captions": {"$sum": 1},
+                    "last_caption_at": {"$max": "$created_at"},
+                    "presets": {"$addToSet": "$preset"},
+                }
+            },
         ]
-        out = [{**g["_id"], "presets": sorted(p for p in g["presets"] if p), "captions": g["captions"],
-                "last_caption_at": g["last_caption_at"]} for g in self.coll.aggregate(pipeline)]
+        out = [
+            {
+                **g["_id"],
+                "presets": sorted(p for p in g["presets"] if p),
+                "captions": g["captions"],
+                "last_caption_at": g["last_caption_at"],
+            }
+            for g in self.coll.aggregate(pipeline)
+        ]
         return sorted(out, key=lambda g: (str(g["model"]), str(g["checkpoint"]), str(g["config_hash"])))
 
     @translated

@@ -1,4 +1,5 @@
 """caption_samples: the newest production captions of a model, the sample reference-free quality is measured on."""
+
 from __future__ import annotations
 
 from pymongo import DESCENDING
@@ -6,8 +7,16 @@ from pymongo import DESCENDING
 from capq.settings import Settings
 from storage.db import mongo, translated
 
-FIELDS = {"_id": 0, "sha256": 1, "caption": 1, "checkpoint": 1, "preset": 1, "config_hash": 1, "job_id": 1,
-          "created_at": 1}
+FIELDS = {
+    "_id": 0,
+    "sha256": 1,
+    "caption": 1,
+    "checkpoint": 1,
+    "preset": 1,
+    "config_hash": 1,
+    "job_id": 1,
+    "created_at": 1,
+}
 
 
 class CaptionSamples:
@@ -27,6 +36,7 @@ class CaptionSamples:
     @translated
     def alias_jobs(self, alias: str, limit: int = 1000) -> list[str]:
         """Ids of the newest jobs submitted to `alias` (their record keeps the alias's weights at submission)."""
-        cur = self.mongo["jobs"].find({f"aliases.{alias}": {"$exists": True}}, {"_id": 1},
-                                      sort=[("created_at", DESCENDING)], limit=limit)
+        cur = self.mongo["jobs"].find(
+            {f"aliases.{alias}": {"$exists": True}}, {"_id": 1}, sort=[("created_at", DESCENDING)], limit=limit
+        )
         return [d["_id"] for d in cur]

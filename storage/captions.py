@@ -1,7 +1,8 @@
 """captions: one caption per image x model x checkpoint x generation config, written idempotently."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from capq.settings import Settings
 from storage.db import insert_new, mongo, translated
@@ -31,7 +32,7 @@ class CaptionStore:
         """Insert each caption unless its key exists; returns how many were new. Safe under concurrency."""
         if not docs:
             return 0
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         # Already captioned (a redelivery, or two writers racing on a new key): the stored doc stands.
         return len(docs) - len(insert_new(self.coll, [{"created_at": now, "status": "done", **d} for d in docs]))
 

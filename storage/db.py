@@ -1,14 +1,17 @@
 """db: the MongoDB connection, its collections and their indexes, and error translation."""
+
 from __future__ import annotations
 
 import functools
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
-from pymongo import ASCENDING as ASC, DESCENDING as DESC, IndexModel, MongoClient
-from pymongo.database import Database
+from pymongo import ASCENDING as ASC
+from pymongo import DESCENDING as DESC
+from pymongo import IndexModel, MongoClient
 from pymongo.collection import Collection
-from pymongo.errors import (AutoReconnect, BulkWriteError, ConnectionFailure, NetworkTimeout,
-                            ServerSelectionTimeoutError)
+from pymongo.database import Database
+from pymongo.errors import AutoReconnect, BulkWriteError, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
 
 from capq.settings import Settings
 from storage.errors import DatabaseUnreachable
@@ -26,8 +29,11 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "jobs": [
         IndexModel([("owner", ASC), ("created_at", DESC)]),
-        IndexModel([("owner", ASC), ("idempotency_key", ASC)], unique=True,
-                   partialFilterExpression={"idempotency_key": {"$type": "string"}}),
+        IndexModel(
+            [("owner", ASC), ("idempotency_key", ASC)],
+            unique=True,
+            partialFilterExpression={"idempotency_key": {"$type": "string"}},
+        ),
         IndexModel([("state", ASC), ("created_at", DESC)]),
     ],
     # One row per (job, model, preset, image): the unit of work, written once at submission. The $in field
@@ -87,8 +93,10 @@ INDEXES: dict[str, list[IndexModel]] = {
     # Issue 15: erasure, retention, usage
     "image_gc": [IndexModel([("sha256", ASC)], unique=True)],
     "audit": [IndexModel([("owner", ASC), ("started_at", DESC)]), IndexModel([("started_at", DESC)])],
-    "usage": [IndexModel([("owner", ASC), ("model", ASC), ("device", ASC), ("tier", ASC), ("day", ASC)], unique=True),
-              IndexModel([("day", ASC)])],
+    "usage": [
+        IndexModel([("owner", ASC), ("model", ASC), ("device", ASC), ("tier", ASC), ("day", ASC)], unique=True),
+        IndexModel([("day", ASC)]),
+    ],
 }
 
 

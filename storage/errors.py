@@ -1,4 +1,5 @@
 """errors: the storage error hierarchy; unreachable services are distinct from missing things."""
+
 from capq.errors import CapqError, Unavailable
 from capq.redact import mask_url
 

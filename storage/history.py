@@ -1,4 +1,5 @@
 """history: an owner's captions over time, read from job results, and which images an owner has submitted."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -8,8 +9,20 @@ from bson import ObjectId
 from capq.settings import Settings
 from storage.db import mongo, translated
 
-FIELDS = {"_id": 1, "job_id": 1, "sha256": 1, "file_name": 1, "model": 1, "preset": 1, "caption": 1,
-          "state": 1, "error": 1, "checkpoint": 1, "updated_at": 1, "meta": 1}
+FIELDS = {
+    "_id": 1,
+    "job_id": 1,
+    "sha256": 1,
+    "file_name": 1,
+    "model": 1,
+    "preset": 1,
+    "caption": 1,
+    "state": 1,
+    "error": 1,
+    "checkpoint": 1,
+    "updated_at": 1,
+    "meta": 1,
+}
 
 
 class CaptionHistory:
@@ -29,9 +42,18 @@ class CaptionHistory:
         return {doc["sha256"] for doc in cur}
 
     @translated
-    def find(self, owner: str, *, sha256: str | None = None, model: str | None = None, job_id: str | None = None,
-             since: datetime | None = None, before: tuple[datetime, str] | None = None, skip: int = 0,
-             limit: int = 50) -> list[dict]:
+    def find(
+        self,
+        owner: str,
+        *,
+        sha256: str | None = None,
+        model: str | None = None,
+        job_id: str | None = None,
+        since: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
+        skip: int = 0,
+        limit: int = 50,
+    ) -> list[dict]:
         """Finished captions of `owner`, newest first; `before` is a keyset cursor (updated_at, result id).
 
         Values arrive already checked as plain strings/datetimes (producer.queries does that), so none can
@@ -60,8 +82,9 @@ class CaptionHistory:
         if not shas:
             return {}
         names: dict[str, str | None] = {}
-        cur = self.items.find({"owner": owner, "sha256": {"$in": list(shas)}},
-                              {"_id": 0, "sha256": 1, "file_name": 1}).sort("created_at", 1)
+        cur = self.items.find(
+            {"owner": owner, "sha256": {"$in": list(shas)}}, {"_id": 0, "sha256": 1, "file_name": 1}
+        ).sort("created_at", 1)
         for doc in cur:
             names.setdefault(doc["sha256"], doc.get("file_name"))
         return names
@@ -71,6 +94,8 @@ class CaptionHistory:
         """The subset of `shas` that `owner` already has a finished caption of, for this model and preset."""
         if not shas:
             return set()
-        cur = self.results.find({"owner": owner, "sha256": {"$in": list(shas)}, "model": model, "preset": preset,
-                                 "state": "done"}, {"_id": 0, "sha256": 1})
+        cur = self.results.find(
+            {"owner": owner, "sha256": {"$in": list(shas)}, "model": model, "preset": preset, "state": "done"},
+            {"_id": 0, "sha256": 1},
+        )
         return {doc["sha256"] for doc in cur}

@@ -1,7 +1,8 @@
 """images: one record per distinct image (by sha256) with its size, format and dimensions."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pymongo import UpdateOne
 
@@ -25,13 +26,25 @@ class ImageRecords:
         """
         if not images:
             return
-        now = datetime.now(timezone.utc)
-        docs = [{"sha256": img["sha256"], "size": img["size"], "format": img["format"], "width": img["width"],
-                 "height": img["height"], "first_seen": now,
-                 "file_names": [img["file_name"]] if img.get("file_name") else []} for img in images]
+        now = datetime.now(UTC)
+        docs = [
+            {
+                "sha256": img["sha256"],
+                "size": img["size"],
+                "format": img["format"],
+                "width": img["width"],
+                "height": img["height"],
+                "first_seen": now,
+                "file_names": [img["file_name"]] if img.get("file_name") else [],
+            }
+            for img in images
+        ]
         known = insert_new(self.coll, docs)
-        ops = [UpdateOne({"sha256": images[n]["sha256"]}, {"$addToSet": {"file_names": images[n]["file_name"]}})
-               for n in sorted(known) if images[n].get("file_name")]
+        ops = [
+            UpdateOne({"sha256": images[n]["sha256"]}, {"$addToSet": {"file_names": images[n]["file_name"]}})
+            for n in sorted(known)
+            if images[n].get("file_name")
+        ]
         if ops:
             self.coll.bulk_write(ops, ordered=False)
 

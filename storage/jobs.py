@@ -1,10 +1,11 @@
 """jobs: job records, their items (image x model x preset) and the items' results, the truth behind every counter."""
+
 from __future__ import annotations
 
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -21,7 +22,7 @@ ITEM_PAGE = 1000  # items per query when a whole job is walked
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_job_id() -> str:
@@ -49,8 +50,16 @@ class JobStore:
         self.results = self.mongo["job_results"]
 
     @translated
-    def create(self, owner: str, tier: str, models: list[str], preset: str,
-               job_id: str | None = None, idempotency_key: str | None = None, meta: dict | None = None) -> tuple[dict, bool]:
+    def create(
+        self,
+        owner: str,
+        tier: str,
+        models: list[str],
+        preset: str,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+        meta: dict | None = None,
+    ) -> tuple[dict, bool]:
         """Create a job, or return the existing one for the same id or (owner, idempotency key). -> (job, created)."""
         if job_id:
             found = self.jobs.find_one({"_id": job_id})
@@ -62,10 +71,20 @@ class JobStore:
                 return found, False
         now = _now()
         doc = {
-            "_id": job_id or new_job_id(), "owner": owner, "tier": tier, "models": list(models), "preset": preset,
-            "state": "submitting", "counts": {s: 0 for s in ITEM_STATES} | {"total": 0}, "rejected": [],
-            "total": 0, "finished": 0,  # running tallies of items and of results (see settle)
-            "created_at": now, "updated_at": now, "finished_at": None, **(meta or {}),
+            "_id": job_id or new_job_id(),
+            "owner": owner,
+            "tier": tier,
+            "models": list(models),
+            "preset": preset,
+            "state": "submitting",
+            "counts": {s: 0 for s in ITEM_STATES} | {"total": 0},
+            "rejected": [],
+            "total": 0,
+            "finished": 0,  # running tallies of items and of results (see settle)
+            "created_at": now,
+            "updated_at": now,
+            "finished_at": None,
+            **(meta or {}),
         }
         if idempotency_key:
             doc["idempotency_key"] = idempotency_key
@@ -96,22 +115,37 @@ class JobStore:
         if not items:
             return []
         items = sorted(items, key=lambda it: (it["model"], it["preset"]))
-        job = self.jobs.find_one_and_update({"_id": job_id}, {"$inc": {"next_seq": len(items)}},
-                                            projection={"next_seq": 1}, return_document=ReturnDocument.AFTER)
+        job = self.jobs.find_one_and_update(
+            {"_id": job_id},
+            {"$inc": {"next_seq": len(items)}},
+            projection={"next_seq": 1},
+            return_document=ReturnDocument.AFTER,
+        )
         if job is None:
             raise NotFound(f"no job {job_id!r}")
         first = job["next_seq"] - len(items)
         now = _now()
-        docs = [{"job_id": job_id, "sha256": it["sha256"], "model": it["model"], "preset": it["preset"],
-                 "owner": owner, "file_name": it.get("file_name"), "seq": first + n,
-                 "created_at": now, **({"meta": it["meta"]} if it.get("meta") else {})}
-                for n, it in enumerate(items)]
+        docs = [
+            {
+                "job_id": job_id,
+                "sha256": it["sha256"],
+                "model": it["model"],
+                "preset": it["preset"],
+                "owner": owner,
+                "file_name": it.get("file_name"),
+                "seq": first + n,
+                "created_at": now,
+                **({"meta": it["meta"]} if it.get("meta") else {}),
+            }
+            for n, it in enumerate(items)
+        ]
         # Items already in the job (a resumed submission) hit the unique key: they are not new.
         dup = insert_new(self.items, docs)
         new = [it for n, it in enumerate(items) if n not in dup]
         if new:
-            self.jobs.update_one({"_id": job_id}, {"$inc": {"total": len(new), "counts.total": len(new),
-                                                            f"counts.{OPEN}": len(new)}})
+            self.jobs.update_one(
+                {"_id": job_id}, {"$inc": {"total": len(new), "counts.total": len(new), f"counts.{OPEN}": len(new)}}
+            )
         return new
 
     def unenqueued(self, job_id: str) -> Iterator[dict]:
@@ -140,26 +174,32 @@ class JobStore:
     @translated
     def set_state(self, job_id: str, state: str) -> None:
         # A cancel wins: a submission finishing after it must not bring the job back to life.
-        self.jobs.update_one({"_id": job_id, "state": {"$ne": "cancelled"}},
-                             {"$set": {"state": state, "updated_at": _now()}})
+        self.jobs.update_one(
+            {"_id": job_id, "state": {"$ne": "cancelled"}}, {"$set": {"state": state, "updated_at": _now()}}
+        )
 
     def _finished(self, job_id: str, model: str, preset: str, shas: list[str]) -> dict[str, str]:
         """{sha256: state} of those of these items that have a result."""
-        cur = self.results.find({"job_id": job_id, "model": model, "preset": preset, "sha256": {"$in": list(shas)}},
-                                {"_id": 0, "sha256": 1, "state": 1})
+        cur = self.results.find(
+            {"job_id": job_id, "model": model, "preset": preset, "sha256": {"$in": list(shas)}},
+            {"_id": 0, "sha256": 1, "state": 1},
+        )
         return {r["sha256"]: r["state"] for r in cur}
 
     @translated
     def open_items(self, job_id: str, model: str, preset: str, shas: list[str]) -> list[dict]:
         """The items of this shard with no result yet (a redelivered shard skips what is finished)."""
         finished = self._finished(job_id, model, preset, shas)
-        items = self.items.find({"job_id": job_id, "model": model, "preset": preset, "sha256": {"$in": list(shas)}},
-                                {"_id": 0, "sha256": 1, "file_name": 1, "meta": 1})
+        items = self.items.find(
+            {"job_id": job_id, "model": model, "preset": preset, "sha256": {"$in": list(shas)}},
+            {"_id": 0, "sha256": 1, "file_name": 1, "meta": 1},
+        )
         return [it for it in items if it["sha256"] not in finished]
 
     @translated
-    def finish_items(self, job_id: str, owner: str, model: str, preset: str, outcomes: list[dict],
-                     on_new=None) -> dict[str, int]:
+    def finish_items(
+        self, job_id: str, owner: str, model: str, preset: str, outcomes: list[dict], on_new=None
+    ) -> dict[str, int]:
         """Record each item's one result: outcomes are {sha256, state, file_name?, meta?, caption?, error?, ...}.
 
         An insert against the unique (job, model, preset, image) key: an item already finished (a redelivery,
@@ -168,8 +208,10 @@ class JobStore:
         if not outcomes:
             return {}
         now = _now()
-        docs = [{"job_id": job_id, "owner": owner, "model": model, "preset": preset, **out, "updated_at": now}
-                for out in outcomes]
+        docs = [
+            {"job_id": job_id, "owner": owner, "model": model, "preset": preset, **out, "updated_at": now}
+            for out in outcomes
+        ]
         skipped = insert_new(self.results, docs)
         if on_new is not None:  # the results this call recorded (usage counts each once)
             on_new([d for n, d in enumerate(docs) if n not in skipped])
@@ -179,19 +221,25 @@ class JobStore:
     def cancel(self, job_id: str) -> int:
         """Cancel what is still queued; finished items keep their results. Returns items cancelled.
         Raises AlreadyFinished for a job that is done (its results stand)."""
-        job = self.jobs.find_one_and_update({"_id": job_id, "state": {"$ne": "done"}},
-                                            {"$set": {"state": "cancelled", "updated_at": _now()}},
-                                            projection={"owner": 1})
+        job = self.jobs.find_one_and_update(
+            {"_id": job_id, "state": {"$ne": "done"}},
+            {"$set": {"state": "cancelled", "updated_at": _now()}},
+            projection={"owner": 1},
+        )
         if job is None:
             self.get(job_id, ("state",))  # NotFound when there is no such job
-            raise AlreadyFinished(f"job {job_id!r} is already done: every item has its result, there is "
-                                  "nothing left to cancel")
+            raise AlreadyFinished(
+                f"job {job_id!r} is already done: every item has its result, there is nothing left to cancel"
+            )
         cancelled = 0
         # Page through the job so a large one never sits in memory; a worker finishing an item meanwhile wins.
         for page in self.item_pages(job_id):
             for (model, preset), group in _by_run(page).items():
-                outcomes = [{"sha256": it["sha256"], "file_name": it.get("file_name"), "state": "cancelled"}
-                            for it in group if it["state"] == OPEN]
+                outcomes = [
+                    {"sha256": it["sha256"], "file_name": it.get("file_name"), "state": "cancelled"}
+                    for it in group
+                    if it["state"] == OPEN
+                ]
                 cancelled += self.finish_items(job_id, job["owner"], model, preset, outcomes).get("cancelled", 0)
         self.refresh_counts(job_id)
         return cancelled
@@ -200,8 +248,9 @@ class JobStore:
     def counts(self, job_id: str) -> dict[str, int]:
         """Exact counts: every item, less those with a result, is queued."""
         counts = {s: 0 for s in ITEM_STATES}
-        for row in self.results.aggregate([{"$match": {"job_id": job_id}},
-                                           {"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
+        for row in self.results.aggregate(
+            [{"$match": {"job_id": job_id}}, {"$group": {"_id": "$state", "n": {"$sum": 1}}}]
+        ):
             counts[row["_id"]] = row["n"]
         counts["total"] = self.items.count_documents({"job_id": job_id})
         counts[OPEN] = counts["total"] - sum(counts[s] for s in FINISHED)
@@ -220,9 +269,11 @@ class JobStore:
             state = job.get("state") if job else None
             counts = self.counts(job_id)
             now = _now()
-            update: dict = {"$set": {"counts": counts, "updated_at": now},
-                            # Re-base the workers' running tallies (see settle) on the exact figures.
-                            "$max": {"total": counts["total"], "finished": counts["total"] - counts[OPEN]}}
+            update: dict = {
+                "$set": {"counts": counts, "updated_at": now},
+                # Re-base the workers' running tallies (see settle) on the exact figures.
+                "$max": {"total": counts["total"], "finished": counts["total"] - counts[OPEN]},
+            }
             if state in ("queued", "running") and counts[OPEN] == 0:
                 update["$set"] |= {"state": "done", "finished_at": now}
             elif state == "queued" and counts["total"] > counts[OPEN]:
@@ -245,8 +296,12 @@ class JobStore:
         """
         finished = sum(new.get(s, 0) for s in FINISHED)
         inc = {"finished": finished, f"counts.{OPEN}": -finished} | {f"counts.{s}": n for s, n in new.items() if n}
-        job = self.jobs.find_one_and_update({"_id": job_id}, {"$inc": inc}, return_document=ReturnDocument.AFTER,
-                                            projection={"state": 1, "finished": 1, "total": 1, "counts": 1})
+        job = self.jobs.find_one_and_update(
+            {"_id": job_id},
+            {"$inc": inc},
+            return_document=ReturnDocument.AFTER,
+            projection={"state": 1, "finished": 1, "total": 1, "counts": 1},
+        )
         if job is None:
             raise NotFound(f"no job {job_id!r}")
         if recount or job.get("finished", 0) >= job.get("total", 0):
@@ -263,9 +318,18 @@ class JobStore:
         items = list(cur.limit(limit) if limit else cur)
         out = []
         for (model, preset), group in _by_run(items).items():
-            results = {r["sha256"]: r for r in self.results.find(
-                {"job_id": job_id, "model": model, "preset": preset, "sha256": {"$in": [it["sha256"] for it in group]}},
-                {"_id": 0})}
+            results = {
+                r["sha256"]: r
+                for r in self.results.find(
+                    {
+                        "job_id": job_id,
+                        "model": model,
+                        "preset": preset,
+                        "sha256": {"$in": [it["sha256"] for it in group]},
+                    },
+                    {"_id": 0},
+                )
+            }
             out += [it | results.get(it["sha256"], {"state": OPEN}) for it in group]
         return sorted(out, key=lambda it: it["seq"])
 
@@ -280,17 +344,27 @@ class JobStore:
     def _item_page(self, job_id: str, after_seq: int, through_seq: int, all_open: bool) -> list[dict]:
         # A closed range of the (job_id, seq) index, sorted here: a sort + limit over an open range made
         # SecantusDB read the whole rest of the job for each page (25 s a page at 300,000 items).
-        items = sorted(self.items.find({"job_id": job_id, "seq": {"$gt": after_seq, "$lte": through_seq}},
-                                       {"_id": 0, "sha256": 1, "model": 1, "preset": 1, "file_name": 1, "seq": 1}),
-                       key=lambda it: it["seq"])
+        items = sorted(
+            self.items.find(
+                {"job_id": job_id, "seq": {"$gt": after_seq, "$lte": through_seq}},
+                {"_id": 0, "sha256": 1, "model": 1, "preset": 1, "file_name": 1, "seq": 1},
+            ),
+            key=lambda it: it["seq"],
+        )
         for (model, preset), group in _by_run(items).items():
             finished = {} if all_open else self._finished(job_id, model, preset, [it["sha256"] for it in group])
             for it in group:
                 it["state"] = finished.get(it["sha256"], OPEN)
         return items
 
-    def item_pages(self, job_id: str, after_seq: int = -1, through_seq: int | None = None,
-                   page: int = ITEM_PAGE, all_open: bool = False) -> Iterator[list[dict]]:
+    def item_pages(
+        self,
+        job_id: str,
+        after_seq: int = -1,
+        through_seq: int | None = None,
+        page: int = ITEM_PAGE,
+        all_open: bool = False,
+    ) -> Iterator[list[dict]]:
         """The job's items after `after_seq` (through `through_seq`), in sequence order, `page` at a time, each
         with its state (`all_open`: the caller knows none is finished): every query is a window of `page`
         sequence numbers, so it is bounded whatever the size of the job. (Numbers given to items already in the
@@ -308,9 +382,12 @@ class JobStore:
     @translated
     def unsent_under(self, epoch: str) -> list[dict]:
         """Unfinished jobs last sent under another Redis epoch: their queued work may be lost with that Redis."""
-        return list(self.jobs.find({"state": {"$in": ["submitting", "queued", "running"]},
-                                    "redis_epoch": {"$ne": epoch}},
-                                   {"_id": 1, "tier": 1, "enqueued_seq": 1}))
+        return list(
+            self.jobs.find(
+                {"state": {"$in": ["submitting", "queued", "running"]}, "redis_epoch": {"$ne": epoch}},
+                {"_id": 1, "tier": 1, "enqueued_seq": 1},
+            )
+        )
 
     @translated
     def stamp_epoch(self, job_id: str, epoch: str) -> None:

@@ -1,10 +1,11 @@
 """owners: every owner's records, and erasing one owner (or old images) in idempotent steps, with an audit trail."""
+
 from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 
 import redis
 from pymongo import UpdateOne
@@ -28,12 +29,12 @@ class RedisUnreachable(ServiceUnreachable):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _pages(values: list, size: int = GC_PAGE) -> Iterable[list]:
     for i in range(0, len(values), size):
-        yield values[i:i + size]
+        yield values[i : i + size]
 
 
 class Owners:
@@ -60,16 +61,19 @@ class Owners:
 
         for row in self.db["api_keys"].aggregate([{"$group": {"_id": "$owner", "n": {"$sum": 1}}}]):
             entry(row["_id"])["keys"] = row["n"]
-        for row in self.db["jobs"].aggregate([{"$group": {"_id": "$owner", "n": {"$sum": 1},
-                                                          "last": {"$max": "$created_at"}}}]):
+        for row in self.db["jobs"].aggregate(
+            [{"$group": {"_id": "$owner", "n": {"$sum": 1}, "last": {"$max": "$created_at"}}}]
+        ):
             entry(row["_id"]).update(jobs=row["n"], last_job_at=row["last"])
         return sorted(out.values(), key=lambda o: o["owner"])
 
     @translated
     def exists(self, owner: str) -> bool:
         """Whether anything of `owner` is left to erase (or images of an interrupted erasure to collect)."""
-        return (any(self.db[c].find_one({"owner": owner}, {"_id": 1}) for c in ("api_keys", "jobs", "job_items"))
-                or self.db["image_gc"].find_one({}, {"_id": 1}) is not None)
+        return (
+            any(self.db[c].find_one({"owner": owner}, {"_id": 1}) for c in ("api_keys", "jobs", "job_items"))
+            or self.db["image_gc"].find_one({}, {"_id": 1}) is not None
+        )
 
     @translated
     def erase(self, owner: str, by: str, keep_key_prefix: str | None = None, on_step: Step = lambda s, n: None) -> dict:
@@ -79,8 +83,20 @@ class Owners:
         :param keep_key_prefix: self-service erasure keeps the calling key, so the caller can still read the answer.
         -> counts of what was removed. The audit record keeps who, when and these counts, never content.
         """
-        audit = self.db["audit"].insert_one({"action": "owner.delete", "owner": owner, "by": by, "state": "running",
-                                             "started_at": _now(), "keep_key_prefix": keep_key_prefix}).inserted_id
+        audit = (
+            self.db["audit"]
+            .insert_one(
+                {
+                    "action": "owner.delete",
+                    "owner": owner,
+                    "by": by,
+                    "state": "running",
+                    "started_at": _now(),
+                    "keep_key_prefix": keep_key_prefix,
+                }
+            )
+            .inserted_id
+        )
         counts: dict[str, int] = {}
 
         def step(name: str, n: int) -> None:
@@ -92,9 +108,15 @@ class Owners:
         keys = {"owner": owner} | ({"prefix": {"$ne": keep_key_prefix}} if keep_key_prefix else {})
         prefixes = self.db["api_keys"].distinct("prefix", keys)
         step("keys", self.db["api_keys"].delete_many(keys).deleted_count)
-        step("cancelled_jobs", self.db["jobs"].update_many(
-            {"owner": owner, "state": {"$in": list(UNFINISHED)}},
-            {"$set": {"state": "cancelled", "updated_at": _now()}}).modified_count)
+        step(
+            "cancelled_jobs",
+            self.db["jobs"]
+            .update_many(
+                {"owner": owner, "state": {"$in": list(UNFINISHED)}},
+                {"$set": {"state": "cancelled", "updated_at": _now()}},
+            )
+            .modified_count,
+        )
         # 2. Remember the owner's images before their items go: the list outlives an interruption.
         shas = self.db["job_items"].distinct("sha256", {"owner": owner})
         for page in _pages(shas):
@@ -107,21 +129,29 @@ class Owners:
         self._forget_in_redis(owner, job_ids, prefixes)
         # 4. Jobs before their results: a worker's late result is then either removed here or finds its job
         # gone afterwards (discard_late_writes).
-        for coll, name in (("jobs", "jobs"), ("job_results", "results"), ("job_items", "items"),
-                           ("usage", "usage_rows")):
+        for coll, name in (
+            ("jobs", "jobs"),
+            ("job_results", "results"),
+            ("job_items", "items"),
+            ("usage", "usage_rows"),
+        ):
             step(name, self.db[coll].delete_many({"owner": owner}).deleted_count)
         step("staged_objects", delete_prefix(self.blobs, f"owners/{owner}/"))
         # 5. Images no other owner references: records, then captions, then bytes.
         removed, kept = self.collect_images()
         step("images_deleted", removed)
         step("images_kept_shared", kept)
-        self.db["audit"].update_one({"_id": audit}, {"$set": {"state": "done", "finished_at": _now(),
-                                                              "counts": counts}})
+        self.db["audit"].update_one(
+            {"_id": audit}, {"$set": {"state": "done", "finished_at": _now(), "counts": counts}}
+        )
         return counts
 
     def _redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=self.settings.connect_timeout_s,
-                                    socket_timeout=self.settings.connect_timeout_s)
+        return redis.Redis.from_url(
+            self.settings.redis_url,
+            socket_connect_timeout=self.settings.connect_timeout_s,
+            socket_timeout=self.settings.connect_timeout_s,
+        )
 
     def _forget_in_redis(self, owner: str, job_ids: list[str], prefixes: list[str]) -> None:
         """The owner's dead letters, daily quota counters and its deleted keys' use counters."""
@@ -168,16 +198,25 @@ class Owners:
         for c in self.db["captions"].find({"sha256": {"$in": shas}}, {"_id": 0, "sha256": 1, "caption": 1}):
             texts[c["sha256"]].update([c["caption"]] if c.get("caption") else [])
         if texts:
-            self.db["image_gc"].bulk_write([UpdateOne({"sha256": s, "caption_texts": {"$exists": False}},
-                                                      {"$set": {"caption_texts": sorted(t)}})
-                                            for s, t in texts.items()], ordered=False)
+            self.db["image_gc"].bulk_write(
+                [
+                    UpdateOne(
+                        {"sha256": s, "caption_texts": {"$exists": False}}, {"$set": {"caption_texts": sorted(t)}}
+                    )
+                    for s, t in texts.items()
+                ],
+                ordered=False,
+            )
 
     def _forget_translations(self, shas: list[str]) -> None:
         """Remove the translation memory, history and cache of the noted caption texts of these image_gc entries
         that no remaining caption (of any image) or job result still has; cache first, the memory last, so a rerun
         after an interruption finds what is left."""
-        noted = {t for d in self.db["image_gc"].find({"sha256": {"$in": shas}}, {"_id": 0, "caption_texts": 1})
-                 for t in d.get("caption_texts", [])}
+        noted = {
+            t
+            for d in self.db["image_gc"].find({"sha256": {"$in": shas}}, {"_id": 0, "caption_texts": 1})
+            for t in d.get("caption_texts", [])
+        }
         if not noted:
             return
         texts = sorted(noted)
@@ -190,8 +229,11 @@ class Owners:
         try:
             # Any target language may be cached (texts already in the target are cached but not remembered),
             # so the cache is matched by its text sha256 suffix.
-            names = [k for k in client.scan_iter(match=f"{TRANSLATE_CACHE_KEY}*", count=1000)
-                     if k.decode().rsplit(":", 1)[-1] in forget]
+            names = [
+                k
+                for k in client.scan_iter(match=f"{TRANSLATE_CACHE_KEY}*", count=1000)
+                if k.decode().rsplit(":", 1)[-1] in forget
+            ]
             if names:
                 client.delete(*names)
         except redis.RedisError as exc:  # the erasure stops here; run again, it resumes
@@ -217,16 +259,39 @@ class Owners:
         references, with the job items and results that name them, their captions and their bytes (the erasure's
         rules and steps).
         Images in a queued or running job wait for a later run. -> counts, also kept in an audit record."""
-        audit = self.db["audit"].insert_one({"action": "retention", "owner": None, "by": by, "state": "running",
-                                             "started_at": _now(), "cutoff": cutoff}).inserted_id
-        counts = {"images_expired": 0, "images_held_by_unfinished_jobs": 0,
-                  "images_used_recently": 0, "items": 0, "results": 0}
+        audit = (
+            self.db["audit"]
+            .insert_one(
+                {
+                    "action": "retention",
+                    "owner": None,
+                    "by": by,
+                    "state": "running",
+                    "started_at": _now(),
+                    "cutoff": cutoff,
+                }
+            )
+            .inserted_id
+        )
+        counts = {
+            "images_expired": 0,
+            "images_held_by_unfinished_jobs": 0,
+            "images_used_recently": 0,
+            "items": 0,
+            "results": 0,
+        }
         old = [d["sha256"] for d in self.db["images"].find({"first_seen": {"$lt": cutoff}}, {"_id": 0, "sha256": 1})]
         for page in _pages(old):
-            refs = list(self.db["job_items"].find({"sha256": {"$in": page}},
-                                                  {"_id": 0, "job_id": 1, "sha256": 1, "created_at": 1}))
-            open_jobs = set(self.db["jobs"].distinct("_id", {"_id": {"$in": list({r["job_id"] for r in refs})},
-                                                             "state": {"$in": list(UNFINISHED)}}))
+            refs = list(
+                self.db["job_items"].find(
+                    {"sha256": {"$in": page}}, {"_id": 0, "job_id": 1, "sha256": 1, "created_at": 1}
+                )
+            )
+            open_jobs = set(
+                self.db["jobs"].distinct(
+                    "_id", {"_id": {"$in": list({r["job_id"] for r in refs})}, "state": {"$in": list(UNFINISHED)}}
+                )
+            )
             held = {r["sha256"] for r in refs if r["job_id"] in open_jobs}
             # An old image submitted again lately is as young as its newest use.
             recent = {r["sha256"] for r in refs if r.get("created_at") and r["created_at"] >= cutoff} - held
@@ -240,8 +305,9 @@ class Owners:
             counts["results"] += self.db["job_results"].delete_many({"sha256": {"$in": expired}}).deleted_count
             counts["items"] += self.db["job_items"].delete_many({"sha256": {"$in": expired}}).deleted_count
         counts["images_expired"], _ = self.collect_images()
-        self.db["audit"].update_one({"_id": audit}, {"$set": {"state": "done", "finished_at": _now(),
-                                                              "counts": counts}})
+        self.db["audit"].update_one(
+            {"_id": audit}, {"$set": {"state": "done", "finished_at": _now(), "counts": counts}}
+        )
         return counts
 
     @translated
@@ -269,10 +335,12 @@ def discard_late_writes(db, job_id: str, owner: str, shas: list[str]) -> bool:
 
 def delete_keys(store: ImageStore, keys: list[str]) -> int:
     """Delete objects by key, 1,000 per request (S3's cap); a key already gone is no error. -> keys asked."""
+
     def go():
         for page in _pages(keys, 1000):
-            store.client.delete_objects(Bucket=store.bucket, Delete={"Objects": [{"Key": k} for k in page],
-                                                                     "Quiet": True})
+            store.client.delete_objects(
+                Bucket=store.bucket, Delete={"Objects": [{"Key": k} for k in page], "Quiet": True}
+            )
         return len(keys)
 
     return store._call(go, "delete") if keys else 0
@@ -280,6 +348,7 @@ def delete_keys(store: ImageStore, keys: list[str]) -> int:
 
 def delete_prefix(store: ImageStore, prefix: str) -> int:
     """Delete every object under `prefix`. -> how many there were."""
+
     def listed() -> list[str]:
         keys = []
         for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=prefix):
@@ -294,7 +363,7 @@ def run_retention(settings: Settings, now: datetime | None = None) -> dict:
     (workers.retention) and `capq owners retention run` both call it."""
     if not settings.retention_days:
         return {"retention": "off"}
-    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=settings.retention_days)
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=settings.retention_days)
     counts = Owners(settings).expire(cutoff)
     log.info("retention before %s: %s", cutoff.isoformat(), counts)
     return counts

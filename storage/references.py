@@ -1,8 +1,9 @@
 """references: reference captions per image (by sha256), and those still waiting for their image to be submitted."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Iterable
 
 from pymongo import DESCENDING, DeleteOne, ReplaceOne
 
@@ -35,8 +36,11 @@ def find_by_values(coll, field: str, values: Iterable, projection: dict) -> list
                 docs.append(doc)
         return docs
     ordered = sorted(wanted)
-    return [doc for start in range(0, len(ordered), _CHUNK)
-            for doc in coll.find({field: {"$in": ordered[start:start + _CHUNK]}}, projection)]
+    return [
+        doc
+        for start in range(0, len(ordered), _CHUNK)
+        for doc in coll.find({field: {"$in": ordered[start : start + _CHUNK]}}, projection)
+    ]
 
 
 class ReferenceStore:

@@ -1,8 +1,9 @@
 """translations: the translation memory (one translation per text and target) and the translation history."""
+
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from capq.settings import Settings
 from storage.db import insert_new, mongo, translated
@@ -33,14 +34,14 @@ class TranslationMemory:
     def remember(self, docs: list[dict]) -> None:
         """Store {text_sha256, target, text, translation, provider, source_lang}; a text already there keeps its
         first translation (two translators racing on one text both stay correct)."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         insert_new(self.coll, [{"translated_at": now, **d} for d in docs])
 
     @translated
     def record(self, events: list[dict]) -> None:
         """Append history rows {text_sha256, target, provider, outcome, error?}."""
         if events:
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             self.history_coll.insert_many([{"at": now, **e} for e in events])
 
     @translated
@@ -58,6 +59,8 @@ class ResultTexts:
 
     @translated
     def captions(self, job_id: str, model: str, preset: str, shas: list[str]) -> list[str]:
-        cur = self.results.find({"job_id": job_id, "model": model, "preset": preset, "sha256": {"$in": list(shas)},
-                                 "state": "done"}, {"_id": 0, "caption": 1})
+        cur = self.results.find(
+            {"job_id": job_id, "model": model, "preset": preset, "sha256": {"$in": list(shas)}, "state": "done"},
+            {"_id": 0, "caption": 1},
+        )
         return [doc["caption"] for doc in cur if doc.get("caption")]

@@ -1,7 +1,8 @@
 """usage: images, reused captions and GPU-seconds per owner, model, device, tier and UTC day ($inc by workers)."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pymongo import UpdateOne
 
@@ -12,7 +13,7 @@ BY = ("model", "day", "tier", "owner", "device")
 
 
 def day_of(at: datetime) -> str:
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%d")
+    return at.astimezone(UTC).strftime("%Y-%m-%d")
 
 
 class UsageStore:
@@ -29,13 +30,14 @@ class UsageStore:
         self.results = self.mongo["job_results"]
 
     @translated
-    def add(self, owner: str, tier: str, model: str, device: str, results: list[dict],
-            at: datetime | None = None) -> None:
+    def add(
+        self, owner: str, tier: str, model: str, device: str, results: list[dict], at: datetime | None = None
+    ) -> None:
         """Add newly recorded results ({state, reused?, gpu_s?}) to the day's row; failures and cancels cost nothing."""
         done = [r for r in results if r.get("state") == "done"]
         if not done:
             return
-        day = day_of(at or datetime.now(timezone.utc))
+        day = day_of(at or datetime.now(UTC))
         reused = sum(1 for r in done if r.get("reused"))
         inc = {"images": len(done) - reused, "reused": reused, "gpu_s": float(sum(r.get("gpu_s") or 0.0 for r in done))}
         key = {"owner": owner, "model": model, "device": device, "tier": tier, "day": day}
@@ -53,8 +55,11 @@ class UsageStore:
     @translated
     def job_gpu_s(self, job_id: str) -> float:
         """GPU-seconds the job's results cost (reused captions cost nothing)."""
-        rows = list(self.results.aggregate([{"$match": {"job_id": job_id}},
-                                            {"$group": {"_id": None, "gpu_s": {"$sum": "$gpu_s"}}}]))
+        rows = list(
+            self.results.aggregate(
+                [{"$match": {"job_id": job_id}}, {"$group": {"_id": None, "gpu_s": {"$sum": "$gpu_s"}}}]
+            )
+        )
         return float(rows[0]["gpu_s"] or 0.0) if rows else 0.0
 
     @translated

@@ -1,4 +1,5 @@
 """Shared fixtures: real services from the local stack, with a private database and bucket per test session."""
+
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ import pytest
 import redis
 
 from capq.settings import Settings, load_settings
+
 # Re-exported: tests import REPO, free_port and settings_env from here.
 from tooling.paths import REPO, seed_dir, seed_images  # noqa: F401
 from tooling.ports import free_port  # noqa: F401
@@ -32,8 +34,15 @@ def _require_services(settings: Settings) -> None:
     """A missing service fails the run: tests never skip because the stack is down."""
     from tooling.stack import mongo_ready, redis_ready, s3_ready
 
-    down = [name for name, ok in (("Redis", redis_ready(settings.redis_url)), ("MongoDB", mongo_ready(settings.mongo_url)),
-                                  ("S3", s3_ready(settings.s3_endpoint))) if not ok]
+    down = [
+        name
+        for name, ok in (
+            ("Redis", redis_ready(settings.redis_url)),
+            ("MongoDB", mongo_ready(settings.mongo_url)),
+            ("S3", s3_ready(settings.s3_endpoint)),
+        )
+        if not ok
+    ]
     if down:
         pytest.fail(f"services not answering: {', '.join(down)}; run `capq stack up` (make test does)", pytrace=False)
 
@@ -62,9 +71,16 @@ def settings(base_settings, tmp_path_factory) -> Settings:
     """Settings pointing at a database, bucket and home of this session's own."""
     tag = uuid.uuid4().hex[:10]
     # Queues, dead letters and rate counters are global in a Redis database: tests take one of their own.
-    redis_url = urlunsplit(urlsplit(base_settings.redis_url)._replace(path="/" + os.environ.get("CAPQ_TEST_REDIS_DB", "13")))
-    env = {**settings_env(base_settings), "CAPQ_REDIS_URL": redis_url, "CAPQ_MONGO_DB": f"capq_test_{tag}", "CAPQ_S3_BUCKET": f"capq-test-{tag}",
-           "CAPQ_HOME": str(tmp_path_factory.mktemp("home"))}
+    redis_url = urlunsplit(
+        urlsplit(base_settings.redis_url)._replace(path="/" + os.environ.get("CAPQ_TEST_REDIS_DB", "13"))
+    )
+    env = {
+        **settings_env(base_settings),
+        "CAPQ_REDIS_URL": redis_url,
+        "CAPQ_MONGO_DB": f"capq_test_{tag}",
+        "CAPQ_S3_BUCKET": f"capq-test-{tag}",
+        "CAPQ_HOME": str(tmp_path_factory.mktemp("home")),
+    }
     s = load_settings(env)
     _require_services(s)
     from storage.blobs import ImageStore
@@ -91,9 +107,23 @@ def db(settings):
 def redis_url(tmp_path_factory):
     """A private Redis: queue lengths here count only this module's messages, and no stray worker eats them."""
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path_factory.mktemp("redis")),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     client = redis.Redis(port=port)
     for _ in range(100):
         try:
@@ -123,8 +153,14 @@ def psettings(settings, redis_url):
     from storage.db import Mongo
 
     tag = os.urandom(3).hex()
-    s = load_settings({**settings_env(settings), "CAPQ_REDIS_URL": redis_url,
-                       "CAPQ_MONGO_DB": f"{settings.mongo_db}_p{tag}", "CAPQ_S3_BUCKET": f"{settings.s3_bucket}-p{tag}"})
+    s = load_settings(
+        {
+            **settings_env(settings),
+            "CAPQ_REDIS_URL": redis_url,
+            "CAPQ_MONGO_DB": f"{settings.mongo_db}_p{tag}",
+            "CAPQ_S3_BUCKET": f"{settings.s3_bucket}-p{tag}",
+        }
+    )
     ImageStore(s).ensure_bucket()
     Mongo(s).ensure_indexes()
     yield s

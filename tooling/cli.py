@@ -1,8 +1,8 @@
 """cli: `capq stack up|down|status`, `capq demo` and `capq models make-tiny`, added to capq by register()."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -10,8 +10,9 @@ from rich.table import Table
 
 from capq.settings import get_settings
 
-stack_app = typer.Typer(help="Local Redis, MongoDB wire server and S3 server for development, tests and the demo.",
-                        no_args_is_help=True)
+stack_app = typer.Typer(
+    help="Local Redis, MongoDB wire server and S3 server for development, tests and the demo.", no_args_is_help=True
+)
 out = Console()
 
 
@@ -59,17 +60,22 @@ def stack_status() -> None:
         raise typer.Exit(1)
 
 
-def demo_cmd(models: str = typer.Option("blip,blip2,git,vit-gpt2", help="Models to run, comma-separated."),
-             checkpoint: Optional[list[str]] = typer.Option(None, help="MODEL=HUB_ID_OR_DIR (repeatable); default: "
-                                                            "tiny offline models"),
-             device: str = typer.Option("cpu", help="cpu or cuda:N for the workers."),
-             no_api: bool = typer.Option(False, "--no-api", help="Submit directly instead of over HTTP."),
-             timeout_s: float = typer.Option(600, help="Give up waiting for captions after this long."),
-             keep_running: bool = typer.Option(False, "--keep-running", help="Then leave the stack, workers, API "
-                                               "and web UI running and print the UI's URL (Ctrl-C stops them)."),
-             ui_host: str = typer.Option("127.0.0.1", "--ui-host", help="With --keep-running: the UI's address."),
-             ui_port: int = typer.Option(8501, "--ui-port", min=1, max=65535,
-                                         help="With --keep-running: the UI's port.")) -> None:
+def demo_cmd(
+    models: str = typer.Option("blip,blip2,git,vit-gpt2", help="Models to run, comma-separated."),
+    checkpoint: list[str] | None = typer.Option(
+        None, help="MODEL=HUB_ID_OR_DIR (repeatable); default: tiny offline models"
+    ),
+    device: str = typer.Option("cpu", help="cpu or cuda:N for the workers."),
+    no_api: bool = typer.Option(False, "--no-api", help="Submit directly instead of over HTTP."),
+    timeout_s: float = typer.Option(600, help="Give up waiting for captions after this long."),
+    keep_running: bool = typer.Option(
+        False,
+        "--keep-running",
+        help="Then leave the stack, workers, API and web UI running and print the UI's URL (Ctrl-C stops them).",
+    ),
+    ui_host: str = typer.Option("127.0.0.1", "--ui-host", help="With --keep-running: the UI's address."),
+    ui_port: int = typer.Option(8501, "--ui-port", min=1, max=65535, help="With --keep-running: the UI's port."),
+) -> None:
     """The main job end to end: stack, models, workers, API, submit the seed images, print captions."""
     import httpx
     from kombu.exceptions import OperationalError
@@ -81,8 +87,9 @@ def demo_cmd(models: str = typer.Option("blip,blip2,git,vit-gpt2", help="Models 
     from tooling.stack import StackError
 
     try:
-        code = run_demo(get_settings(), models, checkpoint or [], device, not no_api, timeout_s, keep_running,
-                        ui_host, ui_port)
+        code = run_demo(
+            get_settings(), models, checkpoint or [], device, not no_api, timeout_s, keep_running, ui_host, ui_port
+        )
     except (BadInput, NotFound) as exc:  # input the caller must fix
         _fail(exc, 2)
     except (ProcessError, StackError, StorageError, OperationalError, httpx.HTTPError) as exc:
@@ -90,8 +97,9 @@ def demo_cmd(models: str = typer.Option("blip,blip2,git,vit-gpt2", help="Models 
     raise typer.Exit(code)
 
 
-def models_make_tiny(directory: Path = typer.Argument(..., help="Folder to build DIR/blip, DIR/blip2, DIR/git, "
-                                                      "DIR/vit-gpt2 in.")) -> None:
+def models_make_tiny(
+    directory: Path = typer.Argument(..., help="Folder to build DIR/blip, DIR/blip2, DIR/git, DIR/vit-gpt2 in."),
+) -> None:
     """Build tiny, randomly initialised models of all four architectures, offline."""
     from tooling.tiny import make_tiny
 

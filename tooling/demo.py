@@ -1,4 +1,5 @@
 """demo: `capq demo`, the main job end to end on one machine: stack, models, workers, API, seed images, captions."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,9 @@ def parse_checkpoints(pairs: list[str], models: list[str]) -> dict[str, str]:
     return chosen
 
 
-def _wait_ready(settings: Settings, procs: Processes, workers: dict[str, subprocess.Popen], api_url: str | None,
-                timeout_s: float) -> None:
+def _wait_ready(
+    settings: Settings, procs: Processes, workers: dict[str, subprocess.Popen], api_url: str | None, timeout_s: float
+) -> None:
     import httpx
     import redis
 
@@ -57,8 +59,10 @@ def _wait_ready(settings: Settings, procs: Processes, workers: dict[str, subproc
             except httpx.HTTPError:
                 pass
         if time.monotonic() > deadline:
-            raise DemoError(f"not ready within {timeout_s:.0f}s: {', '.join(pending.values()) or 'API'}; "
-                            f"see the logs in {procs.log_dir}")
+            raise DemoError(
+                f"not ready within {timeout_s:.0f}s: {', '.join(pending.values()) or 'API'}; "
+                f"see the logs in {procs.log_dir}"
+            )
         time.sleep(0.5)
 
 
@@ -81,7 +85,9 @@ def _via_api(settings: Settings, api_url: str, images: list[Path], models: list[
             deadline = time.monotonic() + timeout_s
             while True:
                 job = http.get(f"/v1/jobs/{job_id}").json()
-                bar.update(completed=finished(job), total=job["counts"]["total"], description=f"captioning ({job['state']})")
+                bar.update(
+                    completed=finished(job), total=job["counts"]["total"], description=f"captioning ({job['state']})"
+                )
                 if job["state"] in ("done", "cancelled") or time.monotonic() > deadline:
                     break
                 time.sleep(1.0)
@@ -96,9 +102,14 @@ def _direct(settings: Settings, images: list[Path], models: list[str], timeout_s
 
     result = submit(settings, images, models, owner=DEMO_OWNER)
     err.print(f"submitted job {result.job_id}")
-    job = wait_job(settings, result.job_id, on_update=lambda j: bar.update(
-        completed=finished(j), total=j["counts"]["total"], description=f"captioning ({j['state']})"),
-        timeout_s=timeout_s)
+    job = wait_job(
+        settings,
+        result.job_id,
+        on_update=lambda j: bar.update(
+            completed=finished(j), total=j["counts"]["total"], description=f"captioning ({j['state']})"
+        ),
+        timeout_s=timeout_s,
+    )
     return job, list(results(settings, result.job_id))
 
 
@@ -138,8 +149,17 @@ def _keep_running(settings: Settings, procs: Processes, api_url: str, ui_host: s
         keys.revoke(record["prefix"])
 
 
-def run_demo(settings: Settings, models: str, checkpoints: list[str], device: str, use_api: bool,
-             timeout_s: float, keep_running: bool = False, ui_host: str = "127.0.0.1", ui_port: int = 8501) -> int:
+def run_demo(
+    settings: Settings,
+    models: str,
+    checkpoints: list[str],
+    device: str,
+    use_api: bool,
+    timeout_s: float,
+    keep_running: bool = False,
+    ui_host: str = "127.0.0.1",
+    ui_port: int = 8501,
+) -> int:
     """Run the demo; returns the exit code (0 when every seed image got a caption from every model).
     With keep_running, the stack, workers, API and web UI stay up (URL printed) until Ctrl-C."""
     models_ = parse_models(models)
@@ -159,9 +179,10 @@ def run_demo(settings: Settings, models: str, checkpoints: list[str], device: st
     procs = Processes(settings.home / "demo", {"PYTHONUNBUFFERED": "1"})
     t0 = time.monotonic()
     try:
-        workers = {m: procs.start_capq(f"worker-{m}", ["worker", "--model", m, "--checkpoint", chosen[m],
-                                                       "--device", device])
-                   for m in models_}
+        workers = {
+            m: procs.start_capq(f"worker-{m}", ["worker", "--model", m, "--checkpoint", chosen[m], "--device", device])
+            for m in models_
+        }
         api_url = None
         if use_api:
             port = free_port()
@@ -170,8 +191,11 @@ def run_demo(settings: Settings, models: str, checkpoints: list[str], device: st
         _wait_ready(settings, procs, workers, api_url, timeout_s)
         bar = Bar("captioning")
         try:
-            job, rows = (_via_api(settings, api_url, images, models_, timeout_s, bar) if api_url
-                         else _direct(settings, images, models_, timeout_s, bar))
+            job, rows = (
+                _via_api(settings, api_url, images, models_, timeout_s, bar)
+                if api_url
+                else _direct(settings, images, models_, timeout_s, bar)
+            )
         finally:
             bar.stop()
         if keep_running:
@@ -186,6 +210,8 @@ def run_demo(settings: Settings, models: str, checkpoints: list[str], device: st
         procs.stop_all()
     out.print(captions_grid(rows, models_))
     c = job["counts"]
-    err.print(f"job {job['job_id']} {job['state']} in {time.monotonic() - t0:.0f}s: {c['done']} captioned, "
-              f"{c['failed']} failed, {c['queued']} still queued; logs in {procs.log_dir}")
+    err.print(
+        f"job {job['job_id']} {job['state']} in {time.monotonic() - t0:.0f}s: {c['done']} captioned, "
+        f"{c['failed']} failed, {c['queued']} still queued; logs in {procs.log_dir}"
+    )
     return 0 if job["state"] == "done" and c["done"] == c["total"] == len(images) * len(models_) else 1

@@ -1,4 +1,5 @@
 """images: JPEGs of random noise, each with its own content, for tests and benchmarks."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """paths: where the harness finds the checkout, the seed data, its logs and its tiny models."""
+
 from __future__ import annotations
 
 import os
@@ -22,5 +23,7 @@ def seed_images() -> list[Path]:
 
 def missing_seed_images() -> str:
     """What to do when seed_images() is empty."""
-    return (f"no seed images in {seed_dir() / 'test_images' / 'images'}; set CAPQ_SEED_DIR to the seed folder "
-            "(the one holding test_images/images/*.jpg)")
+    return (
+        f"no seed images in {seed_dir() / 'test_images' / 'images'}; set CAPQ_SEED_DIR to the seed folder "
+        "(the one holding test_images/images/*.jpg)"
+    )

@@ -1,4 +1,5 @@
 """ports: a free TCP port on loopback, for servers that tests, benches and the demo start."""
+
 from __future__ import annotations
 
 import socket

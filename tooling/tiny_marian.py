@@ -1,4 +1,5 @@
 """tiny_marian: a tiny random-weight Marian translation model, built offline (sentencepiece trained in-process)."""
+
 from __future__ import annotations
 
 import io
@@ -17,9 +18,19 @@ def _spm(lines: list[str]) -> bytes:
     import sentencepiece as spm
 
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, vocab_size=120,
-                                   model_type="unigram", character_coverage=1.0, minloglevel=2,
-                                   pad_id=-1, bos_id=-1, eos_id=-1, unk_id=0, num_threads=1)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        vocab_size=120,
+        model_type="unigram",
+        character_coverage=1.0,
+        minloglevel=2,
+        pad_id=-1,
+        bos_id=-1,
+        eos_id=-1,
+        unk_id=0,
+        num_threads=1,
+    )
     return model.getvalue()
 
 
@@ -40,10 +51,21 @@ def _build(out: Path) -> None:
     vocab["<pad>"] = len(vocab)
     (out / "vocab.json").write_text(json.dumps(vocab))
     tokenizer = MarianTokenizer(str(out / "source.spm"), str(out / "target.spm"), str(out / "vocab.json"))
-    config = MarianConfig(vocab_size=len(vocab), d_model=HIDDEN, encoder_layers=1, decoder_layers=1,
-                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=2 * HIDDEN,
-                          decoder_ffn_dim=2 * HIDDEN, max_position_embeddings=256, pad_token_id=vocab["<pad>"],
-                          eos_token_id=0, decoder_start_token_id=vocab["<pad>"], forced_eos_token_id=0)
+    config = MarianConfig(
+        vocab_size=len(vocab),
+        d_model=HIDDEN,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=2 * HIDDEN,
+        decoder_ffn_dim=2 * HIDDEN,
+        max_position_embeddings=256,
+        pad_token_id=vocab["<pad>"],
+        eos_token_id=0,
+        decoder_start_token_id=vocab["<pad>"],
+        forced_eos_token_id=0,
+    )
     torch.manual_seed(SEED)
     MarianMTModel(config).eval().save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -1,8 +1,8 @@
 """cli: `capq translate worker|text|history`, added to the capq command by register()."""
+
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -10,16 +10,20 @@ from rich.table import Table
 
 from capq.settings import get_settings
 
-translate_app = typer.Typer(help="Caption translation: the translation worker, one-off translations, history.",
-                            no_args_is_help=True)
+translate_app = typer.Typer(
+    help="Caption translation: the translation worker, one-off translations, history.", no_args_is_help=True
+)
 out = Console()
 err = Console(stderr=True)
 
 
 @translate_app.command("worker")
-def worker(concurrency: Optional[int] = typer.Option(None, min=1, help="Translations in flight (threads; providers "
-                                                    "are I/O); default CAPQ_TRANSLATE_CONCURRENCY."),
-           loglevel: str = typer.Option("INFO")) -> None:
+def worker(
+    concurrency: int | None = typer.Option(
+        None, min=1, help="Translations in flight (threads; providers are I/O); default CAPQ_TRANSLATE_CONCURRENCY."
+    ),
+    loglevel: str = typer.Option("INFO"),
+) -> None:
     """Consume the capq.translate queue: captions of jobs submitted with --translate."""
     from capq.logs import setup_logging
     from capq.names import TRANSLATE_QUEUE
@@ -28,16 +32,20 @@ def worker(concurrency: Optional[int] = typer.Option(None, min=1, help="Translat
     settings = get_settings()
     setup_logging(settings.log_json)
     if not settings.translate_chain:
-        err.print("[yellow]warning:[/yellow] CAPQ_TRANSLATE_PROVIDERS is empty: every translation will be "
-                  "reported unavailable (captions are not affected)")
+        err.print(
+            "[yellow]warning:[/yellow] CAPQ_TRANSLATE_PROVIDERS is empty: every translation will be "
+            "reported unavailable (captions are not affected)"
+        )
     threads = concurrency or settings.translate_concurrency
     consume(settings, "translate", [TRANSLATE_QUEUE], ["--pool", "threads", "--concurrency", str(threads)], loglevel)
 
 
 @translate_app.command("text")
-def text(texts: list[str] = typer.Argument(..., help="Text(s) to translate."),
-         lang: Optional[str] = typer.Option(None, "--lang", help="Target language (default CAPQ_TRANSLATE_TARGET)."),
-         as_json: bool = typer.Option(False, "--json")) -> None:
+def text(
+    texts: list[str] = typer.Argument(..., help="Text(s) to translate."),
+    lang: str | None = typer.Option(None, "--lang", help="Target language (default CAPQ_TRANSLATE_TARGET)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Translate text through the configured chain (cache, memory, detection, providers)."""
     from translation.results import check_lang, translator
     from translation.service import TranslationUnavailable
@@ -47,7 +55,7 @@ def text(texts: list[str] = typer.Argument(..., help="Text(s) to translate."),
         found = translator(settings).translate(texts, check_lang(lang or settings.translate_target))
     except TranslationUnavailable as exc:
         err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     for t in texts:
         row = found[t].as_dict() if t in found else {"text": t, "translation": t}
         print(json.dumps(row, ensure_ascii=False) if as_json else row["translation"])
@@ -65,8 +73,9 @@ def history(limit: int = typer.Option(50, min=1, max=1000), as_json: bool = type
         return
     table = Table("at", "provider", "target", "outcome", "text sha256", "error")
     for r in rows:
-        table.add_row(str(r["at"])[:19], r["provider"], r["target"], r["outcome"], r["text_sha256"][:12],
-                      r.get("error") or "")
+        table.add_row(
+            str(r["at"])[:19], r["provider"], r["target"], r["outcome"], r["text_sha256"][:12], r.get("error") or ""
+        )
     out.print(table if rows else "no translations yet")
 
 

@@ -1,4 +1,5 @@
 """offline: a Marian translation model through transformers (hub id or local folder), for text that must stay here."""
+
 from __future__ import annotations
 
 import threading
@@ -27,16 +28,19 @@ class MarianProvider(Provider):
                 try:
                     from transformers import MarianMTModel, MarianTokenizer
                 except ImportError:
-                    raise ProviderError("offline: transformers (and torch) are not installed in this image; "
-                                        "run translation in the worker image or drop 'offline' from "
-                                        "CAPQ_TRANSLATE_PROVIDERS") from None
+                    raise ProviderError(
+                        "offline: transformers (and torch) are not installed in this image; "
+                        "run translation in the worker image or drop 'offline' from "
+                        "CAPQ_TRANSLATE_PROVIDERS"
+                    ) from None
                 local = Path(self.checkpoint).expanduser().is_dir()
                 try:
                     tokenizer = MarianTokenizer.from_pretrained(self.checkpoint, local_files_only=local)
                     model = MarianMTModel.from_pretrained(self.checkpoint, local_files_only=local).eval()
                 except (OSError, ValueError, ImportError) as exc:
-                    raise ProviderError(f"offline: cannot load Marian model {self.checkpoint!r} "
-                                        f"(CAPQ_TRANSLATE_OFFLINE_MODEL): {exc}") from None
+                    raise ProviderError(
+                        f"offline: cannot load Marian model {self.checkpoint!r} (CAPQ_TRANSLATE_OFFLINE_MODEL): {exc}"
+                    ) from None
                 self._loaded = (tokenizer, model)
         return self._loaded
 

@@ -1,4 +1,5 @@
 """providers: one small interface over Google Cloud Translation v2, Azure Translator v3 and AWS Translate."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -35,8 +36,10 @@ class Provider(ABC):
 def _check_http(resp: httpx.Response, name: str) -> None:
     if resp.status_code == 429:
         after = resp.headers.get("Retry-After")
-        raise RateLimited(f"{name} rate-limited the request (429)" + (f"; retry after {after}s" if after else ""),
-                          float(after) if after and after.replace(".", "", 1).isdigit() else None)
+        raise RateLimited(
+            f"{name} rate-limited the request (429)" + (f"; retry after {after}s" if after else ""),
+            float(after) if after and after.replace(".", "", 1).isdigit() else None,
+        )
     if resp.status_code >= 400:
         # The body may echo the request: keep only its status and a short excerpt, never the key.
         raise ProviderError(f"{name} answered {resp.status_code}: {resp.text[:200]}")
@@ -61,8 +64,12 @@ class GoogleTranslate(Provider):
 
     def translate(self, texts: list[str], target: str) -> list[str]:
         try:
-            resp = httpx.post(f"{self.endpoint}/language/translate/v2", params={"key": self.key},
-                              json={"q": texts, "target": target, "format": "text"}, timeout=self.timeout_s)
+            resp = httpx.post(
+                f"{self.endpoint}/language/translate/v2",
+                params={"key": self.key},
+                json={"q": texts, "target": target, "format": "text"},
+                timeout=self.timeout_s,
+            )
         except httpx.HTTPError as exc:
             raise ProviderError(f"google unreachable: {type(exc).__name__}") from None
         _check_http(resp, self.name)
@@ -80,8 +87,9 @@ class AzureTranslator(Provider):
 
     def __init__(self, settings: Settings):
         if not settings.azure_translator_key:
-            raise ProviderError("azure: set CAPQ_AZURE_TRANSLATOR_KEY (and CAPQ_AZURE_TRANSLATOR_REGION for a "
-                                "regional resource)")
+            raise ProviderError(
+                "azure: set CAPQ_AZURE_TRANSLATOR_KEY (and CAPQ_AZURE_TRANSLATOR_REGION for a regional resource)"
+            )
         self.headers = {"Ocp-Apim-Subscription-Key": settings.azure_translator_key}
         if settings.azure_translator_region:
             self.headers["Ocp-Apim-Subscription-Region"] = settings.azure_translator_region
@@ -90,8 +98,13 @@ class AzureTranslator(Provider):
 
     def translate(self, texts: list[str], target: str) -> list[str]:
         try:
-            resp = httpx.post(f"{self.endpoint}/translate", params={"api-version": "3.0", "to": target},
-                              headers=self.headers, json=[{"Text": t} for t in texts], timeout=self.timeout_s)
+            resp = httpx.post(
+                f"{self.endpoint}/translate",
+                params={"api-version": "3.0", "to": target},
+                headers=self.headers,
+                json=[{"Text": t} for t in texts],
+                timeout=self.timeout_s,
+            )
         except httpx.HTTPError as exc:
             raise ProviderError(f"azure unreachable: {type(exc).__name__}") from None
         _check_http(resp, self.name)
@@ -113,14 +126,22 @@ class AwsTranslate(Provider):
 
         creds = {}
         if settings.aws_translate_access_key:
-            creds = {"aws_access_key_id": settings.aws_translate_access_key,
-                     "aws_secret_access_key": settings.aws_translate_secret_key}
+            creds = {
+                "aws_access_key_id": settings.aws_translate_access_key,
+                "aws_secret_access_key": settings.aws_translate_secret_key,
+            }
         # One attempt: on throttling the chain falls through at once instead of boto3 retrying in place.
-        self.client = boto3.client("translate", region_name=settings.aws_translate_region,
-                                   endpoint_url=settings.aws_translate_endpoint or None,
-                                   config=Config(retries={"total_max_attempts": 1, "mode": "standard"},
-                                                 connect_timeout=settings.translate_timeout_s,
-                                                 read_timeout=settings.translate_timeout_s), **creds)
+        self.client = boto3.client(
+            "translate",
+            region_name=settings.aws_translate_region,
+            endpoint_url=settings.aws_translate_endpoint or None,
+            config=Config(
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                connect_timeout=settings.translate_timeout_s,
+                read_timeout=settings.translate_timeout_s,
+            ),
+            **creds,
+        )
 
     def translate(self, texts: list[str], target: str) -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -1,9 +1,10 @@
 """results: add translations to caption rows (job results, history), translating on demand what the memory lacks."""
+
 from __future__ import annotations
 
 import functools
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 from capq.errors import BadInput
 from capq.settings import Settings

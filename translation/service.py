@@ -1,4 +1,5 @@
 """service: translate texts through the cache, the memory, language detection and the provider chain, in that order."""
+
 from __future__ import annotations
 
 import json
@@ -75,8 +76,11 @@ class Translator:
         self.chain = settings.translate_chain if providers is None else [p.name for p in providers]
         self._providers: dict[str, Provider] = {p.name: p for p in providers or []}
         self.memory = TranslationMemory(settings)
-        self.redis = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s,
-                                          socket_timeout=settings.connect_timeout_s)
+        self.redis = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=settings.connect_timeout_s,
+            socket_timeout=settings.connect_timeout_s,
+        )
 
     @property
     def available(self) -> bool:
@@ -100,9 +104,11 @@ class Translator:
         try:
             pipe = self.redis.pipeline(transaction=False)
             for t in found:
-                pipe.set(f"{TRANSLATE_CACHE_KEY}{t.target}:{text_sha(t.text)}", json.dumps(
-                    {"translation": t.translation, "provider": t.provider, "source_lang": t.source_lang}),
-                    ex=self.settings.translate_cache_ttl_s)
+                pipe.set(
+                    f"{TRANSLATE_CACHE_KEY}{t.target}:{text_sha(t.text)}",
+                    json.dumps({"translation": t.translation, "provider": t.provider, "source_lang": t.source_lang}),
+                    ex=self.settings.translate_cache_ttl_s,
+                )
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("translation cache unavailable: %s", exc)
@@ -114,11 +120,14 @@ class Translator:
         todo = {text_sha(t): t for t in dict.fromkeys(texts) if t and t.strip()}
         out: dict[str, Translation] = {}
         for sha, hit in self._cached(list(todo), target).items():
-            out[todo[sha]] = Translation(todo[sha], target, hit["translation"], hit["provider"], hit.get("source_lang"),
-                                         "cache")
+            out[todo[sha]] = Translation(
+                todo[sha], target, hit["translation"], hit["provider"], hit.get("source_lang"), "cache"
+            )
         missing = [s for s in todo if todo[s] not in out]
-        remembered = [Translation(todo[s], target, doc["translation"], doc["provider"], doc.get("source_lang"), "memory")
-                      for s, doc in self.memory.lookup(missing, target).items()]
+        remembered = [
+            Translation(todo[s], target, doc["translation"], doc["provider"], doc.get("source_lang"), "memory")
+            for s, doc in self.memory.lookup(missing, target).items()
+        ]
         known = {t.text for t in remembered}
         fresh: list[Translation] = []
         send: dict[str, str | None] = {}
@@ -134,14 +143,25 @@ class Translator:
         made: dict[str, tuple[str, str]] = {}
         for start in range(0, len(send), BATCH):
             # Providers cap a request (Google v2: 128 texts): each slice goes through the chain on its own.
-            got, why = self._through_chain(list(send)[start:start + BATCH], target)
+            got, why = self._through_chain(list(send)[start : start + BATCH], target)
             made |= got
             failures += [w for w in why if w not in failures]
         if made:
             fresh += [Translation(text, target, made[text][0], made[text][1], send[text], "provider") for text in made]
-            self.memory.remember([{"text_sha256": text_sha(t.text), "target": target, "text": t.text,
-                                   "translation": t.translation, "provider": t.provider, "source_lang": t.source_lang}
-                                  for t in fresh if t.via == "provider"])
+            self.memory.remember(
+                [
+                    {
+                        "text_sha256": text_sha(t.text),
+                        "target": target,
+                        "text": t.text,
+                        "translation": t.translation,
+                        "provider": t.provider,
+                        "source_lang": t.source_lang,
+                    }
+                    for t in fresh
+                    if t.via == "provider"
+                ]
+            )
         for t in remembered + fresh:
             out[t.text] = t
         self._cache(remembered + fresh)
@@ -166,15 +186,23 @@ class Translator:
                 outcome = "rate_limited" if isinstance(exc, RateLimited) else "failed"
                 log.warning("translation provider %s %s: %s", name, outcome, exc)
                 failures.append(f"{name}: {exc}")
-                events += [{"text_sha256": text_sha(t), "target": target, "provider": name, "outcome": outcome,
-                            "error": str(exc)[:300]} for t in left]
+                events += [
+                    {
+                        "text_sha256": text_sha(t),
+                        "target": target,
+                        "provider": name,
+                        "outcome": outcome,
+                        "error": str(exc)[:300],
+                    }
+                    for t in left
+                ]
                 continue
             made |= {t: (out, name) for t, out in zip(left, result)}
-            events += [{"text_sha256": text_sha(t), "target": target, "provider": name, "outcome": "translated"}
-                       for t in left]
+            events += [
+                {"text_sha256": text_sha(t), "target": target, "provider": name, "outcome": "translated"} for t in left
+            ]
         try:
             self.memory.record(events)
         except StorageError as exc:
             log.warning("translation history not recorded: %s", exc)
         return made, failures
-

@@ -1,4 +1,5 @@
 """tasks: the translation task on its own queue (capq.translate); caption workers send it by name (workers.tasks)."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """app: the capq web UI (Streamlit); `capq ui` serves it. It speaks to capq only through the HTTP API."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ui import caption_view, evaluations_view, history_view, jobs_view, queues_view  # noqa: E402
 from ui.client import Api  # noqa: E402
 
-PAGES = {"Caption": caption_view.render, "Jobs": jobs_view.render, "History": history_view.render,
-         "Evaluations": evaluations_view.render, "Queues": queues_view.render}
+PAGES = {
+    "Caption": caption_view.render,
+    "Jobs": jobs_view.render,
+    "History": history_view.render,
+    "Evaluations": evaluations_view.render,
+    "Queues": queues_view.render,
+}
 
 st.set_page_config(page_title="capq", page_icon="🖼️", layout="wide")
 with st.sidebar:

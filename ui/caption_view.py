@@ -1,4 +1,5 @@
 """caption_view: the seed's page done right: images x models side by side, with latency and translation."""
+
 from __future__ import annotations
 
 import time
@@ -16,17 +17,25 @@ def _pick(models: list[dict], translation: dict | None) -> tuple[list[str], str,
     chosen = st.multiselect("Models", names, default=names[:1], key="caption_models")
     infos = [m for m in models if m["model"] in chosen]
     common = sorted(set.intersection(*(set(m["presets"]) for m in infos))) if infos else ["default"]
-    preset = st.selectbox("Preset", common, index=common.index("default") if "default" in common else 0,
-                          key="caption_preset")
+    preset = st.selectbox(
+        "Preset", common, index=common.index("default") if "default" in common else 0, key="caption_preset"
+    )
     # Like the seed, translate by default when the API can: into its default language.
     default = translation["default_lang"] if translation and translation["available"] else ""
     langs = list(LANGUAGES) + ([default] if default not in LANGUAGES else [])
-    lang = st.selectbox("Translate into", langs, index=langs.index(default),
-                        format_func=lambda code: LANGUAGES.get(code, code), key="caption_lang")
+    lang = st.selectbox(
+        "Translate into",
+        langs,
+        index=langs.index(default),
+        format_func=lambda code: LANGUAGES.get(code, code),
+        key="caption_lang",
+    )
     for m in infos:
         if m["workers_online"] == 0:
-            st.warning(f"No worker is online for {m['model']}: its captions wait in the queue until one starts "
-                       f"(`capq worker --model {m['model']}`).")
+            st.warning(
+                f"No worker is online for {m['model']}: its captions wait in the queue until one starts "
+                f"(`capq worker --model {m['model']}`)."
+            )
     return chosen, preset, lang
 
 
@@ -71,8 +80,9 @@ def _follow(api: Api, job: dict) -> None:
                 rows = body["results"]
                 _grid(place, job, rows, job["models"])
                 if body["translation"].get("error"):
-                    status.info(f"Translation unavailable: {body['translation']['error']}. "
-                                "The captions are not affected.")
+                    status.info(
+                        f"Translation unavailable: {body['translation']['error']}. The captions are not affected."
+                    )
         except ApiProblem as problem:
             show_problem(problem)
             return
@@ -91,8 +101,9 @@ def render(api: Api) -> None:
     catalogue = attempt(api.models)
     if catalogue is None:
         return
-    files = st.file_uploader("Images", type=["jpg", "jpeg", "png", "webp", "bmp", "gif"], accept_multiple_files=True,
-                             key="caption_files")
+    files = st.file_uploader(
+        "Images", type=["jpg", "jpeg", "png", "webp", "bmp", "gif"], accept_multiple_files=True, key="caption_files"
+    )
     models, preset, lang = _pick(catalogue["models"], attempt(api.translation))
     if st.button("Generate captions", type="primary", disabled=not files or not models, key="caption_go"):
         uploads = [(f.name, f.getvalue()) for f in files]
@@ -100,8 +111,14 @@ def render(api: Api) -> None:
         if answer is not None:
             for r in answer.get("rejected", []):
                 st.warning(f"{r['file']} was not accepted: {r['reason']}")
-            st.session_state.caption_job = {"id": answer["job_id"], "t0": time.time(), "lang": lang,
-                                            "models": models, "files": dict(uploads), "latency": {}}
+            st.session_state.caption_job = {
+                "id": answer["job_id"],
+                "t0": time.time(),
+                "lang": lang,
+                "models": models,
+                "files": dict(uploads),
+                "latency": {},
+            }
     job = st.session_state.get("caption_job")
     if job:
         _follow(api, job)

@@ -1,4 +1,5 @@
 """client: the capq HTTP API as the UI uses it; every failure becomes an ApiProblem a person can act on."""
+
 from __future__ import annotations
 
 import json
@@ -28,20 +29,31 @@ def explain(resp: httpx.Response, what: str) -> ApiProblem:
         detail = resp.text[:300]
     status = resp.status_code
     if status == 401:
-        return ApiProblem("The API key was not accepted (missing, wrong or revoked). Paste a valid key in the "
-                          "sidebar; an operator creates one with `capq keys create --owner NAME --tier TIER`.", status)
+        return ApiProblem(
+            "The API key was not accepted (missing, wrong or revoked). Paste a valid key in the "
+            "sidebar; an operator creates one with `capq keys create --owner NAME --tier TIER`.",
+            status,
+        )
     if status == 429:
         after = int(resp.headers.get("Retry-After") or 0)
-        return ApiProblem(f"Too many requests: this key's hourly limit is reached. Try again in "
-                          f"{_wait_words(after)}. ({detail})", status, after)
+        return ApiProblem(
+            f"Too many requests: this key's hourly limit is reached. Try again in {_wait_words(after)}. ({detail})",
+            status,
+            after,
+        )
     if status == 503:
-        return ApiProblem(f"{what} is unavailable right now: {detail}. Try again shortly.", status,
-                          int(resp.headers.get("Retry-After") or 0) or None)
+        return ApiProblem(
+            f"{what} is unavailable right now: {detail}. Try again shortly.",
+            status,
+            int(resp.headers.get("Retry-After") or 0) or None,
+        )
     if status == 404:
         return ApiProblem(f"Not found: {detail}", status)
     if status == 405:
-        return ApiProblem(f"This API does not offer that yet ({resp.request.method} {resp.request.url.path} "
-                          f"answered 405: {detail}).", status)
+        return ApiProblem(
+            f"This API does not offer that yet ({resp.request.method} {resp.request.url.path} answered 405: {detail}).",
+            status,
+        )
     if status >= 500:
         return ApiProblem(f"The API failed while handling {what.lower()} ({status}): {detail}", status)
     return ApiProblem(detail, status)
@@ -52,8 +64,7 @@ class Api:
 
     def __init__(self, base_url: str, key: str, timeout_s: float = 30.0):
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url, headers={"X-API-Key": key} if key else {},
-                                 timeout=timeout_s)
+        self.http = httpx.Client(base_url=self.base_url, headers={"X-API-Key": key} if key else {}, timeout=timeout_s)
 
     def _call(self, method: str, path: str, what: str, **kwargs) -> httpx.Response:
         try:
@@ -61,8 +72,10 @@ class Api:
         except httpx.TimeoutException:
             raise ApiProblem(f"The capq API at {self.base_url} did not answer in time ({what}). Try again.") from None
         except httpx.HTTPError:
-            raise ApiProblem(f"Cannot reach the capq API at {self.base_url}. Check the address in the sidebar and "
-                             "that the API runs (`capq api`).") from None
+            raise ApiProblem(
+                f"Cannot reach the capq API at {self.base_url}. Check the address in the sidebar and "
+                "that the API runs (`capq api`)."
+            ) from None
         if resp.status_code >= 400:
             raise explain(resp, what)
         return resp
@@ -76,12 +89,23 @@ class Api:
     def queues(self) -> dict:
         return self.get("/v1/queues", "The queue view")
 
-    def submit(self, files: list[tuple[str, bytes]], models: list[str], preset: str | None,
-               tier: str | None = None, translate: str | None = None) -> dict:
+    def submit(
+        self,
+        files: list[tuple[str, bytes]],
+        models: list[str],
+        preset: str | None,
+        tier: str | None = None,
+        translate: str | None = None,
+    ) -> dict:
         data = {"models": ",".join(models)} | ({"preset": preset} if preset else {}) | ({"tier": tier} if tier else {})
         data |= {"translate": translate} if translate else {}
-        return self._call("POST", "/v1/jobs", "Submitting", data=data,
-                          files=[("files", (name, blob, "application/octet-stream")) for name, blob in files]).json()
+        return self._call(
+            "POST",
+            "/v1/jobs",
+            "Submitting",
+            data=data,
+            files=[("files", (name, blob, "application/octet-stream")) for name, blob in files],
+        ).json()
 
     def jobs(self, limit: int = 50) -> list[dict]:
         return self.get("/v1/jobs", "The job list", limit=limit)["jobs"]
@@ -107,8 +131,9 @@ class Api:
         return self.get("/v1/captions", "The caption history", **filters)
 
     def image(self, sha256: str, thumb: bool = True) -> bytes:
-        return self._call("GET", f"/v1/images/{sha256}", "The image",
-                          params={"size": "thumb" if thumb else "full"}).content
+        return self._call(
+            "GET", f"/v1/images/{sha256}", "The image", params={"size": "thumb" if thumb else "full"}
+        ).content
 
     def thumbnails(self, shas: list[str]) -> dict[str, str]:
         """{sha256: data URL} for those of `shas` that are the caller's, in one request."""

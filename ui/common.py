@@ -1,17 +1,33 @@
 """common: what every page shares: the API from the sidebar's settings, error display, thumbnails."""
+
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import streamlit as st
 
 from ui.client import Api, ApiProblem
 
 T = TypeVar("T")
-LANGUAGES = {"": "(no translation)", "vi": "Vietnamese", "fr": "French", "de": "German", "es": "Spanish",
-             "ja": "Japanese", "zh-Hans": "Chinese (simplified)"}
-SEED_SCORES = (("BLEU-1", "bleu_1"), ("BLEU-2", "bleu_2"), ("BLEU-3", "bleu_3"), ("BLEU-4", "bleu_4"),
-               ("METEOR", "meteor"), ("ROUGE-L", "rouge_l"), ("CIDEr", "cider"))
+LANGUAGES = {
+    "": "(no translation)",
+    "vi": "Vietnamese",
+    "fr": "French",
+    "de": "German",
+    "es": "Spanish",
+    "ja": "Japanese",
+    "zh-Hans": "Chinese (simplified)",
+}
+SEED_SCORES = (
+    ("BLEU-1", "bleu_1"),
+    ("BLEU-2", "bleu_2"),
+    ("BLEU-3", "bleu_3"),
+    ("BLEU-4", "bleu_4"),
+    ("METEOR", "meteor"),
+    ("ROUGE-L", "rouge_l"),
+    ("CIDEr", "cider"),
+)
 
 
 def show_problem(problem: ApiProblem) -> None:

@@ -1,9 +1,10 @@
 """jobs_view: the owner's jobs with progress, expected finish, why a job waits, results, downloads and cancel."""
+
 from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import streamlit as st
 
@@ -27,12 +28,15 @@ def why_waiting(job: dict, catalogue: dict | None) -> list[str]:
         if m is None:
             continue
         if m["workers_online"] == 0:
-            reasons.append(f"no worker is online for {model}: its items wait until one starts "
-                           f"(`capq worker --model {model}`)")
+            reasons.append(
+                f"no worker is online for {model}: its items wait until one starts (`capq worker --model {model}`)"
+            )
         else:
             ahead = m["queues"].get(job["tier"], 0)
-            reasons.append(f"{model}: {m['workers_online']} worker(s) online, {ahead} shard(s) queued in the "
-                           f"{job['tier']} tier, about {m['captions_per_min']:g} captions/min lately")
+            reasons.append(
+                f"{model}: {m['workers_online']} worker(s) online, {ahead} shard(s) queued in the "
+                f"{job['tier']} tier, about {m['captions_per_min']:g} captions/min lately"
+            )
     return reasons
 
 
@@ -54,7 +58,7 @@ def eta_words(eta: dict | None) -> str:
         return f"no estimate: {eta.get('reason') or 'unknown why'}"
     at = datetime.fromisoformat(eta["eta_at"])
     # a finish on another day names the day too, so "at 03:10 UTC" cannot be read as this morning
-    same_day = at.date() == datetime.now(timezone.utc).date()
+    same_day = at.date() == datetime.now(UTC).date()
     when = at.strftime("%H:%M UTC") if same_day else at.strftime("%Y-%m-%d %H:%M UTC")
     return f"expected to finish at {when} ({_about(eta['eta_s'])})"
 
@@ -71,12 +75,18 @@ def _job_detail(api: Api, job: dict) -> None:
     counts = job["counts"]
     total = counts.get("total", 0) or 1
     finished = total - counts.get("queued", 0)
-    st.progress(finished / total, text=f"{job['state']}: {finished}/{counts.get('total', 0)} finished "
-                                        f"({counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
-                                        f"{counts.get('cancelled', 0)} cancelled)")
+    st.progress(
+        finished / total,
+        text=f"{job['state']}: {finished}/{counts.get('total', 0)} finished "
+        f"({counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
+        f"{counts.get('cancelled', 0)} cancelled)",
+    )
     if job.get("eta"):
-        st.info(f"This job is {eta_words(job['eta'])}." if job["eta"].get("eta_s") is not None
-                else f"Finish time: {eta_words(job['eta'])}.")
+        st.info(
+            f"This job is {eta_words(job['eta'])}."
+            if job["eta"].get("eta_s") is not None
+            else f"Finish time: {eta_words(job['eta'])}."
+        )
     for reason in why_waiting(job, attempt(api.models) if counts.get("queued") else None):
         st.info(f"Waiting: {reason}")
     for r in job.get("rejected", []):
@@ -94,9 +104,15 @@ def _job_detail(api: Api, job: dict) -> None:
         st.info(f"Translation unavailable: {body['translation']['error']}")
     thumbs = thumbnail_urls(api, [r["sha256"] for r in rows[:THUMBS]])
     table = [{"thumbnail": thumbs.get(r["sha256"]), **r} for r in rows]
-    st.dataframe(table, column_config={"thumbnail": st.column_config.ImageColumn("image")}, hide_index=True,
-                 column_order=["thumbnail", "file_name", "model", "caption"] + (["translation"] if lang else [])
-                 + ["status", "error", "sha256"], key="jobs_results")
+    st.dataframe(
+        table,
+        column_config={"thumbnail": st.column_config.ImageColumn("image")},
+        hide_index=True,
+        column_order=["thumbnail", "file_name", "model", "caption"]
+        + (["translation"] if lang else [])
+        + ["status", "error", "sha256"],
+        key="jobs_results",
+    )
     c1, c2 = st.columns(2)
     jsonl = attempt(api.results_jsonl, job["job_id"], lang or None)
     if jsonl is not None:
@@ -112,14 +128,31 @@ def render(api: Api) -> None:
     if not jobs:
         st.info("No jobs yet: caption some images on the Caption page.")
         return
-    st.dataframe([{"job": j["job_id"][:12], "state": j["state"], "models": ", ".join(j["models"]), "tier": j["tier"],
-                   "done": j["counts"].get("done", 0), "queued": j["counts"].get("queued", 0),
-                   "failed": j["counts"].get("failed", 0), "created": (j.get("created_at") or "")[:19],
-                   "expected finish": eta_words(j.get("eta"))}
-                  for j in jobs], hide_index=True, key="jobs_table")
+    st.dataframe(
+        [
+            {
+                "job": j["job_id"][:12],
+                "state": j["state"],
+                "models": ", ".join(j["models"]),
+                "tier": j["tier"],
+                "done": j["counts"].get("done", 0),
+                "queued": j["counts"].get("queued", 0),
+                "failed": j["counts"].get("failed", 0),
+                "created": (j.get("created_at") or "")[:19],
+                "expected finish": eta_words(j.get("eta")),
+            }
+            for j in jobs
+        ],
+        hide_index=True,
+        key="jobs_table",
+    )
     ids = [j["job_id"] for j in jobs]
-    picked = st.selectbox("Job", ids, format_func=lambda i: f"{i[:12]} ({next(j['state'] for j in jobs if j['job_id'] == i)})",
-                          key="jobs_pick")
+    picked = st.selectbox(
+        "Job",
+        ids,
+        format_func=lambda i: f"{i[:12]} ({next(j['state'] for j in jobs if j['job_id'] == i)})",
+        key="jobs_pick",
+    )
     job = attempt(api.job, picked)
     if job is not None:
         _job_detail(api, job)

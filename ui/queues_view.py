@@ -1,4 +1,5 @@
 """queues_view: queue depth per model and tier, workers online and their throughput, and a link to Flower."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -12,9 +13,19 @@ def render(api: Api) -> None:
     snap = attempt(api.queues)
     if snap is None:
         return
-    st.dataframe([{"model": m["model"], **{f"{tier} queued": n for tier, n in m["queues"].items()},
-                   "workers online": m["workers_online"], "captions/min": m["captions_per_min"]}
-                  for m in snap["models"]], hide_index=True, key="queues_table")
+    st.dataframe(
+        [
+            {
+                "model": m["model"],
+                **{f"{tier} queued": n for tier, n in m["queues"].items()},
+                "workers online": m["workers_online"],
+                "captions/min": m["captions_per_min"],
+            }
+            for m in snap["models"]
+        ],
+        hide_index=True,
+        key="queues_table",
+    )
     st.caption(f"queued = shards waiting per tier; captions/min over the last {snap['throughput_window_s'] // 60} min")
     c1, c2, c3 = st.columns(3)
     c1.metric("Evaluation queue", snap["eval_queue"])

@@ -1,4 +1,5 @@
 """batch_size: a GPU worker's batch size, picked from the model's memory per image and the GPU's free memory."""
+
 from __future__ import annotations
 
 import logging
@@ -20,16 +21,18 @@ class MemoryFootprint:
     per_image_bytes: int
 
 
-def choose_batch_size(free_bytes: int, footprint: MemoryFootprint, headroom: float = HEADROOM,
-                      buckets: tuple[int, ...] = BUCKETS) -> int:
+def choose_batch_size(
+    free_bytes: int, footprint: MemoryFootprint, headroom: float = HEADROOM, buckets: tuple[int, ...] = BUCKETS
+) -> int:
     """The largest bucket whose generate fits in `headroom` x `free_bytes`; the smallest bucket if none does.
 
     :param free_bytes: GPU memory free for this worker once its weights are loaded.
     :param footprint: the model's cost per generate call (`measure_footprint` on a GPU).
     """
     if free_bytes < 0 or footprint.fixed_bytes < 0 or footprint.per_image_bytes <= 0:
-        raise ValueError(f"free bytes and footprint must be non-negative (per image > 0), got {free_bytes}, "
-                         f"{footprint}")
+        raise ValueError(
+            f"free bytes and footprint must be non-negative (per image > 0), got {free_bytes}, {footprint}"
+        )
     if not 0 < headroom <= 1:
         raise ValueError(f"headroom must be in (0, 1], got {headroom}")
     budget = headroom * free_bytes - footprint.fixed_bytes
@@ -81,7 +84,13 @@ def auto_batch_size(captioner, preset: dict) -> int:
     footprint = measure_footprint(captioner, preset)
     free = free_gpu_bytes(captioner.device)
     size = choose_batch_size(free, footprint)
-    log.info("batch size %d picked for %s on %s: %.2f GiB free, %.1f MiB per image, %.2f GiB fixed", size,
-             captioner.name, captioner.device, free / 2**30, footprint.per_image_bytes / 2**20,
-             footprint.fixed_bytes / 2**30)
+    log.info(
+        "batch size %d picked for %s on %s: %.2f GiB free, %.1f MiB per image, %.2f GiB fixed",
+        size,
+        captioner.name,
+        captioner.device,
+        free / 2**30,
+        footprint.per_image_bytes / 2**20,
+        footprint.fixed_bytes / 2**30,
+    )
     return size

@@ -2,6 +2,7 @@
 
 capq's own code builds its app with capq.celery_app.create_app(settings); nothing imports this module.
 """
+
 from capq.celery_app import create_app
 from capq.settings import get_settings
 

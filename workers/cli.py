@@ -1,9 +1,9 @@
 """cli: `capq worker`, `capq beat`, `capq flower`, `capq health`, `capq models ...` and `capq dlq ...`."""
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -11,6 +11,7 @@ from rich.table import Table
 
 from capq.settings import get_settings
 from capq.shard import shard_of
+
 
 def _app():
     # Celery loads only for the commands that use it: every `capq` command imports this module.
@@ -26,13 +27,19 @@ out = Console()
 
 def worker(
     model: str = typer.Option(..., "--model", help="Model to pin: blip, blip2, git or vit-gpt2."),
-    checkpoint: Optional[str] = typer.Option(None, help="Hub id or local folder (default: the model's default)."),
+    checkpoint: str | None = typer.Option(None, help="Hub id or local folder (default: the model's default)."),
     device: str = typer.Option("cpu", help="cpu or cuda:N (one worker per GPU)."),
     dtype: str = typer.Option("fp32", help="fp32, fp16 or bf16."),
-    batch_size: Optional[int] = typer.Option(None, min=1, help="Images per model batch (default CAPQ_BATCH_SIZE; "
-                                             "on a GPU CAPQ_GPU_BATCH_SIZE, or picked from free GPU memory)."),
+    batch_size: int | None = typer.Option(
+        None,
+        min=1,
+        help="Images per model batch (default CAPQ_BATCH_SIZE; "
+        "on a GPU CAPQ_GPU_BATCH_SIZE, or picked from free GPU memory).",
+    ),
     concurrency: int = typer.Option(1, min=1, help="Shards in flight sharing the one model (threads)."),
-    metrics_port: Optional[int] = typer.Option(None, min=0, max=65535, help="Prometheus port (0 = off; default CAPQ_METRICS_PORT)."),
+    metrics_port: int | None = typer.Option(
+        None, min=0, max=65535, help="Prometheus port (0 = off; default CAPQ_METRICS_PORT)."
+    ),
     loglevel: str = typer.Option("INFO", help="Log level."),
 ) -> None:
     """Run a Celery worker pinned to one model, draining its premium, plus and free queues."""
@@ -41,11 +48,20 @@ def worker(
 
     settings = get_settings()
     try:
-        run_worker(settings, model, checkpoint, device, dtype, batch_size, concurrency,
-                   settings.metrics_port if metrics_port is None else metrics_port, loglevel)
+        run_worker(
+            settings,
+            model,
+            checkpoint,
+            device,
+            dtype,
+            batch_size,
+            concurrency,
+            settings.metrics_port if metrics_port is None else metrics_port,
+            loglevel,
+        )
     except (ValueError, CheckpointError) as exc:  # unknown model, bad device/dtype, broken checkpoint
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
 
 
 def beat(loglevel: str = typer.Option("INFO")) -> None:
@@ -60,8 +76,10 @@ def flower(address: str = typer.Option("127.0.0.1"), port: int = typer.Option(55
     """Run Flower for operators; refuses to start without FLOWER_BASIC_AUTH=user:password."""
     user, _, password = os.environ.get("FLOWER_BASIC_AUTH", "").partition(":")
     if not user.strip() or not password.strip() or "change-me" in password:
-        Console(stderr=True).print("[red]error:[/red] set FLOWER_BASIC_AUTH=user:password with a real password (not "
-                                   "empty, not the .env.example placeholder); Flower never runs open")
+        Console(stderr=True).print(
+            "[red]error:[/red] set FLOWER_BASIC_AUTH=user:password with a real password (not "
+            "empty, not the .env.example placeholder); Flower never runs open"
+        )
         raise typer.Exit(2)
     from workers.flower_queues import install
 
@@ -91,7 +109,7 @@ def health(service: str = typer.Option("api", help="api, worker or beat: what th
         from capq.redact import redact
 
         Console(stderr=True).print(f"unhealthy: {redact(exc)}", markup=False)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     out.print("ok")
 
 
@@ -123,14 +141,22 @@ def dlq_list(as_json: bool = typer.Option(False, "--json")) -> None:
     table = Table("id", "queue", "job", "images", "retries", "error")
     for e in entries:
         shard = shard_of(e["args"])
-        table.add_row(e["id"], e["queue"], shard.job_id if shard else "?", str(len(shard.shas)) if shard else "?",
-                      str(e["retries"]), e["error"])
+        table.add_row(
+            e["id"],
+            e["queue"],
+            shard.job_id if shard else "?",
+            str(len(shard.shas)) if shard else "?",
+            str(e["retries"]),
+            e["error"],
+        )
     out.print(table if entries else "no dead letters")
 
 
 @dlq_app.command("retry")
-def dlq_retry(ids: Optional[list[str]] = typer.Argument(None, help="Entry ids (default: all)."),
-              all_: bool = typer.Option(False, "--all", help="Re-queue every dead letter.")) -> None:
+def dlq_retry(
+    ids: list[str] | None = typer.Argument(None, help="Entry ids (default: all)."),
+    all_: bool = typer.Option(False, "--all", help="Re-queue every dead letter."),
+) -> None:
     """Re-queue dead letters on their original queues."""
     from workers.deadletters import DeadLetters
 
@@ -141,7 +167,7 @@ def dlq_retry(ids: Optional[list[str]] = typer.Argument(None, help="Entry ids (d
         sent = DeadLetters(get_settings()).retry(_app(), ids or None)
     except KeyError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc.args[0]}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     out.print(f"re-queued {len(sent)} dead letter(s)")
 
 

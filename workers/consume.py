@@ -1,4 +1,5 @@
 """consume: run a Celery worker on given queues in this process, with the heartbeat health checks read."""
+
 from __future__ import annotations
 
 import json
@@ -28,15 +29,22 @@ def _heartbeat(settings: Settings, wid: str, details: dict | None = None) -> Non
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s)
     while True:
         try:
-            client.pipeline().set(heartbeat_key(wid), heartbeat_value(details), ex=settings.worker_lost_after_s) \
-                .hset(MODELS_SEEN_KEY, wid.split("@", 1)[0], str(time.time())).execute()
+            client.pipeline().set(heartbeat_key(wid), heartbeat_value(details), ex=settings.worker_lost_after_s).hset(
+                MODELS_SEEN_KEY, wid.split("@", 1)[0], str(time.time())
+            ).execute()
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", exc)
         time.sleep(min(HEARTBEAT_S, settings.worker_lost_after_s / 3))
 
 
-def consume(settings: Settings, name: str, queues: list[str], pool: list[str], loglevel: str = "INFO",
-            details: dict | None = None) -> None:
+def consume(
+    settings: Settings,
+    name: str,
+    queues: list[str],
+    pool: list[str],
+    loglevel: str = "INFO",
+    details: dict | None = None,
+) -> None:
     """Start the heartbeat (read by `capq health --service worker`; `details` such as the batch size go in it),
     then consume `queues` until shut down."""
     app = create_app(settings)
@@ -48,5 +56,18 @@ def consume(settings: Settings, name: str, queues: list[str], pool: list[str], l
         healing.HOLDINGS = healing.Holdings(settings, wid)
         healing.HOLDINGS.connect()
         healing.Healer(settings, app, wid).start()
-    app.worker_main(["worker", "--queues", ",".join(queues), *pool, "--events", "--hostname",
-                     f"{name}@%h-{os.getpid()}", "--loglevel", loglevel, "--without-gossip", "--without-mingle"])
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            ",".join(queues),
+            *pool,
+            "--events",
+            "--hostname",
+            f"{name}@%h-{os.getpid()}",
+            "--loglevel",
+            loglevel,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )

@@ -1,4 +1,5 @@
 """deadletters: work that kept failing, kept in Redis with its error until an operator re-drives it."""
+
 from __future__ import annotations
 
 import json
@@ -15,13 +16,21 @@ class DeadLetters:
     """A Redis hash id -> {task, args, queue, error, failed_at, retries}; survives worker restarts."""
 
     def __init__(self, settings: Settings):
-        self.redis = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s,
-                                          decode_responses=True)
+        self.redis = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=settings.connect_timeout_s, decode_responses=True
+        )
 
     def add(self, task: str, args: list, queue: str, error: str, retries: int) -> str:
         entry_id = uuid.uuid4().hex[:12]
-        entry = {"id": entry_id, "task": task, "args": args, "queue": queue, "error": error[:2000],
-                 "retries": retries, "failed_at": time.time()}
+        entry = {
+            "id": entry_id,
+            "task": task,
+            "args": args,
+            "queue": queue,
+            "error": error[:2000],
+            "retries": retries,
+            "failed_at": time.time(),
+        }
         self.redis.hset(DLQ_KEY, entry_id, json.dumps(entry))
         return entry_id
 

@@ -1,4 +1,5 @@
 """flower_queues: make Flower list every declared capq queue, not only the queues of workers online."""
+
 from __future__ import annotations
 
 

@@ -6,6 +6,7 @@ deliveries of workers whose heartbeat is gone (kombu's own restore waits out the
 MongoDB holds what is pending, so when Redis comes back empty (a new epoch) the elected worker sends the open
 items of every unfinished job again. Write-once results make a second delivery harmless.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,12 @@ PAGE = 500
 
 
 def _client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.connect_timeout_s,
-                                socket_timeout=max(settings.connect_timeout_s, 5), decode_responses=True)
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.connect_timeout_s,
+        socket_timeout=max(settings.connect_timeout_s, 5),
+        decode_responses=True,
+    )
 
 
 class Holdings:
@@ -120,8 +125,12 @@ class Healer:
     def heal_once(self) -> dict[str, int]:
         done = {}
         # Each step on its own: MongoDB being down must not stop a dead worker's shards coming back.
-        for name, step in (("restored", self.restore_dead), ("redriven", self.redrive_unreachable),
-                           ("resent", self.reconcile), ("outages_over", self.clear_outages)):
+        for name, step in (
+            ("restored", self.restore_dead),
+            ("redriven", self.redrive_unreachable),
+            ("resent", self.reconcile),
+            ("outages_over", self.clear_outages),
+        ):
             try:
                 done[name] = step()
             except (redis.RedisError, OperationalError, StorageError) as exc:

@@ -1,4 +1,5 @@
 """models: the registry of captioning models a worker can be pinned to, and how to load one."""
+
 from __future__ import annotations
 
 import os
@@ -23,11 +24,16 @@ class ModelSpec:
     description: str
 
 
-ADAPTERS: dict[str, type[Captioner]] = {"blip": BlipCaptioner, "blip2": Blip2Captioner, "git": GitCaptioner,
-                                        "vit-gpt2": VitGpt2Captioner}
+ADAPTERS: dict[str, type[Captioner]] = {
+    "blip": BlipCaptioner,
+    "blip2": Blip2Captioner,
+    "git": GitCaptioner,
+    "vit-gpt2": VitGpt2Captioner,
+}
 MODELS: dict[str, ModelSpec] = {
-    info.name: ModelSpec(info.name, ADAPTERS[info.name], info.default_checkpoint, info.other_checkpoints,
-                         info.description)
+    info.name: ModelSpec(
+        info.name, ADAPTERS[info.name], info.default_checkpoint, info.other_checkpoints, info.description
+    )
     for info in CATALOG.values()
 }
 

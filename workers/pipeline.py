@@ -1,11 +1,13 @@
 """pipeline: caption one shard of image ids (fetch, decode, batch, generate, upsert); no Celery here."""
+
 from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from capq.imaging import InvalidImage, PixelBudget, decode_rgb
 from capq.presets import config_hash, get_preset
@@ -75,8 +77,9 @@ def _fetch_one(w: Worker, sha: str) -> tuple[str, Any, str | None, float]:
         data = w.images.get(sha)
         if sha256_hex(data) != sha:  # a stored object is trusted no more than an upload
             return sha, None, "corrupt: the stored bytes do not hash to the image's sha256", time.perf_counter() - t0
-        image = decode_rgb(data, w.max_pixels, w.max_side_px, w.decode_budget,
-                           min_size=getattr(w.captioner, "draft_size", None))
+        image = decode_rgb(
+            data, w.max_pixels, w.max_side_px, w.decode_budget, min_size=getattr(w.captioner, "draft_size", None)
+        )
         return sha, w.captioner.preprocess(image), None, time.perf_counter() - t0
     except NotFound:
         return sha, None, "missing: image object not found in the object store", time.perf_counter() - t0
@@ -111,8 +114,9 @@ def _prefetched(w: Worker, batches: list[list[str]], ahead: int = 2) -> Iterator
                 f.cancel()
 
 
-def _run_batch(w: Worker, job_id: str, preset_name: str, preset: dict, chash: str, fetched: list,
-               result: ShardResult) -> tuple[list[dict], list[dict]]:
+def _run_batch(
+    w: Worker, job_id: str, preset_name: str, preset: dict, chash: str, fetched: list, result: ShardResult
+) -> tuple[list[dict], list[dict]]:
     """Generate captions for the decodable images of one fetched batch; -> (caption docs, item outcomes)."""
     good = [(sha, x, fetch_s) for sha, x, reason, fetch_s in fetched if reason is None]
     bad = [(sha, reason) for sha, x, reason, _ in fetched if reason is not None]
@@ -127,32 +131,61 @@ def _run_batch(w: Worker, job_id: str, preset_name: str, preset: dict, chash: st
         model_s = time.perf_counter() - t0
         result.model_s += model_s
         w.on_batch(len(good), model_s)
-        docs = [{
-            "sha256": sha, "model": w.model, "checkpoint": w.checkpoint, "preset": preset_name,
-            "config_hash": chash, "caption": text, "job_id": job_id, "worker_id": w.worker_id,
-            "timings": {"fetch_s": round(fetch_s, 4), "model_s": round(model_s / len(good), 4),
-                        "batch_size": len(good)},
-            **({"trace_id": trace_id} if trace_id else {}),  # issue 18: the submission's trace
-        } for (sha, _, fetch_s), text in zip(good, texts)]
+        docs = [
+            {
+                "sha256": sha,
+                "model": w.model,
+                "checkpoint": w.checkpoint,
+                "preset": preset_name,
+                "config_hash": chash,
+                "caption": text,
+                "job_id": job_id,
+                "worker_id": w.worker_id,
+                "timings": {
+                    "fetch_s": round(fetch_s, 4),
+                    "model_s": round(model_s / len(good), 4),
+                    "batch_size": len(good),
+                },
+                **({"trace_id": trace_id} if trace_id else {}),  # issue 18: the submission's trace
+            }
+            for (sha, _, fetch_s), text in zip(good, texts)
+        ]
         # The batch's generate time, shared evenly among its images: what each caption cost.
-        outcomes += [{"sha256": d["sha256"], "state": "done", "caption": d["caption"], "config_hash": chash,
-                      "checkpoint": w.checkpoint, "reused": False, "worker_id": w.worker_id,
-                      "gpu_s": model_s / len(good)} for d in docs]
+        outcomes += [
+            {
+                "sha256": d["sha256"],
+                "state": "done",
+                "caption": d["caption"],
+                "config_hash": chash,
+                "checkpoint": w.checkpoint,
+                "reused": False,
+                "worker_id": w.worker_id,
+                "gpu_s": model_s / len(good),
+            }
+            for d in docs
+        ]
     result.done += len(good)
     result.failed += len(bad)
     return docs, outcomes
 
 
-def _write(w: Worker, job: dict, preset_name: str, items: dict[str, dict], docs: list[dict],
-           outcomes: list[dict]) -> dict[str, int]:
+def _write(
+    w: Worker, job: dict, preset_name: str, items: dict[str, dict], docs: list[dict], outcomes: list[dict]
+) -> dict[str, int]:
     """Store captions, then the items' results; -> results newly recorded, per state."""
     if not outcomes:
         return {}
     # Caption first, then the result: a crash in between leaves the item open and its caption reusable.
     w.captions.insert_new(docs)
     new: list[dict] = []
-    recorded = w.jobs.finish_items(job["_id"], job["owner"], w.model, preset_name,
-                                   [items[out["sha256"]] | out for out in outcomes], on_new=new.extend)
+    recorded = w.jobs.finish_items(
+        job["_id"],
+        job["owner"],
+        w.model,
+        preset_name,
+        [items[out["sha256"]] | out for out in outcomes],
+        on_new=new.extend,
+    )
     if w.usage is not None:
         w.usage.add(job["owner"], job.get("tier", "free"), w.model, w.device, new)
     # The job may have been erased while this shard ran: then what was just written is undone.
@@ -183,13 +216,16 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str], car
         result.skipped = len(shas)
         return result
     result.skipped = len(shas) - len(open_items)
-    items = {it["sha256"]: {"file_name": it.get("file_name")} | ({"meta": it["meta"]} if it.get("meta") else {})
-             for it in open_items}
+    items = {
+        it["sha256"]: {"file_name": it.get("file_name")} | ({"meta": it["meta"]} if it.get("meta") else {})
+        for it in open_items
+    }
     recorded: Counter[str] = Counter()  # results newly recorded by this shard, per state
     if job.get("state") == "cancelled":
         # cancel() already closed every open item; these are items a racing submission added after it.
-        recorded.update(_write(w, job, preset_name, items, [], [{"sha256": sha, "state": "cancelled"}
-                                                                for sha in items]))
+        recorded.update(
+            _write(w, job, preset_name, items, [], [{"sha256": sha, "state": "cancelled"} for sha in items])
+        )
         if recorded:
             w.jobs.settle(job_id, recorded, recount=True)
         result.skipped = len(shas)
@@ -202,26 +238,57 @@ def caption_shard(w: Worker, job_id: str, preset_name: str, shas: list[str], car
         cached = {sha: doc for sha, doc in cached.items() if sha in mine}
     reused = [sha for sha in items if sha in cached]
     if reused:
-        recorded.update(_write(w, job, preset_name, items, [], [
-            {"sha256": sha, "state": "done", "caption": cached[sha]["caption"], "config_hash": chash,
-             "checkpoint": w.checkpoint, "reused": True, "worker_id": w.worker_id, "gpu_s": 0.0}
-            for sha in reused
-        ]))
+        recorded.update(
+            _write(
+                w,
+                job,
+                preset_name,
+                items,
+                [],
+                [
+                    {
+                        "sha256": sha,
+                        "state": "done",
+                        "caption": cached[sha]["caption"],
+                        "config_hash": chash,
+                        "checkpoint": w.checkpoint,
+                        "reused": True,
+                        "worker_id": w.worker_id,
+                        "gpu_s": 0.0,
+                    }
+                    for sha in reused
+                ],
+            )
+        )
         result.reused = len(reused)
     todo = [sha for sha in items if sha not in cached]
     poison = [sha for sha in todo if care.deaths.get(sha, 0) >= care.poison_deaths]
     if poison:
         for _ in poison:
             w.on_failure("poison")
-        recorded.update(_write(w, job, preset_name, items, [], [
-            {"sha256": sha, "state": "failed", "worker_id": w.worker_id,
-             "error": f"poison: the worker died while captioning this image {care.deaths[sha]} times"}
-            for sha in poison]))
+        recorded.update(
+            _write(
+                w,
+                job,
+                preset_name,
+                items,
+                [],
+                [
+                    {
+                        "sha256": sha,
+                        "state": "failed",
+                        "worker_id": w.worker_id,
+                        "error": f"poison: the worker died while captioning this image {care.deaths[sha]} times",
+                    }
+                    for sha in poison
+                ],
+            )
+        )
         result.failed += len(poison)
         todo = [sha for sha in todo if sha not in poison]
 
     size = 1 if care.deaths else w.batch_size
-    batches = [todo[i:i + size] for i in range(0, len(todo), size)]
+    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
     # Writes run in a background thread, so fetch, model and database overlap. While one write is in
     # flight the next batches' results pile up and go in one bulk: a slow database gets bigger writes
     # instead of a longer queue. A failed write surfaces here and the (idempotent) shard is retried.

@@ -1,8 +1,10 @@
 """preprocess: an image processor's resize, crop and normalisation as torch tensor operations on uint8 images."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +38,7 @@ class PixelRecipe:
     std: tuple[float, float, float]
 
     @classmethod
-    def from_processor(cls, processor: Any) -> "PixelRecipe":
+    def from_processor(cls, processor: Any) -> PixelRecipe:
         """The recipe of a BLIP, CLIP or ViT image processor; ValueError for a setting this module does not do."""
         if not getattr(processor, "do_resize", True):
             raise ValueError("the image processor does not resize; only resizing processors are supported")
@@ -95,7 +97,7 @@ class PixelRecipe:
             image = self._pass(self._pass(image, height, image.shape[-1]), height, width)
         if self.crop:
             top, left = (height - self.crop[0]) // 2, (width - self.crop[1]) // 2
-            image = image[:, max(top, 0):max(top, 0) + self.crop[0], max(left, 0):max(left, 0) + self.crop[1]]
+            image = image[:, max(top, 0) : max(top, 0) + self.crop[0], max(left, 0) : max(left, 0) + self.crop[1]]
         return image
 
     def _pass(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -104,8 +106,9 @@ class PixelRecipe:
         if height == image.shape[-2] and image.device.type == "cpu":
             # torch's CPU kernel resamples along rows 2-3x slower than along columns: the same pass, transposed.
             return self._pass(image.transpose(-1, -2).contiguous(), width, height).transpose(-1, -2)
-        resized = F.interpolate(image[None].float(), size=(height, width), mode=self.mode, align_corners=False,
-                                antialias=True)[0]
+        resized = F.interpolate(
+            image[None].float(), size=(height, width), mode=self.mode, align_corners=False, antialias=True
+        )[0]
         return resized.round_().clamp_(0, 255).to(torch.uint8)
 
     def normalize(self, batch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -155,8 +158,9 @@ def is_resized_uint8(item: Any) -> bool:
     return isinstance(item, Staged) or (isinstance(item, torch.Tensor) and item.dtype == torch.uint8)
 
 
-def stack_and_normalize(recipe: PixelRecipe, batch: Sequence[torch.Tensor | Staged], device: str,
-                        dtype: torch.dtype) -> torch.Tensor:
+def stack_and_normalize(
+    recipe: PixelRecipe, batch: Sequence[torch.Tensor | Staged], device: str, dtype: torch.dtype
+) -> torch.Tensor:
     """Preprocessed images (uint8 tensors, or Staged ones on the GPU) -> one normalised batch on `device`."""
     if batch and isinstance(batch[0], Staged):
         current = torch.cuda.current_stream(torch.device(device))

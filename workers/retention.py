@@ -1,4 +1,5 @@
 """retention: the Celery task celery beat sends daily to delete images older than CAPQ_RETENTION_DAYS."""
+
 from __future__ import annotations
 
 from celery import shared_task
@@ -11,4 +12,3 @@ from storage.owners import run_retention  # the task calls it (tests import it f
 @shared_task(name=RETENTION_TASK)
 def retention() -> dict:
     return run_retention(get_settings())
-

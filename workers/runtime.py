@@ -1,4 +1,5 @@
 """runtime: start a worker process: load its one model, export metrics, then hand over to Celery."""
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,9 @@ def checkpoint_identity(checkpoint: str) -> str:
     return str(path.resolve()) if path.exists() else checkpoint
 
 
-def build_worker(settings: Settings, model: str, checkpoint: str | None, device: str, dtype: str,
-                 batch_size: int | None) -> Worker:
+def build_worker(
+    settings: Settings, model: str, checkpoint: str | None, device: str, dtype: str, batch_size: int | None
+) -> Worker:
     """Load the model once, in this process (never in a parent that forks: CUDA and fork do not mix).
 
     `batch_size` None: CAPQ_BATCH_SIZE on a CPU; on a GPU CAPQ_GPU_BATCH_SIZE, or if that is 0 the size
@@ -55,8 +57,9 @@ def build_worker(settings: Settings, model: str, checkpoint: str | None, device:
     if batch_size is None:
         batch_size = (settings.gpu_batch_size if on_gpu else settings.batch_size) or None
     t0 = time.perf_counter()
-    captioner = load_captioner(model, checkpoint, device=device, dtype=dtype,
-                               max_batch_size=batch_size or settings.batch_size)
+    captioner = load_captioner(
+        model, checkpoint, device=device, dtype=dtype, max_batch_size=batch_size or settings.batch_size
+    )
     metrics.MODEL_LOAD.labels(model).set(time.perf_counter() - t0)
     if batch_size is None:
         from workers.batch_size import auto_batch_size
@@ -70,25 +73,50 @@ def build_worker(settings: Settings, model: str, checkpoint: str | None, device:
         metrics.MODEL_LATENCY.labels(model).observe(model_s)
 
     return Worker(
-        model=model, checkpoint=checkpoint_identity(checkpoint), captioner=captioner,
-        images=ImageStore(settings), captions=CaptionStore(settings), jobs=JobStore(settings),
-        worker_id=worker_id(model), batch_size=batch_size, max_pixels=settings.max_image_pixels,
-        fetch_threads=settings.fetch_threads, on_batch=on_batch,
+        model=model,
+        checkpoint=checkpoint_identity(checkpoint),
+        captioner=captioner,
+        images=ImageStore(settings),
+        captions=CaptionStore(settings),
+        jobs=JobStore(settings),
+        worker_id=worker_id(model),
+        batch_size=batch_size,
+        max_pixels=settings.max_image_pixels,
+        fetch_threads=settings.fetch_threads,
+        on_batch=on_batch,
         on_failure=lambda reason: metrics.FAILURES.labels(model, reason).inc(),
-        decode_budget=decode_budget(settings.decode_budget_pixels), max_side_px=settings.worker_decode_max_side_px,
+        decode_budget=decode_budget(settings.decode_budget_pixels),
+        max_side_px=settings.worker_decode_max_side_px,
         history=CaptionHistory(settings),
-        usage=UsageStore(settings), device=device.split(":")[0],
+        usage=UsageStore(settings),
+        device=device.split(":")[0],
     )
 
 
-def run_worker(settings: Settings, model: str, checkpoint: str | None, device: str, dtype: str,
-               batch_size: int, concurrency: int, metrics_port: int, loglevel: str = "INFO") -> None:
+def run_worker(
+    settings: Settings,
+    model: str,
+    checkpoint: str | None,
+    device: str,
+    dtype: str,
+    batch_size: int,
+    concurrency: int,
+    metrics_port: int,
+    loglevel: str = "INFO",
+) -> None:
     setup_logging(settings.log_json, secrets=(settings.s3_secret_key,))
-    serve(settings, build_worker(settings, model, checkpoint, device, dtype, batch_size), concurrency,
-          metrics_port, loglevel)
+    serve(
+        settings,
+        build_worker(settings, model, checkpoint, device, dtype, batch_size),
+        concurrency,
+        metrics_port,
+        loglevel,
+    )
 
 
-def serve(settings: Settings, worker: Worker, concurrency: int = 1, metrics_port: int = 0, loglevel: str = "INFO") -> None:
+def serve(
+    settings: Settings, worker: Worker, concurrency: int = 1, metrics_port: int = 0, loglevel: str = "INFO"
+) -> None:
     """Consume the worker's model queues in this process until shut down."""
     global _current
     _current = worker
@@ -96,8 +124,14 @@ def serve(settings: Settings, worker: Worker, concurrency: int = 1, metrics_port
         start_http_server(metrics_port, addr="0.0.0.0")
     # solo: the model lives in this very process; threads share it when more than one shard may run at once.
     pool = ["--pool", "solo"] if concurrency == 1 else ["--pool", "threads", "--concurrency", str(concurrency)]
-    consume(settings, worker.model, caption_queues(worker.model), pool, loglevel,
-            details={"batch_size": worker.batch_size, "device": getattr(worker.captioner, "device", None)})
+    consume(
+        settings,
+        worker.model,
+        caption_queues(worker.model),
+        pool,
+        loglevel,
+        details={"batch_size": worker.batch_size, "device": getattr(worker.captioner, "device", None)},
+    )
 
 
 def fault_hook(shas: list[str]) -> None:

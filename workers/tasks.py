@@ -1,4 +1,5 @@
 """tasks: thin Celery tasks; all the work is in workers.pipeline."""
+
 from __future__ import annotations
 
 import functools
@@ -86,12 +87,13 @@ def caption_shard(self, *message) -> dict:
             metrics.SHARDS.labels(model, "dead").inc()
             _dead_letter(self, args, f"gave up after {self.request.retries} retries: {exc}")
             return {"dead": True}
-        countdown = min(2 ** self.request.retries, settings.retry_backoff_max_s)
+        countdown = min(2**self.request.retries, settings.retry_backoff_max_s)
         log.warning("retrying shard in %ss: %s", countdown, exc)
         metrics.SHARDS.labels(model, "retried").inc()
-        raise self.retry(exc=exc, countdown=countdown, max_retries=settings.task_max_retries)
+        raise self.retry(exc=exc, countdown=countdown, max_retries=settings.task_max_retries) from exc
     except (NotFound, InputError) as exc:
-        # Permanent: the job or preset does not exist (capq's own input errors only). Retrying cannot help. (Any other error is a bug: it is
+        # Permanent: the job or preset does not exist (capq's own input errors only). Retrying cannot help. (Any
+        # other error is a bug: it is
         # dead-lettered below too, but raised, so that it shows as a failed task with its traceback.)
         metrics.SHARDS.labels(model, "dead").inc()
         _dead_letter(self, args, f"{type(exc).__name__}: {exc}")

@@ -1,4 +1,5 @@
 """e2e fixtures: tiny models, real worker processes, and jobs put straight into the stores."""
+
 from __future__ import annotations
 
 import time
@@ -6,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from capq.settings import Settings, load_settings
+from capq.celery_app import create_app
 from capq.enqueue import enqueue_pending
+from capq.settings import Settings, load_settings
 from storage.blobs import ImageStore, sha256_hex
 from storage.jobs import JobStore
 from tests.conftest import flush_redis, settings_env
 from tooling import workers as harness
 from tooling.images import random_images  # noqa: F401 (re-exported: tests import it from here)
 from tooling.paths import LOG_DIR, TINY_DIR  # noqa: F401 (re-exported: tests import them from here)
-from capq.celery_app import create_app
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +50,15 @@ def workers(settings, tiny_models, clean_redis):
     w.stop_all()
 
 
-def make_job(settings: Settings, images: list[tuple[str, bytes]], model: str, tier: str = "free",
-             preset: str = "default", shard_size: int | None = None, upload: bool = True) -> str:
+def make_job(
+    settings: Settings,
+    images: list[tuple[str, bytes]],
+    model: str,
+    tier: str = "free",
+    preset: str = "default",
+    shard_size: int | None = None,
+    upload: bool = True,
+) -> str:
     """Record and enqueue a job the way the producer does, minus validation (so bad bytes reach workers)."""
     store, jobs = ImageStore(settings), JobStore(settings)
     job, _ = jobs.create("test", tier, [model], preset)
@@ -60,12 +68,15 @@ def make_job(settings: Settings, images: list[tuple[str, bytes]], model: str, ti
         items.append({"sha256": sha, "model": model, "preset": preset, "file_name": name})
     jobs.add_items(job["_id"], "test", items)
     jobs.set_state(job["_id"], "queued")
-    enqueue_pending(create_app(settings), jobs, job["_id"], tier, shard_size or settings.batch_size * settings.shard_batches)
+    enqueue_pending(
+        create_app(settings), jobs, job["_id"], tier, shard_size or settings.batch_size * settings.shard_batches
+    )
     return job["_id"]
 
 
-def wait_job(settings: Settings, job_id: str, timeout_s: float = 300, poll_s: float = 0.3,
-             recount: bool = True) -> dict:
+def wait_job(
+    settings: Settings, job_id: str, timeout_s: float = 300, poll_s: float = 0.3, recount: bool = True
+) -> dict:
     """Poll until the job has nothing queued. The timeout only stops a hung test; it is no speed check.
 
     Each poll recounts, which closes a finished job; with recount=False it only reads the job document, so

@@ -4,6 +4,7 @@ Usage: python -m tests.e2e.crash_hooks MARKER worker --model ... The process kil
 first non-empty caption insert and before the items' results are written, and leaves MARKER behind so that
 the test (and any later worker started the same way) knows the fault happened.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """procs: `capq` subprocesses for the e2e stories, with their logs under LOG_DIR (the harness is tooling.procs)."""
+
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,5 @@
 """slow_worker: a real worker on the blip queues whose model takes a fixed time per image (a known throughput)."""
+
 from __future__ import annotations
 
 import os
@@ -30,9 +31,17 @@ class SleepCaptioner:
 def main() -> None:
     settings = get_settings()
     captioner = SleepCaptioner(float(os.environ["CAPQ_TEST_SECONDS_PER_IMAGE"]))
-    worker = Worker(model="blip", checkpoint="sleep", captioner=captioner, images=ImageStore(settings),
-                    captions=CaptionStore(settings), jobs=JobStore(settings), worker_id=worker_id("blip"),
-                    batch_size=settings.batch_size, max_pixels=settings.max_image_pixels)
+    worker = Worker(
+        model="blip",
+        checkpoint="sleep",
+        captioner=captioner,
+        images=ImageStore(settings),
+        captions=CaptionStore(settings),
+        jobs=JobStore(settings),
+        worker_id=worker_id("blip"),
+        batch_size=settings.batch_size,
+        max_pixels=settings.max_image_pixels,
+    )
     serve(settings, worker, loglevel="WARNING")
 
 

@@ -1,5 +1,6 @@
 """Gradual rollout with real processes: a running API routes an alias by the weights in MongoDB, and a weight
 change made with `capq aliases set` takes effect at the next request, with nothing restarted."""
+
 from __future__ import annotations
 
 import os
@@ -15,14 +16,18 @@ from tests.e2e.procs import spawn_capq, stop, wait_http
 
 
 def _capq(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "capq", *args], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "capq", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def _submit(client: httpx.Client, images: list[tuple[str, bytes]]) -> dict[str, str]:
     """POST the images to the alias; -> {sha256: model} of the job's items."""
-    resp = client.post("/v1/jobs", data={"models": "caption-default"},
-                       files=[("files", (name, data, "image/jpeg")) for name, data in images])
+    resp = client.post(
+        "/v1/jobs",
+        data={"models": "caption-default"},
+        files=[("files", (name, data, "image/jpeg")) for name, data in images],
+    )
     assert resp.status_code == 202, resp.text
     rows = client.get(f"/v1/jobs/{resp.json()['job_id']}/results").json()["results"]
     assert len(rows) == len(images)
@@ -50,7 +55,8 @@ def test_weight_changes_take_effect_without_restarting_the_api(settings, clean_r
         first, again = _submit(client, images), _submit(client, images)
         assert first == again and set(first.values()) == {"blip", "git"}
         assert client.get("/v1/aliases").json()["aliases"] == [
-            {"name": "caption-default", "arms": [{"model": "blip", "weight": 50}, {"model": "git", "weight": 50}]}]
+            {"name": "caption-default", "arms": [{"model": "blip", "weight": 50}, {"model": "git", "weight": 50}]}
+        ]
         assert api.poll() is None  # never restarted
         # A malformed weight is refused with what to fix, and changes nothing
         bad = _capq(env, "aliases", "set", "caption-default", "blip:lots")

@@ -1,4 +1,5 @@
 """Periodic evaluation with real processes: celery beat sends, an eval worker scores, MongoDB keeps the runs."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,13 @@ from tests.integration.test_evaluation import GROUND_TRUTH, add_images, add_seed
 def _spawn(env: dict, name: str, *args: str) -> tuple[subprocess.Popen, object]:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{name}-{time.strftime('%H%M%S')}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "capq", *args], env=env, stdout=open(log_path, "wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "capq", *args],
+        env=env,
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     return proc, log_path
 
 

@@ -1,4 +1,5 @@
 """`capq demo` end to end as a user runs it: stack, tiny models, workers, API, seed images, a table of captions."""
+
 from __future__ import annotations
 
 import os
@@ -12,16 +13,19 @@ import redis
 
 from capq.names import heartbeat_key, worker_id
 from capq.settings import load_settings
-from tests.conftest import REPO, SEED_IMAGES, free_port, settings_env
-from tests.conftest import drop_scratch
+from tests.conftest import REPO, SEED_IMAGES, drop_scratch, free_port, settings_env
 
 
 @pytest.fixture
 def demo_env(settings):
     """A database and bucket of its own, and a Redis port with nothing on it: the demo must start it itself."""
     tag = os.urandom(3).hex()
-    env = {**settings_env(settings), "CAPQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-           "CAPQ_MONGO_DB": f"{settings.mongo_db}_d{tag}", "CAPQ_S3_BUCKET": f"{settings.s3_bucket}-d{tag}"}
+    env = {
+        **settings_env(settings),
+        "CAPQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "CAPQ_MONGO_DB": f"{settings.mongo_db}_d{tag}",
+        "CAPQ_S3_BUCKET": f"{settings.s3_bucket}-d{tag}",
+    }
     yield {**os.environ, **env, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     from tooling import stack
 
@@ -39,8 +43,14 @@ def _alive(pid: int) -> bool:
 
 
 def test_demo_captions_the_seed_images_with_two_models(demo_env):
-    proc = subprocess.run([sys.executable, "-m", "capq", "demo", "--models", "blip,git"], env=demo_env, cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "capq", "demo", "--models", "blip,git"],
+        env=demo_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = proc.stdout
     assert "blip" in table and "git" in table
@@ -69,8 +79,13 @@ def test_demo_stops_what_it_started_on_ctrl_c(demo_env):
     # only once every worker and the API answer, which takes each of them seconds (torch imports), so frozen
     # here it cannot reach its job: with cached tiny models it could otherwise caption all 20 images before
     # the Ctrl-C arrived, and exit 0.
-    proc = subprocess.Popen([sys.executable, "-m", "capq", "demo", "--models", "blip,git"], env=demo_env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "capq", "demo", "--models", "blip,git"],
+        env=demo_env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     started: list[int] = []
     try:
         deadline = time.monotonic() + 300

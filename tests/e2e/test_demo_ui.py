@@ -1,4 +1,6 @@
-"""`capq demo --keep-running`: the stack, a worker, the API and the web UI stay up, the URL is printed, Ctrl-C ends all."""
+"""`capq demo --keep-running`: the stack, a worker, the API and the web UI stay up, the URL is printed, Ctrl-C ends
+all."""
+
 from __future__ import annotations
 
 import signal
@@ -14,9 +16,14 @@ from tests.e2e.test_demo import _alive, _capq_children, demo_env  # noqa: F401 (
 
 def test_keep_running_serves_the_ui_until_ctrl_c(demo_env):  # noqa: F811
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "capq", "demo", "--models", "blip", "--keep-running",
-                             "--ui-port", str(port)], env=demo_env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "capq", "demo", "--models", "blip", "--keep-running", "--ui-port", str(port)],
+        env=demo_env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     started: list[int] = []
     try:
         # Given the demo has captioned the seed images, it prints the UI's URL and stays up

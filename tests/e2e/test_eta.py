@@ -1,4 +1,5 @@
 """ETA accuracy: a backlog in two tiers run by a worker of known throughput, predicted finish times against actual."""
+
 from __future__ import annotations
 
 import os
@@ -19,12 +20,23 @@ SECONDS_PER_IMAGE = 0.1
 
 
 def _start_slow_worker(settings, seconds_per_image: float = SECONDS_PER_IMAGE) -> subprocess.Popen:
-    env = {**os.environ, **settings_env(settings), "CAPQ_LOG_JSON": "false", "CAPQ_BATCH_SIZE": "8",
-           "CAPQ_TEST_SECONDS_PER_IMAGE": str(seconds_per_image)}
+    env = {
+        **os.environ,
+        **settings_env(settings),
+        "CAPQ_LOG_JSON": "false",
+        "CAPQ_BATCH_SIZE": "8",
+        "CAPQ_TEST_SECONDS_PER_IMAGE": str(seconds_per_image),
+    }
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = open(LOG_DIR / f"slow-worker-{time.strftime('%H%M%S')}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.e2e.slow_worker"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.e2e.slow_worker"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     client = redis.Redis.from_url(settings.redis_url)
     deadline = time.monotonic() + 120
     while not client.exists(heartbeat_key(worker_id("blip", proc.pid))):
@@ -51,8 +63,9 @@ def test_eta_of_each_job_matches_its_actual_finish(settings, clean_redis):
         assert all(listed[j]["eta_s"] is not None for j in (a, b, c))
         # and the CLI shows the last job's ETA while it waits
         env = {**os.environ, **settings_env(settings), "COLUMNS": "250"}
-        shown = subprocess.run([sys.executable, "-m", "capq", "status", c], env=env, capture_output=True, text=True,
-                               cwd=REPO, timeout=60)
+        shown = subprocess.run(
+            [sys.executable, "-m", "capq", "status", c], env=env, capture_output=True, text=True, cwd=REPO, timeout=60
+        )
         assert shown.returncode == 0 and " in " in shown.stdout and "eta" in shown.stdout, shown.stdout + shown.stderr
         # I expect each job done close to its predicted time
         jobs, actual = JobStore(settings), {}
@@ -64,8 +77,10 @@ def test_eta_of_each_job_matches_its_actual_finish(settings, clean_redis):
             assert time.monotonic() < deadline, f"backlog did not finish: {actual}"
             time.sleep(0.05)
         errors = {j: abs(predicted[j] - actual[j]) / actual[j] for j in (a, b, c)}
-        report = "; ".join(f"{name}: predicted {predicted[j]:.1f}s actual {actual[j]:.1f}s error {errors[j]:.0%}"
-                           for name, j in (("free 40", a), ("plus 24", b), ("free +16", c)))
+        report = "; ".join(
+            f"{name}: predicted {predicted[j]:.1f}s actual {actual[j]:.1f}s error {errors[j]:.0%}"
+            for name, j in (("free 40", a), ("plus 24", b), ("free +16", c))
+        )
         print("ETA accuracy:", report)
         # the plus job, with its larger share, is predicted and seen first; the later free job last
         assert predicted[b] < predicted[a] < predicted[c], report

@@ -1,4 +1,6 @@
-"""Flower lists every model x tier queue, capq.eval and capq.translate, with depths, with no worker online and with one."""
+"""Flower lists every model x tier queue, capq.eval and capq.translate, with depths, with no worker online and with
+one."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Work heals itself (issue 11): a kill -9'd worker and a Redis that comes back empty, with real processes."""
+
 from __future__ import annotations
 
 import os
@@ -11,12 +12,12 @@ import redis
 
 from capq.names import HELD_KEY, caption_queues
 from storage.blobs import ImageStore, sha256_hex
-from tooling.stack import mongo_service, redis_ready, s3_service
 from storage.captions import CaptionStore
 from storage.db import Mongo
 from storage.jobs import JobStore
 from tests.conftest import free_port
 from tests.e2e.conftest import env_settings, make_job, random_images, wait_job
+from tooling.stack import mongo_service, redis_ready, s3_service
 from workers.deadletters import DeadLetters
 
 
@@ -75,9 +76,23 @@ def private_redis(tmp_path):
 
         def start(self):
             port = self.url.rsplit(":", 1)[1].split("/")[0]
-            self.proc = subprocess.Popen(["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-                                          "--appendonly", "no", "--dir", str(tmp_path)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(tmp_path),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             deadline = time.monotonic() + 30
             while not redis_ready(self.url):
                 assert time.monotonic() < deadline, "private redis-server did not start"
@@ -98,8 +113,9 @@ def private_redis(tmp_path):
 def test_redis_restarted_empty_the_job_still_completes_exactly(settings, workers, private_redis):
     # Given a worker and a job on a Redis with no persistence
     # (a database of its own too: to this Redis every other test's unfinished job would be a lost one)
-    s, env = env_settings(settings, redis_url=private_redis.url, mongo_db=settings.mongo_db + "_lost_redis",
-                          batch_size=2, shard_batches=5)
+    s, env = env_settings(
+        settings, redis_url=private_redis.url, mongo_db=settings.mongo_db + "_lost_redis", batch_size=2, shard_batches=5
+    )
     Mongo(s).ensure_indexes()
     try:
         workers.start("blip", env)
@@ -127,8 +143,13 @@ def test_a_cancel_stops_a_shard_in_flight_within_one_batch(settings, workers):
     jobs, captions = JobStore(s), CaptionStore(s)
     _wait_done(jobs, job_id, 4)
     # If the job is cancelled with `capq cancel` while the shard runs
-    proc = subprocess.run([sys.executable, "-m", "capq", "cancel", job_id], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "capq", "cancel", job_id],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     captioned_at_cancel = captions.count({"job_id": job_id})
     # I expect the shard to stop (its delivery acked) with at most the batch then running captioned after it
@@ -145,8 +166,13 @@ def test_a_cancel_stops_a_shard_in_flight_within_one_batch(settings, workers):
     assert job["counts"]["done"] + job["counts"]["cancelled"] == 30
     assert job["counts"]["cancelled"] >= 30 - captioned_at_cancel - 2
     # and a second cancel, of a cancelled job, to close nothing more
-    again = subprocess.run([sys.executable, "-m", "capq", "cancel", job_id], env={**os.environ, **env},
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "capq", "cancel", job_id],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0 and "0 queued item(s)" in again.stdout
 
 
@@ -206,16 +232,26 @@ def test_shards_dead_lettered_in_a_long_mongodb_outage_are_redriven_once_it_answ
 
 def _private_s3_ports() -> tuple[str, ...]:
     """Free ports for every part of a second `weed mini` (its defaults are the stack's, already taken)."""
-    parts = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-             "admin.port", "admin.port.grpc", "s3.port.grpc")
+    parts = (
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+        "admin.port",
+        "admin.port.grpc",
+        "s3.port.grpc",
+    )
     return tuple(f"-{part}={free_port()}" for part in parts)
 
 
 def test_shards_dead_lettered_in_a_long_s3_outage_are_redriven_once_it_answers(settings, workers, tmp_path):
     # Given a worker on an S3 server of this test's own (every setting at its default: the retries, about 40 s,
     # and the re-drive backoff, 60 s, make the test last about two minutes)
-    s, env = env_settings(settings, s3_endpoint=f"http://127.0.0.1:{free_port()}",
-                          mongo_db=settings.mongo_db + "_s3_outage")
+    s, env = env_settings(
+        settings, s3_endpoint=f"http://127.0.0.1:{free_port()}", mongo_db=settings.mongo_db + "_s3_outage"
+    )
     svc = s3_service(s, tmp_path, _private_s3_ports())
     svc.start()
     try:

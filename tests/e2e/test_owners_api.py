@@ -1,4 +1,5 @@
 """Owners over a real API process and a real worker: admin roles, key rotation, quotas, usage and self-erasure."""
+
 from __future__ import annotations
 
 import csv
@@ -9,7 +10,7 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -27,8 +28,14 @@ PRICE_PER_HOUR = 3.6  # USD per GPU-hour for blip on cpu: a cost in dollars is G
 
 
 def _spawn(args: list[str], env: dict, log_path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "capq", *args], env=env, cwd=REPO, stdout=open(log_path, "wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "capq", *args],
+        env=env,
+        cwd=REPO,
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -43,10 +50,16 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def env(psettings):  # noqa: F811
-    return {**os.environ, **settings_env(psettings), "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1",
-            "CAPQ_LOG_JSON": "false", "CAPQ_DAILY_IMAGE_QUOTAS": "plus=2",
-            "CAPQ_GPU_HOUR_PRICES": f"blip:cpu={PRICE_PER_HOUR}",
-            "CAPQ_RATE_LIMITS_PER_HOUR": "free=1000,plus=1000,premium=1000"}
+    return {
+        **os.environ,
+        **settings_env(psettings),
+        "PYTHONPATH": str(REPO),
+        "PYTHONUNBUFFERED": "1",
+        "CAPQ_LOG_JSON": "false",
+        "CAPQ_DAILY_IMAGE_QUOTAS": "plus=2",
+        "CAPQ_GPU_HOUR_PRICES": f"blip:cpu={PRICE_PER_HOUR}",
+        "CAPQ_RATE_LIMITS_PER_HOUR": "free=1000,plus=1000,premium=1000",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +91,21 @@ def worker(psettings, env, tmp_path_factory):  # noqa: F811
     checkpoint = make_tiny(psettings.models_dir, ["blip"])["blip"]
     port = free_port()
     # Batches of 2: a 40-image shard takes 20 model calls, so an erasure lands while the worker is on it.
-    proc = _spawn(["worker", "--model", "blip", "--checkpoint", str(checkpoint), "--metrics-port", str(port),
-                   "--batch-size", "2"], env,
-                  tmp_path_factory.mktemp("worker") / "worker.log")
+    proc = _spawn(
+        [
+            "worker",
+            "--model",
+            "blip",
+            "--checkpoint",
+            str(checkpoint),
+            "--metrics-port",
+            str(port),
+            "--batch-size",
+            "2",
+        ],
+        env,
+        tmp_path_factory.mktemp("worker") / "worker.log",
+    )
     beat = heartbeat_key(worker_id("blip", proc.pid))
     client = redis.Redis.from_url(psettings.redis_url)
     deadline = time.monotonic() + 120
@@ -97,8 +122,12 @@ def key(settings, owner: str, tier: str = "premium", role: str = "user") -> dict
 
 
 def upload(api, headers, files: list[tuple[str, bytes]]):
-    return api.post("/v1/jobs", headers=headers, data={"models": "blip"},
-                    files=[("files", (name, data, "image/jpeg")) for name, data in files])
+    return api.post(
+        "/v1/jobs",
+        headers=headers,
+        data={"models": "blip"},
+        files=[("files", (name, data, "image/jpeg")) for name, data in files],
+    )
 
 
 def wait_done(api, headers, job_id: str) -> dict:
@@ -147,9 +176,12 @@ def test_every_admin_route_refuses_a_user_key(api, psettings):  # noqa: F811
     assert {"ursula", "root"} <= {o["owner"] for o in owners}
     missing = api.delete("/v1/admin/owners/nobody", headers=admin)
     assert missing.status_code == 404 and "no owner 'nobody'" in missing.json()["error"]
-    for body, needle in (({"owner": "gina", "tier": "gold"}, "unknown tier"), ({"owner": "gina", "tier": "free",
-                          "role": "root"}, "unknown role"), ({"owner": "../x", "tier": "free"}, "owner '../x'"),
-                         ({"owner": "gina", "tier": "free", "key": "mine"}, "unknown field")):
+    for body, needle in (
+        ({"owner": "gina", "tier": "gold"}, "unknown tier"),
+        ({"owner": "gina", "tier": "free", "role": "root"}, "unknown role"),
+        ({"owner": "../x", "tier": "free"}, "owner '../x'"),
+        ({"owner": "gina", "tier": "free", "key": "mine"}, "unknown field"),
+    ):
         bad = api.post("/v1/admin/keys", headers=admin, json=body)
         assert bad.status_code == 400 and needle in bad.json()["error"], bad.text
     bad_by = api.get("/v1/usage", headers=user, params={"by": "weekday"})
@@ -217,20 +249,35 @@ def test_usage_matches_the_results_and_self_erasure_with_work_in_flight(api, wor
     assert usage["total"]["gpu_s"] == pytest.approx(gpu_s, abs=1e-5)
     assert usage["total"]["cost_usd"] == pytest.approx(gpu_s / 3600 * PRICE_PER_HOUR, abs=1e-6)
     assert first["gpu_s"] == pytest.approx(sum(r["gpu_s"] for r in results if r["job_id"] == bob_job), abs=1e-9)
-    cli = subprocess.run([sys.executable, "-m", "capq", "usage", "--owner", "bob", "--json"], env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    cli = subprocess.run(
+        [sys.executable, "-m", "capq", "usage", "--owner", "bob", "--json"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert json.loads(cli.stdout)["total"] == usage["total"]
-    by_day = subprocess.run([sys.executable, "-m", "capq", "usage", "--owner", "bob", "--by", "day", "--csv"], env=env,
-                            cwd=REPO, capture_output=True, text=True, timeout=120).stdout
+    by_day = subprocess.run(
+        [sys.executable, "-m", "capq", "usage", "--owner", "bob", "--by", "day", "--csv"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     rows = list(csv.DictReader(io.StringIO(by_day)))
     assert len(rows) == 1 and int(rows[0]["images"]) == 2 and float(rows[0]["gpu_s"]) == pytest.approx(gpu_s, abs=1e-5)
     worker_idle(s)
     metrics = httpx.get(worker).text
     labels = 'model="blip",tier="premium"'
-    assert (_metric(metrics, "capq_usage_images_total", labels)
-            - _metric(before, "capq_usage_images_total", labels)) == 2
-    assert (_metric(metrics, "capq_usage_gpu_seconds_total", labels)
-            - _metric(before, "capq_usage_gpu_seconds_total", labels)) == pytest.approx(gpu_s, abs=1e-3)
+    assert (
+        _metric(metrics, "capq_usage_images_total", labels) - _metric(before, "capq_usage_images_total", labels)
+    ) == 2
+    assert (
+        _metric(metrics, "capq_usage_gpu_seconds_total", labels)
+        - _metric(before, "capq_usage_gpu_seconds_total", labels)
+    ) == pytest.approx(gpu_s, abs=1e-3)
     assert "owner=" not in metrics
 
     # Given alice, with two keys, who submitted bob's shared image among 40 of her own
@@ -277,13 +324,15 @@ def test_beat_sends_retention_and_the_eval_worker_runs_it(api, worker, psettings
     wait_done(api, olga, fresh_job)
     old_sha = db["job_items"].find_one({"job_id": old_job})["sha256"]
     fresh_sha = db["job_items"].find_one({"job_id": fresh_job})["sha256"]
-    long_ago = datetime.now(timezone.utc) - timedelta(days=40)
+    long_ago = datetime.now(UTC) - timedelta(days=40)
     db["images"].update_one({"sha256": old_sha}, {"$set": {"first_seen": long_ago}})
     db["job_items"].update_many({"sha256": old_sha}, {"$set": {"created_at": long_ago}})
     # If beat (retention on, every second) and an eval worker run
     retention_env = {**env, "CAPQ_RETENTION_DAYS": "30", "CAPQ_RETENTION_INTERVAL_S": "1"}
-    procs = [_spawn(["eval", "worker"], retention_env, tmp_path / "eval-worker.log"),
-             _spawn(["beat"], retention_env, tmp_path / "beat.log")]
+    procs = [
+        _spawn(["eval", "worker"], retention_env, tmp_path / "eval-worker.log"),
+        _spawn(["beat"], retention_env, tmp_path / "beat.log"),
+    ]
     try:
         deadline = time.monotonic() + 180  # only stops a hung test
         while db["images"].count_documents({"sha256": old_sha}):

@@ -1,4 +1,5 @@
 """`capq stack up` and Redis persistence (issue 11): it starts Redis append-only and says when it reuses one without."""
+
 from __future__ import annotations
 
 import os
@@ -8,13 +9,18 @@ import time
 
 import redis
 
-from tooling.stack import redis_ready
 from tests.conftest import free_port, settings_env
+from tooling.stack import redis_ready
 
 
 def _capq(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "capq", *args], env={**os.environ, **env, "COLUMNS": "400"},
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "capq", *args],
+        env={**os.environ, **env, "COLUMNS": "400"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def test_stack_up_starts_redis_append_only(settings, tmp_path):
@@ -36,8 +42,22 @@ def test_stack_up_says_so_when_it_reuses_a_redis_without_persistence(settings, t
     # Given a Redis already running with neither AOF nor snapshots
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while not redis_ready(url):

@@ -1,4 +1,5 @@
 """Submission end to end: the capq CLI and the API in front of a real worker process with a tiny model."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,13 @@ def blip_worker(psettings, env, tmp_path_factory):  # noqa: F811
 
     checkpoint = make_tiny(psettings.models_dir, ["blip"])["blip"]
     log = open(tmp_path_factory.mktemp("worker") / "worker.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "capq", "worker", "--model", "blip", "--checkpoint",
-                             str(checkpoint)], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "capq", "worker", "--model", "blip", "--checkpoint", str(checkpoint)],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     beat = heartbeat_key(worker_id("blip", proc.pid))
     client = redis.Redis.from_url(psettings.redis_url)
     try:
@@ -51,12 +57,17 @@ def blip_worker(psettings, env, tmp_path_factory):  # noqa: F811
 
 
 def capq(env, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "capq", *args], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "capq", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
 
 
-def test_twenty_images_with_one_corrupt_give_nineteen_captions_and_one_rejection(psettings, env, blip_worker,  # noqa: F811
-                                                                                   tmp_path):
+def test_twenty_images_with_one_corrupt_give_nineteen_captions_and_one_rejection(
+    psettings,
+    env,
+    blip_worker,  # noqa: F811
+    tmp_path,
+):
     # Given the 10 seed images, 9 generated ones and one corrupt file
     for p in SEED_IMAGES:
         (tmp_path / p.name).write_bytes(p.read_bytes())
@@ -96,8 +107,12 @@ def test_history_pages_by_cursor_without_repeats(psettings, blip_worker):  # noq
 def test_caption_endpoint_waits_for_the_worker(psettings, blip_worker):  # noqa: F811
     key, _ = ApiKeys(psettings).create("snap", "plus")
     client = TestClient(__import__("producer.api", fromlist=["create_app"]).create_app(psettings))
-    resp = client.post("/v1/caption", headers={"Authorization": f"Bearer {key}"},
-                       files={"file": ("one.jpg", random_jpeg(900))}, data={"model": "blip"})
+    resp = client.post(
+        "/v1/caption",
+        headers={"Authorization": f"Bearer {key}"},
+        files={"file": ("one.jpg", random_jpeg(900))},
+        data={"model": "blip"},
+    )
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["model"] == "blip" and isinstance(body["caption"], str) and body["file_name"] == "one.jpg"

@@ -1,5 +1,6 @@
 """One trace id followed end to end: API request (or CLI submission) -> Celery shard -> worker log lines -> captions,
 and OpenTelemetry spans of the API and the worker exported to an OTLP/HTTP endpoint under that same id."""
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,12 @@ def test_one_trace_id_from_the_api_through_the_worker_to_captions_and_spans(sett
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}, timeout=60)
         wait_http(client, "/healthz")
         # Given a request that names its trace id (as a caller's own tracing would)
-        resp = client.post("/v1/jobs", data={"models": "blip"}, headers={"X-Trace-Id": TRACE},
-                           files=[("files", (n, d, "image/jpeg")) for n, d in random_images(3, seed=70)])
+        resp = client.post(
+            "/v1/jobs",
+            data={"models": "blip"},
+            headers={"X-Trace-Id": TRACE},
+            files=[("files", (n, d, "image/jpeg")) for n, d in random_images(3, seed=70)],
+        )
         assert resp.status_code == 202 and resp.headers["X-Trace-Id"] == TRACE
         job_id = resp.json()["job_id"]
         assert resp.json()["trace_id"] == TRACE
@@ -85,11 +90,13 @@ def test_one_trace_id_from_the_api_through_the_worker_to_captions_and_spans(sett
         assert db["jobs"].find_one({"_id": job_id})["trace_id"] == TRACE
         captions = list(db["captions"].find({"job_id": job_id}))
         assert len(captions) == 3 and {c.get("trace_id") for c in captions} == {TRACE}
-        api_lines = [l for l in _json_lines(api.log_path) if l.get("trace_id") == TRACE]
-        assert any(l.get("logger") == "capq.api" and "POST /v1/jobs 202" in l["msg"] for l in api_lines), api_lines
-        assert any(l.get("job_id") == job_id for l in api_lines)
-        _wait_log_line(worker.log_path, lambda l: l.get("trace_id") == TRACE and "shard done" in l["msg"]
-                       and l.get("job_id") == job_id)
+        api_lines = [ln for ln in _json_lines(api.log_path) if ln.get("trace_id") == TRACE]
+        assert any(ln.get("logger") == "capq.api" and "POST /v1/jobs 202" in ln["msg"] for ln in api_lines), api_lines
+        assert any(ln.get("job_id") == job_id for ln in api_lines)
+        _wait_log_line(
+            worker.log_path,
+            lambda ln: ln.get("trace_id") == TRACE and "shard done" in ln["msg"] and ln.get("job_id") == job_id,
+        )
         # and no other request's id leaks onto the next one: a request without a header gets a new id
         other = client.get("/v1/jobs")
         assert other.headers["X-Trace-Id"] not in (TRACE, "") and len(other.headers["X-Trace-Id"]) == 32
@@ -103,16 +110,23 @@ def test_one_trace_id_from_the_api_through_the_worker_to_captions_and_spans(sett
         # A CLI submission starts its own trace, which the worker's log lines and captions carry too
         img = LOG_DIR / "trace-cli.jpg"
         img.write_bytes(random_images(1, seed=71)[0][1])
-        cli = subprocess.run([sys.executable, "-m", "capq", "submit", str(img), "-m", "blip", "--json"], env=env,
-                             cwd=REPO, capture_output=True, text=True, timeout=120)
+        cli = subprocess.run(
+            [sys.executable, "-m", "capq", "submit", str(img), "-m", "blip", "--json"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert cli.returncode == 0, cli.stderr
         submitted = json.loads(cli.stdout.strip().splitlines()[-1])
         cli_trace = submitted["trace_id"]
         assert len(cli_trace) == 32 and cli_trace != TRACE
         wait_job(settings, submitted["job_id"])
         assert db["captions"].find_one({"job_id": submitted["job_id"]})["trace_id"] == cli_trace
-        _wait_log_line(worker.log_path, lambda l: l.get("trace_id") == cli_trace
-                       and l.get("job_id") == submitted["job_id"])
+        _wait_log_line(
+            worker.log_path, lambda ln: ln.get("trace_id") == cli_trace and ln.get("job_id") == submitted["job_id"]
+        )
     finally:
         stop(api)
         otlp.shutdown()

@@ -1,4 +1,5 @@
 """Translation end to end: `capq submit --translate vi` through a real caption worker and a real translation worker."""
+
 from __future__ import annotations
 
 import json
@@ -29,12 +30,24 @@ def stand_in():
 
 @pytest.fixture
 def translate_worker(settings, stand_in, clean_redis):
-    env = {**os.environ, **settings_env(settings), "CAPQ_LOG_JSON": "false", "CAPQ_TRANSLATE_PROVIDERS": "google",
-           "CAPQ_GOOGLE_TRANSLATE_KEY": "e2e-key", "CAPQ_GOOGLE_TRANSLATE_ENDPOINT": stand_in.url}
+    env = {
+        **os.environ,
+        **settings_env(settings),
+        "CAPQ_LOG_JSON": "false",
+        "CAPQ_TRANSLATE_PROVIDERS": "google",
+        "CAPQ_GOOGLE_TRANSLATE_KEY": "e2e-key",
+        "CAPQ_GOOGLE_TRANSLATE_ENDPOINT": stand_in.url,
+    }
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = open(LOG_DIR / f"translate-{time.strftime('%H%M%S')}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "capq", "translate", "worker", "--concurrency", "2"], env=env,
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "capq", "translate", "worker", "--concurrency", "2"],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     client = redis.Redis.from_url(settings.redis_url)
     beat = heartbeat_key(worker_id("translate", proc.pid))
     try:
@@ -50,8 +63,9 @@ def translate_worker(settings, stand_in, clean_redis):
 
 def capq(settings, *args):
     env = {**os.environ, **settings_env(settings), "CAPQ_TRANSLATE_PROVIDERS": ""}
-    out = subprocess.run([sys.executable, "-m", "capq", *args], env=env, cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "capq", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
@@ -62,8 +76,21 @@ def test_submit_translate_stores_translations_that_results_lang_reads(settings, 
     mongo(settings)["translations"].delete_many({})
     workers.start("blip")
     # If a job of three seed images is submitted with --translate vi and captioned
-    final = json.loads(capq(settings, "submit", *map(str, SEED_IMAGES[:3]), "-m", "blip", "--translate", "vi",
-                            "--owner", "tran", "--wait", "--json").splitlines()[-1])
+    final = json.loads(
+        capq(
+            settings,
+            "submit",
+            *map(str, SEED_IMAGES[:3]),
+            "-m",
+            "blip",
+            "--translate",
+            "vi",
+            "--owner",
+            "tran",
+            "--wait",
+            "--json",
+        ).splitlines()[-1]
+    )
     assert final["state"] == "done" and final["counts"]["done"] == 3
     rows = [json.loads(line) for line in capq(settings, "results", final["job_id"]).splitlines()]
     captions = {r["caption"] for r in rows}
@@ -78,5 +105,6 @@ def test_submit_translate_stores_translations_that_results_lang_reads(settings, 
     # and `capq results --lang vi` (run with no provider at all) to read them from the memory
     translated = [json.loads(line) for line in capq(settings, "results", final["job_id"], "--lang", "vi").splitlines()]
     assert [(r["caption"], r["translation"], r["translation_provider"]) for r in translated] == [
-        (r["caption"], f"[vi] {r['caption']}", "google") for r in rows]
+        (r["caption"], f"[vi] {r['caption']}", "google") for r in rows
+    ]
     assert len(stand_in.of("google")) == len({tuple(r["body"]["q"]) for r in stand_in.of("google")})

@@ -1,4 +1,5 @@
 """The web UI through streamlit.testing's AppTest, against a real API process, a real worker and the real stack."""
+
 from __future__ import annotations
 
 import os
@@ -34,14 +35,25 @@ def stand_in():
 def api_url(settings, stand_in):
     """A real `capq api` process; free keys get 3 requests an hour (the 429 story), premium keys plenty."""
     port = free_port()
-    env = {**os.environ, **settings_env(settings), "CAPQ_LOG_JSON": "false",
-           "CAPQ_RATE_LIMITS_PER_HOUR": "free=3,plus=1000,premium=10000", "CAPQ_TRANSLATE_PROVIDERS": "google",
-           "CAPQ_GOOGLE_TRANSLATE_KEY": "ui-key", "CAPQ_GOOGLE_TRANSLATE_ENDPOINT": stand_in.url,
-           "CAPQ_FLOWER_URL": "http://127.0.0.1:5555"}
+    env = {
+        **os.environ,
+        **settings_env(settings),
+        "CAPQ_LOG_JSON": "false",
+        "CAPQ_RATE_LIMITS_PER_HOUR": "free=3,plus=1000,premium=10000",
+        "CAPQ_TRANSLATE_PROVIDERS": "google",
+        "CAPQ_GOOGLE_TRANSLATE_KEY": "ui-key",
+        "CAPQ_GOOGLE_TRANSLATE_ENDPOINT": stand_in.url,
+        "CAPQ_FLOWER_URL": "http://127.0.0.1:5555",
+    }
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = open(LOG_DIR / f"ui-api-{time.strftime('%H%M%S')}.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "capq", "api", "--port", str(port)], env=env, cwd=REPO,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "capq", "api", "--port", str(port)],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -72,13 +84,15 @@ def app(api_url: str, key: str, page: str) -> AppTest:
 
 
 def texts(at: AppTest) -> str:
-    parts = [e.value for kind in ("markdown", "caption", "success", "info", "warning", "error", "subheader")
-             for e in getattr(at, kind)]
+    parts = [
+        e.value
+        for kind in ("markdown", "caption", "success", "info", "warning", "error", "subheader")
+        for e in getattr(at, kind)
+    ]
     return "\n".join(str(p) for p in parts)
 
 
-def test_caption_page_captions_a_seed_image_with_translation_then_jobs_and_history_show_it(
-        settings, api_url, workers):
+def test_caption_page_captions_a_seed_image_with_translation_then_jobs_and_history_show_it(settings, api_url, workers):
     # Given a blip worker (tiny model) and a premium key
     workers.start("blip")
     key, _ = ApiKeys(settings).create("ui-user", "premium")

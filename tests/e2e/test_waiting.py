@@ -1,4 +1,5 @@
 """Waiting on a job (issue 11): `--timeout` exits 3 with the state; a MongoDB blip does not end the wait."""
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,11 @@ import time
 import redis
 
 from capq.names import OUTAGES_KEY
-from tooling.stack import mongo_service
 from storage.db import Mongo
 from storage.jobs import JobStore
 from tests.conftest import SEED_IMAGES, free_port
 from tests.e2e.conftest import env_settings
+from tooling.stack import mongo_service
 from workers.deadletters import DeadLetters
 
 WAIT_TIMEOUT_EXIT = 3  # documented in the README
@@ -33,8 +34,13 @@ def test_watch_gives_up_after_its_timeout_with_a_distinct_code_and_the_state(set
     s, env = env_settings(settings)
     _, job_id = _queued_job(s, 2)
     # If it is watched with --timeout
-    proc = subprocess.run([sys.executable, "-m", "capq", "status", job_id, "--watch", "--timeout", "1", "--json"],
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "capq", "status", job_id, "--watch", "--timeout", "1", "--json"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     # I expect exit code 3 and the job's state and counts as the last line
     assert proc.returncode == WAIT_TIMEOUT_EXIT, proc.stderr
     last = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -50,8 +56,13 @@ def test_watch_keeps_polling_through_a_mongodb_outage(settings, tmp_path):
         s, env = env_settings(settings, mongo_url=url, connect_timeout_s=1)
         Mongo(s).ensure_indexes()
         jobs, job_id = _queued_job(s, 1)
-        watcher = subprocess.Popen([sys.executable, "-m", "capq", "status", job_id, "--watch", "--json"],
-                                   env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "capq", "status", job_id, "--watch", "--json"],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             time.sleep(3)
             # If MongoDB stops for a while, then comes back and the job finishes
@@ -59,7 +70,9 @@ def test_watch_keeps_polling_through_a_mongodb_outage(settings, tmp_path):
             time.sleep(4)
             assert watcher.poll() is None, f"the watcher gave up during the outage: {watcher.stderr.read()}"
             svc.start()
-            jobs.finish_items(job_id, "test", "git", "default", [{"sha256": f"{0:064x}", "state": "done", "caption": "c"}])
+            jobs.finish_items(
+                job_id, "test", "git", "default", [{"sha256": f"{0:064x}", "state": "done", "caption": "c"}]
+            )
             out, errs = watcher.communicate(timeout=120)
         finally:
             if watcher.poll() is None:
@@ -76,24 +89,47 @@ def test_submit_warns_when_no_worker_serves_the_model_and_the_job_says_why_it_wa
     s, env = env_settings(settings)
     (tmp_path / "a.jpg").write_bytes(SEED_IMAGES[0].read_bytes())
     # If a job for git is submitted with --wait and a timeout
-    proc = subprocess.run([sys.executable, "-m", "capq", "submit", str(tmp_path), "--model", "git", "--wait",
-                           "--timeout", "1"], env={**os.environ, **env, "COLUMNS": "400"}, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "capq", "submit", str(tmp_path), "--model", "git", "--wait", "--timeout", "1"],
+        env={**os.environ, **env, "COLUMNS": "400"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     # I expect it accepted, a warning that no worker is online for git, and exit 3 with the state
     assert proc.returncode == WAIT_TIMEOUT_EXIT, proc.stderr
     assert "warning: no worker online for model git" in proc.stderr and "still queued after 1s" in proc.stderr
     job_id = proc.stdout.split()[0]
     # and status, jobs and the API to say why the job waits
-    status = json.loads(subprocess.run([sys.executable, "-m", "capq", "status", job_id, "--json"],
-                                       env={**os.environ, **env}, capture_output=True, text=True, timeout=120).stdout)
+    status = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "capq", "status", job_id, "--json"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    )
     assert status["waiting"].startswith("no worker online for model git (none seen yet")
     # A dead letter of the job and an outage add their words
-    DeadLetters(s).add("capq.caption_shard", [job_id, "git", "default", ["x", "y"], None], "capq.git.free",
-                       "gave up after 5 retries: object store unreachable at http://s3", 5)
+    DeadLetters(s).add(
+        "capq.caption_shard",
+        [job_id, "git", "default", ["x", "y"], None],
+        "capq.git.free",
+        "gave up after 5 retries: object store unreachable at http://s3",
+        5,
+    )
     redis.Redis.from_url(s.redis_url).hset(OUTAGES_KEY, "object store", "0")
-    listed = [json.loads(line) for line in subprocess.run(
-        [sys.executable, "-m", "capq", "jobs", "--json"], env={**os.environ, **env}, capture_output=True, text=True,
-        timeout=120).stdout.splitlines()]
+    listed = [
+        json.loads(line)
+        for line in subprocess.run(
+            [sys.executable, "-m", "capq", "jobs", "--json"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout.splitlines()
+    ]
     waiting = next(j for j in listed if j["job_id"] == job_id)["waiting"]
     assert "waiting on S3 (unreachable since 00:00 UTC)" in waiting
     assert "2 items in dead letters: gave up after 5 retries: object store unreachable" in waiting

@@ -1,4 +1,5 @@
 """Caption workers as real processes: real Redis queues, MongoDB wire server, S3 server, tiny models."""
+
 from __future__ import annotations
 
 import json
@@ -10,13 +11,13 @@ import urllib.request
 import pytest
 
 from capq.names import MODEL_NAMES
-from tooling.stack import mongo_service
 from storage.blobs import ImageStore, sha256_hex
 from storage.captions import CaptionStore
 from storage.jobs import JobStore
 from tests.conftest import REPO, SEED_IMAGES, free_port, settings_env
 from tests.e2e.conftest import env_settings, make_job, random_images, wait_job, wait_job_closed
 from tests.unit.test_imaging import damaged_jpeg
+from tooling.stack import mongo_service
 
 
 def seed_images() -> list[tuple[str, bytes]]:
@@ -37,12 +38,21 @@ def test_each_architecture_captions_the_seed_images(settings, workers, tiny_mode
     assert len(items) == 10 and all(isinstance(it["caption"], str) for it in items.values())
 
     from capq.imaging import decode_rgb
-    from workers.models import load_captioner
     from capq.presets import get_preset
+    from workers.models import load_captioner
 
     local = load_captioner(model, str(tiny_models / model))
-    expected = local.generate([local.preprocess(decode_rgb(data, settings.max_image_pixels, settings.worker_decode_max_side_px,
-                                                           min_size=local.draft_size)) for _, data in images], get_preset(model, "default"))
+    expected = local.generate(
+        [
+            local.preprocess(
+                decode_rgb(
+                    data, settings.max_image_pixels, settings.worker_decode_max_side_px, min_size=local.draft_size
+                )
+            )
+            for _, data in images
+        ],
+        get_preset(model, "default"),
+    )
     assert [items[sha256_hex(data)]["caption"] for _, data in images] == expected
     # Distinct captions per image make "in input order" mean something: a mix-up of images would show.
     assert len(set(expected)) == len(images), expected
@@ -62,8 +72,12 @@ def test_bad_images_are_failed_with_reasons_and_the_job_completes(settings, work
     workers.start("vit-gpt2")
     good = seed_images()[:3]
     jpeg = good[0][1]
-    bad = [("corrupt.jpg", b"\xff\xd8\xff\xe0 this is not really a jpeg"), ("truncated.jpg", jpeg[: len(jpeg) // 3]),
-           ("empty.jpg", b""), ("damaged.jpg", damaged_jpeg(jpeg))]
+    bad = [
+        ("corrupt.jpg", b"\xff\xd8\xff\xe0 this is not really a jpeg"),
+        ("truncated.jpg", jpeg[: len(jpeg) // 3]),
+        ("empty.jpg", b""),
+        ("damaged.jpg", damaged_jpeg(jpeg)),
+    ]
     store = ImageStore(settings)
     job_id = make_job(settings, good + bad, "vit-gpt2")
     # A missing object: recorded as an item but never uploaded.
@@ -73,7 +87,9 @@ def test_bad_images_are_failed_with_reasons_and_the_job_completes(settings, work
 
     job = wait_job_closed(settings, job_id)
     assert job["counts"] == {"queued": 0, "done": 3, "failed": 4, "cancelled": 0, "total": 7}
-    reasons = {it["file_name"]: it.get("error", "") for it in JobStore(settings).items_of(job_id) if it["state"] == "failed"}
+    reasons = {
+        it["file_name"]: it.get("error", "") for it in JobStore(settings).items_of(job_id) if it["state"] == "failed"
+    }
     assert reasons["corrupt.jpg"].startswith("undecodable:")
     assert reasons["truncated.jpg"].startswith("undecodable:") and "truncated" in reasons["truncated.jpg"]
     assert reasons["empty.jpg"].startswith("undecodable:") and "empty" in reasons["empty.jpg"]
@@ -187,8 +203,15 @@ def test_mongodb_outage_mid_job_loses_nothing(settings, workers, tmp_path):
     svc = mongo_service(url, tmp_path)
     svc.start()
     try:
-        s, env = env_settings(settings, mongo_url=url, connect_timeout_s=1, batch_size=4, shard_batches=1,
-                              task_max_retries=10, retry_backoff_max_s=4)
+        s, env = env_settings(
+            settings,
+            mongo_url=url,
+            connect_timeout_s=1,
+            batch_size=4,
+            shard_batches=1,
+            task_max_retries=10,
+            retry_backoff_max_s=4,
+        )
         from storage.db import Mongo
 
         Mongo(s).ensure_indexes()

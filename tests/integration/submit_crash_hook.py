@@ -4,6 +4,7 @@ Usage: python -m tests.integration.submit_crash_hook MARKER submit ... The proce
 first cursor update (after the first group of shards is pushed and marked in Redis, before MongoDB hears of
 it), and leaves MARKER behind so that a rerun started the same way goes through.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,8 +1,9 @@
 """The arms of an alias compared on reference scores where references exist (unpaired bootstrap, one CIDEr IDF for
 both arms), stored, exported for the dashboards and served by GET /v1/aliases/{name}/comparison."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -33,8 +34,9 @@ def test_arms_with_references_are_compared_on_bleu_and_cider_and_exported(asetti
     good = _references(asettings)
     shas = list(good)
     AliasStore(asettings).set("caption-default", [{"model": "blip", "weight": 50}, {"model": "git", "weight": 50}], "t")
-    mongo(asettings)["jobs"].insert_one({"_id": "alias-job", "aliases": {"caption-default": []},
-                                         "created_at": datetime.now(timezone.utc)})
+    mongo(asettings)["jobs"].insert_one(
+        {"_id": "alias-job", "aliases": {"caption-default": []}, "created_at": datetime.now(UTC)}
+    )
     _store(asettings, "blip", "v1", {sha: good[sha] for sha in shas[:5]})
     _store(asettings, "git", "v1", {sha: good[shas[(n + 1) % 10]] for n, sha in enumerate(shas) if n >= 5})
     mongo(asettings)["captions"].update_many({}, {"$set": {"job_id": "alias-job"}})
@@ -48,8 +50,11 @@ def test_arms_with_references_are_compared_on_bleu_and_cider_and_exported(asetti
     assert "bleu_4" in result["diff"]["blip - git"]["references"]
     # and the exporter reports the arms' scores and the difference's significance
     families = {f.name: f for f in score_families(asettings)}
-    sig = {(s.labels["kind"], s.labels["score"]): s.value for s in families["capq_alias_arm_significant"].samples
-           if s.labels["alias"] == "caption-default" and s.labels["pair"] == "blip - git"}
+    sig = {
+        (s.labels["kind"], s.labels["score"]): s.value
+        for s in families["capq_alias_arm_significant"].samples
+        if s.labels["alias"] == "caption-default" and s.labels["pair"] == "blip - git"
+    }
     assert sig[("references", "cider")] == 1.0
     arm = {(s.labels["model"], s.labels["kind"], s.labels["score"]) for s in families["capq_alias_arm_score"].samples}
     assert {("blip", "references", "cider"), ("git", "health", "empty_share")} <= arm
@@ -64,14 +69,15 @@ def test_arms_with_references_are_compared_on_bleu_and_cider_and_exported(asetti
 
 
 def test_the_schedule_compares_every_alias_and_stores_it(asettings, monkeypatch):
+    from capq.celery_app import beat_schedule
     from capq.names import ALIAS_COMPARE_TASK, EVAL_QUEUE
     from evaluation import quality_tasks
-    from capq.celery_app import beat_schedule
 
     # Given an alias whose arms captioned the alias's job
     AliasStore(asettings).set("caption-default", [{"model": "blip", "weight": 90}, {"model": "git", "weight": 10}], "t")
-    mongo(asettings)["jobs"].insert_one({"_id": "alias-job", "aliases": {"caption-default": []},
-                                         "created_at": datetime.now(timezone.utc)})
+    mongo(asettings)["jobs"].insert_one(
+        {"_id": "alias-job", "aliases": {"caption-default": []}, "created_at": datetime.now(UTC)}
+    )
     _store(asettings, "blip", "v1", {f"{n:064x}": "a dog" for n in range(12)})
     _store(asettings, "git", "v1", {f"{n + 100:064x}": f"a cat {n}" for n in range(12)})
     mongo(asettings)["captions"].update_many({}, {"$set": {"job_id": "alias-job"}})

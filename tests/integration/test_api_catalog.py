@@ -1,4 +1,5 @@
 """The web UI's API routes over real services: models and queues, evaluations, owners' images, translation."""
+
 from __future__ import annotations
 
 import io
@@ -22,8 +23,14 @@ from tests.integration.test_producer_api import key_for, upload
 
 @pytest.fixture(scope="module")
 def csettings(settings):
-    return load_settings({**settings_env(settings), "CAPQ_RATE_LIMITS_PER_HOUR": "free=1000,plus=1000,premium=1000",
-                          "CAPQ_TRANSLATE_PROVIDERS": "", "CAPQ_FLOWER_URL": "http://flower.example:5555"})
+    return load_settings(
+        {
+            **settings_env(settings),
+            "CAPQ_RATE_LIMITS_PER_HOUR": "free=1000,plus=1000,premium=1000",
+            "CAPQ_TRANSLATE_PROVIDERS": "",
+            "CAPQ_FLOWER_URL": "http://flower.example:5555",
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +102,12 @@ def test_evaluations_history_and_paired_compare(client, csettings):
     assert [r["model"] for r in runs] == ["blip", "git"]  # newest first
     git = runs[1]
     assert git["scores"]["cider"] == pytest.approx(0.5401, abs=2e-4) and len(git["ci95"]["cider"]) == 2
-    assert [r["model"] for r in client.get("/v1/evaluations", params={"model": "git"}, headers=key).json()
-            ["evaluations"]] == ["git"]
+    assert [
+        r["model"] for r in client.get("/v1/evaluations", params={"model": "git"}, headers=key).json()["evaluations"]
+    ] == ["git"]
     cmp = client.get("/v1/evaluations/compare", params={"a": "git", "b": "blip"}, headers=key).json()
     assert cmp["images"] == 10 and cmp["diff"]["cider"]["diff"] == pytest.approx(0.5401 - 0.1519, abs=2e-4)
-    missing = client.get("/v1/evaluations/compare", params={"a": "git", "b": "blip2", "preset": "default"},
-                         headers=key)
+    missing = client.get("/v1/evaluations/compare", params={"a": "git", "b": "blip2", "preset": "default"}, headers=key)
     assert missing.status_code == 409 and "no finished captions" in missing.json()["error"]
     same = client.get("/v1/evaluations/compare", params={"a": "git", "b": "git"}, headers=key)
     assert same.status_code == 400 and "two different models" in same.json()["error"]
@@ -123,8 +130,15 @@ def test_translation_unavailable_is_reported_never_a_job_error(client, csettings
 
 def test_openapi_documents_the_ui_routes(client):
     paths = set(client.get("/openapi.json").json()["paths"])
-    assert {"/v1/models", "/v1/queues", "/v1/evaluations", "/v1/evaluations/compare", "/v1/images/{sha256}",
-            "/v1/thumbnails", "/v1/translate"} <= paths
+    assert {
+        "/v1/models",
+        "/v1/queues",
+        "/v1/evaluations",
+        "/v1/evaluations/compare",
+        "/v1/images/{sha256}",
+        "/v1/thumbnails",
+        "/v1/translate",
+    } <= paths
 
 
 def test_a_job_submitted_over_http_can_ask_for_translation(client, csettings):

@@ -1,4 +1,5 @@
 """http(s) URL items over the HTTP API: authenticated, capped, behind the CLI's SSRF guard, rejected item by item."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,29 +11,39 @@ from tests.integration.test_dataset_inputs import fetch_settings, http_server  #
 from tests.integration.test_producer_api import key_for
 
 
-
 @pytest.fixture
-def url_client(psettings):  # noqa: F811
+def url_client(psettings):
     # The guard on, as in production, and the default fetch timeout (this test is not about timeouts)
-    s = fetch_settings(psettings, CAPQ_RATE_LIMITS_PER_HOUR="free=1000,plus=1000,premium=1000",
-                       CAPQ_MAX_URL_ITEMS_PER_REQUEST="20", CAPQ_FETCH_TIMEOUT_S="10")
+    s = fetch_settings(
+        psettings,
+        CAPQ_RATE_LIMITS_PER_HOUR="free=1000,plus=1000,premium=1000",
+        CAPQ_MAX_URL_ITEMS_PER_REQUEST="20",
+        CAPQ_FETCH_TIMEOUT_S="10",
+    )
     return s, TestClient(create_app(s))
 
 
 def test_url_items_are_fetched_behind_the_guard_and_each_failure_is_that_items_rejection(
-        url_client, http_server, monkeypatch):  # noqa: F811
+    url_client,
+    http_server,  # noqa: F811 (the fixture imported above)
+    monkeypatch,
+):
     s, client = url_client
     # Given a loopback server, and one public-looking name that the test's DNS points at it (every other name
     # goes through the real guard)
     base = http_server.base
     real = urls.resolve
-    monkeypatch.setattr(urls, "resolve", lambda host, port, allow: "127.0.0.1" if host == "public.test"
-                        else real(host, port, allow))
+    monkeypatch.setattr(
+        urls, "resolve", lambda host, port, allow: "127.0.0.1" if host == "public.test" else real(host, port, allow)
+    )
     public = base.replace("127.0.0.1", "public.test")
     items = [{"url": f"{public}/img/{i}.jpg", "meta": {"n": i}} for i in range(3)] + [
-        {"url": f"{base}/img/9.jpg"},              # loopback: refused before any request
-        {"url": f"{public}/to-metadata"},          # a redirect to the cloud metadata address: refused at that hop
-        {"url": f"{public}/missing.jpg"}, {"url": f"{public}/big.jpg"}, {"url": "ftp://example.com/a.jpg"}]
+        {"url": f"{base}/img/9.jpg"},  # loopback: refused before any request
+        {"url": f"{public}/to-metadata"},  # a redirect to the cloud metadata address: refused at that hop
+        {"url": f"{public}/missing.jpg"},
+        {"url": f"{public}/big.jpg"},
+        {"url": "ftp://example.com/a.jpg"},
+    ]
     # If an authenticated owner posts them as a JSON manifest
     headers = key_for(s, "uma")
     resp = client.post("/v1/jobs", headers=headers, json={"models": ["blip"], "items": items})

@@ -3,6 +3,7 @@
 Every command sent to MongoDB is watched: its largest `$in` and its size stay under one page whatever the size of
 the job, here 300,000 items (300 pages), bulk-inserted straight into job_items so that the test stays quick.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,13 +15,13 @@ import pytest
 import redis
 from pymongo import MongoClient, monitoring
 
-from capq.names import caption_queue
+from capq.celery_app import create_app
 from capq.enqueue import resend_open
+from capq.names import caption_queue
 from storage.db import Mongo
 from storage.jobs import ITEM_PAGE, JobStore
 from tests.conftest import flush_redis
 from tests.e2e.conftest import env_settings
-from capq.celery_app import create_app
 
 N = 300 * ITEM_PAGE  # the size issue 11 names: one $in of every sha256 would pass MongoDB's 16 MiB
 FINISHED = 1500
@@ -72,12 +73,21 @@ def big_job(settings):
         jobs.items.drop_indexes()
         jobs.items.create_index([("job_id", 1), ("seq", 1)])
         for start in range(0, N, INSERT_BULK):
-            jobs.items.insert_many([{"job_id": job["_id"], "sha256": f"{i:064x}", "model": "blip",
-                                     "preset": "default", "seq": i}
-                                    for i in range(start, min(start + INSERT_BULK, N))], ordered=False)
+            jobs.items.insert_many(
+                [
+                    {"job_id": job["_id"], "sha256": f"{i:064x}", "model": "blip", "preset": "default", "seq": i}
+                    for i in range(start, min(start + INSERT_BULK, N))
+                ],
+                ordered=False,
+            )
         jobs.jobs.update_one({"_id": job["_id"]}, {"$set": {"next_seq": N}})  # as add_items keeps it
-        jobs.finish_items(job["_id"], "big", "blip", "default",
-                          [{"sha256": f"{i:064x}", "state": "done", "caption": "c"} for i in range(0, N, N // FINISHED)])
+        jobs.finish_items(
+            job["_id"],
+            "big",
+            "blip",
+            "default",
+            [{"sha256": f"{i:064x}", "state": "done", "caption": "c"} for i in range(0, N, N // FINISHED)],
+        )
         listener = Commands()
         db = MongoClient(s.mongo_url, event_listeners=[listener])[s.mongo_db]
         jobs.jobs, jobs.items, jobs.results = db["jobs"], db["job_items"], db["job_results"]

@@ -1,4 +1,5 @@
 """A cancel wins (issue 11): over a submission still running, and over nothing for a finished job; DELETE /v1/jobs."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,7 +38,9 @@ def test_cancelling_a_finished_job_is_refused_and_delete_is_for_the_owner_only(p
     open_id = upload(client, alice, [("a.jpg", random_jpeg(801))]).json()["job_id"]
     done_id = upload(client, alice, [("b.jpg", random_jpeg(802))]).json()["job_id"]
     item = jobs.items_of(done_id)[0]
-    jobs.finish_items(done_id, "alice", "blip", "default", [{"sha256": item["sha256"], "state": "done", "caption": "x"}])
+    jobs.finish_items(
+        done_id, "alice", "blip", "default", [{"sha256": item["sha256"], "state": "done", "caption": "x"}]
+    )
     assert jobs.refresh_counts(done_id)["state"] == "done"
     # I expect bob to get 404 for alice's job, and nothing to change
     resp = client.delete(f"/v1/jobs/{open_id}", headers=bob)

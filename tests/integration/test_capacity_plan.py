@@ -1,5 +1,6 @@
 """Capacity planning against real Redis and MongoDB: queued shards, arrivals recorded at submission and measured worker
 throughput give the plan the arithmetic says, in `capq capacity`, GET /v1/capacity (admin only) and the exporter."""
+
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from capq import throughput
 from capq.names import WORKER_HEARTBEAT_KEY
 from capq.settings import load_settings
 from producer.api import create_app
@@ -21,13 +23,18 @@ from producer.keys_admin import create_key
 from storage.db import mongo
 from tests.conftest import REPO, flush_redis, settings_env
 from tests.e2e.conftest import make_job, random_images
-from capq import throughput
 
 
 @pytest.fixture
 def capsettings(settings):
-    s = load_settings({**settings_env(settings), "CAPQ_ARRIVAL_WINDOW_S": "100", "CAPQ_CAPACITY_TARGET_AGE_S": "10",
-                       "CAPQ_CAPACITY_MAX_UTILIZATION": "0.8"})
+    s = load_settings(
+        {
+            **settings_env(settings),
+            "CAPQ_ARRIVAL_WINDOW_S": "100",
+            "CAPQ_CAPACITY_TARGET_AGE_S": "10",
+            "CAPQ_CAPACITY_MAX_UTILIZATION": "0.8",
+        }
+    )
     flush_redis(s)
     mongo(s)["job_items"].delete_many({})
     yield s
@@ -53,8 +60,14 @@ def test_the_plan_follows_queued_work_arrivals_and_measured_throughput(capsettin
 
     # the same from `capq capacity --json`
     env = {**os.environ, **settings_env(capsettings)}
-    run = subprocess.run([sys.executable, "-m", "capq", "capacity", "--model", "vit-gpt2", "--json"], env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "capq", "capacity", "--model", "vit-gpt2", "--json"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["models"][0]["workers_needed"] == 2
 
@@ -70,8 +83,11 @@ def test_the_plan_follows_queued_work_arrivals_and_measured_throughput(capsettin
     # and as the exporter's gauges
     reg = CollectorRegistry()
     reg.register(CapacityCollector(capsettings))
-    samples = {(s.name, s.labels.get("model")): s.value
-               for f in text_string_to_metric_families(generate_latest(reg).decode()) for s in f.samples}
+    samples = {
+        (s.name, s.labels.get("model")): s.value
+        for f in text_string_to_metric_families(generate_latest(reg).decode())
+        for s in f.samples
+    }
     assert samples[("capq_capacity_workers_needed", "vit-gpt2")] == 2
     assert samples[("capq_capacity_backlog_images", "vit-gpt2")] == 40
     assert samples[("capq_capacity_drain_seconds", "vit-gpt2")] == pytest.approx(19.0, abs=0.1)

@@ -1,4 +1,5 @@
 """Dataset-scale inputs against real services: webdataset shards, Parquet manifests, s3 prefixes, http(s) URLs."""
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,11 @@ def test_webdataset_shards_by_brace_pattern_keep_keys_and_members_as_metadata(ps
         for i in range(3):
             key = f"s{s}/sample{s}{i:03}"
             images[key] = random_jpeg(300 + s * 10 + i)
-            samples[key] = {"jpg": images[key], "json": json.dumps({"id": s * 10 + i}).encode(),
-                            "txt": f"reference {key}".encode()}
+            samples[key] = {
+                "jpg": images[key],
+                "json": json.dumps({"id": s * 10 + i}).encode(),
+                "txt": f"reference {key}".encode(),
+            }
         if s == 1:
             samples["s1/orphan"] = {"json": b"{}"}
         make_shard(tmp_path / f"{s:05}.tar", samples)
@@ -78,9 +82,14 @@ def test_parquet_manifest_with_path_sha256_and_metadata_columns(psettings, tmp_p
     known = submit(psettings, [_write(tmp_path / "k.jpg", random_jpeg(41))], "blip", owner="pia")
     [known_row] = item_rows(psettings, known.job_id, "pia")
     _write(tmp_path / "imgs" / "a.jpg", random_jpeg(42))
-    table = pa.table({"path": ["imgs/a.jpg", None, "imgs/missing.jpg"],
-                      "sha256": [None, known_row["sha256"], None],
-                      "label": ["cat", "dog", "emu"], "score": [0.5, 0.25, 1.0]})
+    table = pa.table(
+        {
+            "path": ["imgs/a.jpg", None, "imgs/missing.jpg"],
+            "sha256": [None, known_row["sha256"], None],
+            "label": ["cat", "dog", "emu"],
+            "score": [0.5, 0.25, 1.0],
+        }
+    )
     pq.write_table(table, tmp_path / "m.parquet")
     # If I submit the Parquet manifest
     result = submit(psettings, [tmp_path / "m.parquet"], "blip", owner="pia")
@@ -117,15 +126,20 @@ def test_s3_prefix_expands_to_the_owners_images_only(psettings):
         tar.addfile(info, io.BytesIO(data))
     store.put_key("owners/ivy/shards/00000.tar", shard.getvalue())
     # If ivy submits her prefix, her s3 shard, and jack's prefix
-    result = submit(psettings, [f"s3://{bucket}/owners/ivy/set/", f"s3://{bucket}/owners/ivy/shards/00000.tar",
-                                f"s3://{bucket}/owners/jack/"], "blip", owner="ivy")
+    result = submit(
+        psettings,
+        [f"s3://{bucket}/owners/ivy/set/", f"s3://{bucket}/owners/ivy/shards/00000.tar", f"s3://{bucket}/owners/jack/"],
+        "blip",
+        owner="ivy",
+    )
     # I expect her three images and her shard's sample, and jack's prefix refused with what is allowed
     assert result.accepted == 4
     [rej] = result.rejected
     assert rej["file"] == f"s3://{bucket}/owners/jack/" and f"s3://{bucket}/owners/ivy/" in rej["reason"]
     names = sorted(r["file_name"] for r in item_rows(psettings, result.job_id, "ivy"))
     assert names == [f"s3://{bucket}/owners/ivy/set/{i}.jpg" for i in range(3)] + [
-        f"s3://{bucket}/owners/ivy/shards/00000.tar#k1.png"]
+        f"s3://{bucket}/owners/ivy/shards/00000.tar#k1.png"
+    ]
 
 
 class Server:
@@ -200,8 +214,13 @@ def http_server():
 
 
 def fetch_settings(psettings, **extra):
-    env = {"CAPQ_FETCH_TIMEOUT_S": "0.5", "CAPQ_FETCH_RETRIES": "1", "CAPQ_FETCH_BACKOFF_S": "0.05",
-           "CAPQ_MAX_IMAGE_BYTES": "100000", "CAPQ_FETCH_PER_HOST": "2"} | extra
+    env = {
+        "CAPQ_FETCH_TIMEOUT_S": "0.5",
+        "CAPQ_FETCH_RETRIES": "1",
+        "CAPQ_FETCH_BACKOFF_S": "0.05",
+        "CAPQ_MAX_IMAGE_BYTES": "100000",
+        "CAPQ_FETCH_PER_HOST": "2",
+    } | extra
     return load_settings({**settings_env(psettings), **env})
 
 
@@ -210,8 +229,13 @@ def test_urls_are_fetched_with_caps_timeouts_retries_and_per_host_limits(psettin
     s = fetch_settings(psettings, CAPQ_FETCH_ALLOW_PRIVATE="true")
     base = http_server.base
     lines = [{"url": f"{base}/img/{i}.jpg", "meta": {"n": i}} for i in range(8)] + [
-        {"url": f"{base}/missing.jpg"}, {"url": f"{base}/slow.jpg"}, {"url": f"{base}/big.jpg"},
-        {"url": f"{base}/flaky.jpg"}, {"url": f"{base}/redirect"}, {"url": "ftp://example.com/a.jpg"}]
+        {"url": f"{base}/missing.jpg"},
+        {"url": f"{base}/slow.jpg"},
+        {"url": f"{base}/big.jpg"},
+        {"url": f"{base}/flaky.jpg"},
+        {"url": f"{base}/redirect"},
+        {"url": "ftp://example.com/a.jpg"},
+    ]
     (tmp_path / "urls.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     # If I submit it with the private-address guard off (the server is on loopback)
     result = submit(s, [tmp_path / "urls.jsonl"], "blip", owner="uma")
@@ -231,8 +255,7 @@ def test_urls_are_fetched_with_caps_timeouts_retries_and_per_host_limits(psettin
     assert metas == list(range(8))
 
 
-def test_private_addresses_are_refused_on_the_first_hop_and_on_redirects(psettings, http_server, monkeypatch,
-                                                                       tmp_path):
+def test_private_addresses_are_refused_on_the_first_hop_and_on_redirects(psettings, http_server, monkeypatch, tmp_path):
     s = fetch_settings(psettings)  # the guard on, as in production
     base = http_server.base
     # The server's own loopback address is refused before any request reaches it
@@ -246,8 +269,9 @@ def test_private_addresses_are_refused_on_the_first_hop_and_on_redirects(psettin
     # Given a public-looking host: the test's one DNS entry points it at the loopback server, every other
     # name goes through the real guard
     real = urls.resolve
-    monkeypatch.setattr(urls, "resolve", lambda host, port, allow: "127.0.0.1" if host == "public.test"
-                        else real(host, port, allow))
+    monkeypatch.setattr(
+        urls, "resolve", lambda host, port, allow: "127.0.0.1" if host == "public.test" else real(host, port, allow)
+    )
     public = base.replace("127.0.0.1", "public.test")
     assert urls.fetch_url(f"{public}/img/4.jpg", s)[:2] == b"\xff\xd8"
     # Redirects to the cloud metadata address or back to loopback are refused at that hop, never requested

@@ -1,12 +1,13 @@
 """A degraded model's stored captions raise a significant drop against the trailing window (paired bootstrap by image,
 real MongoDB and the real metric code), an unchanged one does not, and the exporter reports it for the alert: by
 reference scores, by health signals and by CLIPScore."""
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -32,10 +33,23 @@ def dsettings(settings):
 
 
 def _store(s, model: str, checkpoint: str, captions: dict[str, str], age_s: float = 0.0) -> None:
-    at = datetime.now(timezone.utc) - timedelta(seconds=age_s)
-    mongo(s)["captions"].insert_many([
-        {"sha256": sha, "model": model, "checkpoint": checkpoint, "preset": "default", "config_hash": checkpoint,
-         "caption": text, "job_id": "j", "status": "done", "created_at": at} for sha, text in captions.items()])
+    at = datetime.now(UTC) - timedelta(seconds=age_s)
+    mongo(s)["captions"].insert_many(
+        [
+            {
+                "sha256": sha,
+                "model": model,
+                "checkpoint": checkpoint,
+                "preset": "default",
+                "config_hash": checkpoint,
+                "caption": text,
+                "job_id": "j",
+                "status": "done",
+                "created_at": at,
+            }
+            for sha, text in captions.items()
+        ]
+    )
 
 
 def _references(s) -> dict[str, str]:
@@ -48,8 +62,11 @@ def _references(s) -> dict[str, str]:
 
 def _exported(s, model: str, kind: str) -> dict[str, float]:
     families = {f.name: f for f in score_families(s)}
-    return {x.labels["score"]: x.value for x in families["capq_eval_significant_drop"].samples
-            if x.labels["model"] == model and x.labels["kind"] == kind}
+    return {
+        x.labels["score"]: x.value
+        for x in families["capq_eval_significant_drop"].samples
+        if x.labels["model"] == model and x.labels["kind"] == kind
+    }
 
 
 @pytest.mark.parametrize("degraded", [True, False], ids=["degraded", "unchanged"])
@@ -74,8 +91,14 @@ def test_a_new_checkpoint_that_captions_worse_is_a_significant_drop(dsettings, d
         assert test["scores"]["bleu_4"]["diff"] < 0
         assert _exported(dsettings, "blip", "references")["cider"] == 1.0
         env = {**os.environ, **settings_env(dsettings), "COLUMNS": "250"}
-        shown = subprocess.run([sys.executable, "-m", "capq", "eval", "history", "--model", "blip"], env=env, cwd=REPO,
-                               capture_output=True, text=True, timeout=120)
+        shown = subprocess.run(
+            [sys.executable, "-m", "capq", "eval", "history", "--model", "blip"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert shown.returncode == 0 and "drop vs trailing" in shown.stdout and "cider p=" in shown.stdout, shown.stderr
     else:  # the same captions: difference 0, p 1, no alert
         assert not any(t["significant"] for t in test["scores"].values())

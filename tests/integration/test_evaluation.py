@@ -1,11 +1,12 @@
 """Evaluation against the real MongoDB wire server: references import, stored-caption runs, CLI and beat task."""
+
 from __future__ import annotations
 
 import json
 import os
 import re
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from capq.settings import load_settings
 from evaluation import cli as eval_cli
 from evaluation.references import ReferenceFormatError, import_file, parse_file
 from evaluation.run import compare_models, evaluate_groups, run_evaluation
-from evaluation.seed import PUBLISHED as SEED_TABLE, read_eval_file
+from evaluation.seed import PUBLISHED as SEED_TABLE
+from evaluation.seed import read_eval_file
 from storage.blobs import sha256_hex
 from storage.db import Mongo, mongo
 from tooling.paths import seed_dir
@@ -26,8 +28,12 @@ REPO = Path(__file__).resolve().parents[2]
 SEED_DIR = seed_dir()
 GROUND_TRUTH = SEED_DIR / "captions_ground_truth.json"
 # models_tested name in the seed files -> capq model name and the seed's checkpoint.
-SEED_MODELS = {"blip": ("blip", "Salesforce/blip-image-captioning-large"), "blip2": ("blip2", "Salesforce/blip2-opt-2.7b"),
-               "git": ("git", "microsoft/git-base-coco"), "vit_gpt2": ("vit-gpt2", "nlpconnect/vit-gpt2-image-captioning")}
+SEED_MODELS = {
+    "blip": ("blip", "Salesforce/blip-image-captioning-large"),
+    "blip2": ("blip2", "Salesforce/blip2-opt-2.7b"),
+    "git": ("git", "microsoft/git-base-coco"),
+    "vit_gpt2": ("vit-gpt2", "nlpconnect/vit-gpt2-image-captioning"),
+}
 COLLECTIONS = ("images", "captions", "references", "evaluations")
 
 
@@ -58,16 +64,36 @@ def add_images(db, names: list[str] | None = None) -> dict[str, str]:
         if names is None or path.name in names:
             data = path.read_bytes()
             out[path.name] = sha256_hex(data)
-            db["images"].insert_one({"sha256": out[path.name], "size": len(data), "format": "JPEG", "width": 640,
-                                     "height": 480, "first_seen": datetime.now(timezone.utc), "file_names": [path.name]})
+            db["images"].insert_one(
+                {
+                    "sha256": out[path.name],
+                    "size": len(data),
+                    "format": "JPEG",
+                    "width": 640,
+                    "height": 480,
+                    "first_seen": datetime.now(UTC),
+                    "file_names": [path.name],
+                }
+            )
     return out
 
 
 def caption_doc(sha: str, model: str, caption: str, **extra) -> dict:
     checkpoint = dict(SEED_MODELS.values()).get(model, "ck")
-    return {"sha256": sha, "model": model, "checkpoint": checkpoint, "preset": "seed", "config_hash": f"seed-{model}",
-            "caption": caption, "job_id": "job-seed", "worker_id": "test", "created_at": datetime.now(timezone.utc),
-            "status": "done", "error": None, **extra}
+    return {
+        "sha256": sha,
+        "model": model,
+        "checkpoint": checkpoint,
+        "preset": "seed",
+        "config_hash": f"seed-{model}",
+        "caption": caption,
+        "job_id": "job-seed",
+        "worker_id": "test",
+        "created_at": datetime.now(UTC),
+        "status": "done",
+        "error": None,
+        **extra,
+    }
 
 
 def add_seed_captions(db, shas: dict[str, str]) -> None:
@@ -85,8 +111,11 @@ def write_json(tmp_path: Path, value, name: str = "refs.json") -> Path:
 
 def coco(names_and_captions: dict[str, list[str]]) -> dict:
     images = [{"id": n, "file_name": name} for n, name in enumerate(names_and_captions)]
-    annotations = [{"id": 100 * n + k, "image_id": n, "caption": c}
-                   for n, caps in enumerate(names_and_captions.values()) for k, c in enumerate(caps)]
+    annotations = [
+        {"id": 100 * n + k, "image_id": n, "caption": c}
+        for n, caps in enumerate(names_and_captions.values())
+        for k, c in enumerate(caps)
+    ]
     return {"images": images, "annotations": annotations}
 
 
@@ -120,7 +149,12 @@ def test_run_evaluation_reproduces_the_seed_table(eval_settings, db):
             assert round(doc["scores"][name], 4) == expected[name], (doc["model"], name)
             lo, hi = doc["ci95"][name]
             assert lo <= doc["scores"][name] <= hi
-        assert doc["image_count"] == 10 and doc["counts"] == {"captions": 10, "scored": 10, "no_reference": 0, "empty": 0}
+        assert doc["image_count"] == 10 and doc["counts"] == {
+            "captions": 10,
+            "scored": 10,
+            "no_reference": 0,
+            "empty": 0,
+        }
         assert doc["trigger"] == "manual" and doc["preset"] == "seed"
     assert db["evaluations"].count_documents({}) == 4
     assert len({d["image_set_hash"] for d in docs}) == 1
@@ -135,22 +169,35 @@ def test_scheduler_mode_skips_unchanged_groups(eval_settings, db):
     assert report.evaluations == [] and "no caption or reference newer" in report.skipped[0]["reason"]
     # A new caption for the group (another image) makes it due again.
     db["images"].insert_one({"sha256": "f" * 64, "file_names": ["new.jpg"]})
-    db["captions"].insert_one(caption_doc("f" * 64, "git", "a new caption",
-                                          created_at=datetime.now(timezone.utc) + timedelta(seconds=1)))
+    db["captions"].insert_one(
+        caption_doc("f" * 64, "git", "a new caption", created_at=datetime.now(UTC) + timedelta(seconds=1))
+    )
     again = run_evaluation(eval_settings, model="git", trigger="beat", skip_if_unchanged=True)
     assert len(again) == 1 and again[0]["counts"]["no_reference"] == 1 and again[0]["trigger"] == "beat"
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "not valid JSON"),
-    ({"images": [{"id": 1, "file_name": "a.jpg"}]}, "'annotations' list"),
-    ({"images": [{"id": 1}], "annotations": []}, "images[0] needs an 'id' (number or string) and a non-empty 'file_name'"),
-    ({"images": [{"id": [1], "file_name": "a.jpg"}], "annotations": [{"image_id": [1], "caption": "x"}]}, "needs an 'id'"),
-    (coco({"a.jpg": ["a dog"]}) | {"annotations": [{"image_id": 7, "caption": "x"}]}, "image_id 7 is not in 'images'"),
-    (coco({"a.jpg": ["a dog", "  "]}), "annotations[1]: 'caption' must be a non-empty string"),
-    ({"images": {"1": {"filename": "a.jpg", "captions": []}}}, "'captions' must be a list of non-empty strings"),
-    ([1, 2], "unknown format"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON"),
+        ({"images": [{"id": 1, "file_name": "a.jpg"}]}, "'annotations' list"),
+        (
+            {"images": [{"id": 1}], "annotations": []},
+            "images[0] needs an 'id' (number or string) and a non-empty 'file_name'",
+        ),
+        (
+            {"images": [{"id": [1], "file_name": "a.jpg"}], "annotations": [{"image_id": [1], "caption": "x"}]},
+            "needs an 'id'",
+        ),
+        (
+            coco({"a.jpg": ["a dog"]}) | {"annotations": [{"image_id": 7, "caption": "x"}]},
+            "image_id 7 is not in 'images'",
+        ),
+        (coco({"a.jpg": ["a dog", "  "]}), "annotations[1]: 'caption' must be a non-empty string"),
+        ({"images": {"1": {"filename": "a.jpg", "captions": []}}}, "'captions' must be a list of non-empty strings"),
+        ([1, 2], "unknown format"),
+    ],
+)
 def test_malformed_reference_file_is_rejected_whole(eval_settings, db, tmp_path, content, message):
     add_images(db)
     import_file(eval_settings, GROUND_TRUTH)
@@ -172,7 +219,9 @@ def test_one_bad_entry_means_nothing_is_written(eval_settings, db, tmp_path):
 
 def test_references_for_unknown_images_wait_for_their_image(eval_settings, db, tmp_path):
     # Given references for a file name no image was submitted under
-    path = write_json(tmp_path, coco({"000000397133.jpg": ["A man is in a kitchen making pizzas."], "x.jpg": ["a cat"]}))
+    path = write_json(
+        tmp_path, coco({"000000397133.jpg": ["A man is in a kitchen making pizzas."], "x.jpg": ["a cat"]})
+    )
     report = import_file(eval_settings, path)
     assert report.pending == ["000000397133.jpg", "x.jpg"] and report.inserted == 2
     assert "match no submitted image yet" in " ".join(report.lines())
@@ -189,7 +238,9 @@ def test_references_for_unknown_images_wait_for_their_image(eval_settings, db, t
 
 
 def test_a_name_shared_by_two_images_is_not_guessed(eval_settings, db, tmp_path):
-    db["images"].insert_many([{"sha256": "a" * 64, "file_names": ["dup.jpg"]}, {"sha256": "b" * 64, "file_names": ["dup.jpg"]}])
+    db["images"].insert_many(
+        [{"sha256": "a" * 64, "file_names": ["dup.jpg"]}, {"sha256": "b" * 64, "file_names": ["dup.jpg"]}]
+    )
     report = import_file(eval_settings, write_json(tmp_path, coco({"dup.jpg": ["a dog"]})))
     assert report.ambiguous == ["dup.jpg"] and report.inserted == 0
     assert "more than one submitted image" in " ".join(report.lines())
@@ -260,8 +311,8 @@ def test_cli_commands(eval_settings, db, tmp_path, monkeypatch):
 
 
 def test_beat_runs_one_evaluation_task_per_model(eval_settings, db, monkeypatch):
-    from workers.celery_app import app
     from evaluation import tasks
+    from workers.celery_app import app
 
     # (beat also sends the reference-free quality task, issue 18: tests/integration/test_quality.py)
     schedule = {k: e for k, e in app.conf.beat_schedule.items() if e["task"] == EVAL_TASK}

@@ -1,10 +1,11 @@
 """Exports against real services, each format read back with its own library (pyarrow, webdataset, datasets)."""
+
 from __future__ import annotations
 
 import csv
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -44,13 +45,33 @@ def captioned(psettings, tmp_path_factory):  # noqa: F811
     jobs = JobStore(psettings)
     for model in ("blip", "git"):
         done = keys if model == "blip" else keys[:-1]
-        jobs.finish_items(job.job_id, OWNER, model, "default",
-                          [{"sha256": items[k]["sha256"], "state": "done", "caption": f"{model} says {k}",
-                            "checkpoint": f"tiny/{model}", "file_name": items[k]["file_name"],
-                            "meta": items[k]["meta"]} for k in done])
-    EvaluationStore(psettings).insert({"model": "blip", "checkpoint": "tiny/blip", "preset": "default",
-                                       "scores": {"CIDEr": 0.4321, "BLEU-4": 0.1234},
-                                       "created_at": datetime.now(timezone.utc), "scope": {}})
+        jobs.finish_items(
+            job.job_id,
+            OWNER,
+            model,
+            "default",
+            [
+                {
+                    "sha256": items[k]["sha256"],
+                    "state": "done",
+                    "caption": f"{model} says {k}",
+                    "checkpoint": f"tiny/{model}",
+                    "file_name": items[k]["file_name"],
+                    "meta": items[k]["meta"],
+                }
+                for k in done
+            ],
+        )
+    EvaluationStore(psettings).insert(
+        {
+            "model": "blip",
+            "checkpoint": "tiny/blip",
+            "preset": "default",
+            "scores": {"CIDEr": 0.4321, "BLEU-4": 0.1234},
+            "created_at": datetime.now(UTC),
+            "scope": {},
+        }
+    )
     return job.job_id, keys, {k: items[k]["sha256"] for k in keys}
 
 
@@ -110,8 +131,12 @@ def test_hf_export_loads_with_datasets_and_has_a_dataset_card(psettings, caption
 
     job_id, keys, shas = captioned
     export(psettings, select(psettings, OWNER, job=job_id), "hf", str(tmp_path / "ds"))
-    ds = load_dataset("parquet", data_files=str(tmp_path / "ds" / "data" / "*.parquet"), split="train",
-                      cache_dir=str(tmp_path / "cache"))
+    ds = load_dataset(
+        "parquet",
+        data_files=str(tmp_path / "ds" / "data" / "*.parquet"),
+        split="train",
+        cache_dir=str(tmp_path / "cache"),
+    )
     assert ds.num_rows == 6 and ds["key"] == keys
     for row in ds:
         expect_row(row, row["key"], shas, keys)

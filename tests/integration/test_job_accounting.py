@@ -1,4 +1,5 @@
 """Job items, results and counters against the real MongoDB wire server: exactly once, exact, self-healing."""
+
 from __future__ import annotations
 
 import uuid
@@ -10,8 +11,11 @@ def _job(settings, n: int, models=("blip",)) -> tuple[JobStore, str, list[str]]:
     jobs = JobStore(settings)
     job, _ = jobs.create("alice", "free", list(models), "default")
     shas = [uuid.uuid4().hex * 2 for _ in range(n)]
-    jobs.add_items(job["_id"], "alice", [{"sha256": s, "model": m, "preset": "default", "file_name": f"{s[:8]}.jpg"}
-                                         for s in shas for m in models])
+    jobs.add_items(
+        job["_id"],
+        "alice",
+        [{"sha256": s, "model": m, "preset": "default", "file_name": f"{s[:8]}.jpg"} for s in shas for m in models],
+    )
     jobs.set_state(job["_id"], "queued")
     return jobs, job["_id"], shas
 
@@ -39,8 +43,13 @@ def test_settle_closes_the_job_when_its_tallies_reach_the_total(settings):
     first = jobs.finish_items(job_id, "alice", "blip", "default", _done(shas[:3]))
     job = jobs.settle(job_id, first)
     assert job["state"] == "running" and job["counts"]["done"] == 3 and job["counts"]["queued"] == 3
-    rest = jobs.finish_items(job_id, "alice", "blip", "default",
-                             _done(shas[3:5]) + [{"sha256": shas[5], "state": "failed", "error": "undecodable: x"}])
+    rest = jobs.finish_items(
+        job_id,
+        "alice",
+        "blip",
+        "default",
+        _done(shas[3:5]) + [{"sha256": shas[5], "state": "failed", "error": "undecodable: x"}],
+    )
     job = jobs.settle(job_id, rest)
     assert job["state"] == "done" and job["finished_at"] is not None
     assert job["counts"] == {"queued": 0, "done": 5, "failed": 1, "cancelled": 0, "total": 6}

@@ -1,4 +1,5 @@
 """A reader's recount racing the worker's closing recount, against the real MongoDB wire server."""
+
 from __future__ import annotations
 
 from storage.jobs import JobStore

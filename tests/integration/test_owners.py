@@ -1,12 +1,13 @@
 """Erasure, retention and quotas against the real stores: shared images survive, late worker writes are undone,
 an interrupted erasure completes when run again, and nothing of the erased owner is left in MongoDB or S3."""
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -72,9 +73,17 @@ class ErasingCaptioner:
 
 
 def worker(s, captioner) -> pipeline.Worker:
-    return pipeline.Worker(model="blip", checkpoint="stand-in", captioner=captioner, images=ImageStore(s),
-                           captions=CaptionStore(s), jobs=JobStore(s), worker_id="w-test", batch_size=4,
-                           usage=UsageStore(s))
+    return pipeline.Worker(
+        model="blip",
+        checkpoint="stand-in",
+        captioner=captioner,
+        images=ImageStore(s),
+        captions=CaptionStore(s),
+        jobs=JobStore(s),
+        worker_id="w-test",
+        batch_size=4,
+        usage=UsageStore(s),
+    )
 
 
 def test_erasure_while_a_worker_holds_a_shard_keeps_the_shared_image_and_writes_nothing_back(psettings, tmp_path):  # noqa: F811
@@ -138,8 +147,14 @@ def test_an_interrupted_erasure_run_again_completes(psettings, tmp_path):  # noq
     assert db["job_items"].count_documents({"owner": "carl"}) == 4 and all(s3_has(s, sha) for sha in shas)
     # ...and when the operator runs the command again, it completes
     env = {**os.environ, **settings_env(s), "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "capq", "owners", "delete", "carl", "--yes", "--json"], env=env,
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "capq", "owners", "delete", "carl", "--yes", "--json"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     removed = json.loads(done.stdout)["removed"]
     assert removed["items"] == 4 and removed["images_deleted"] == 3
@@ -161,7 +176,7 @@ def test_retention_deletes_old_images_unless_an_unfinished_job_or_a_recent_one_h
     new_sha = jobs.items_of(new.job_id)[0]["sha256"]
     pipeline.caption_shard(worker(s, ErasingCaptioner(lambda: None)), old.job_id, "default", old_shas)
     assert jobs.refresh_counts(old.job_id)["state"] == "done" and jobs.get(held.job_id)["state"] == "queued"
-    long_ago = datetime.now(timezone.utc) - timedelta(days=40)
+    long_ago = datetime.now(UTC) - timedelta(days=40)
     db["images"].update_many({"sha256": {"$in": old_shas + [held_sha]}}, {"$set": {"first_seen": long_ago}})
     db["job_items"].update_many({"sha256": {"$in": old_shas + [held_sha]}}, {"$set": {"created_at": long_ago}})
     # If retention runs (what the beat task calls)
@@ -170,8 +185,9 @@ def test_retention_deletes_old_images_unless_an_unfinished_job_or_a_recent_one_h
     assert counts["images_expired"] == 2 and counts["images_held_by_unfinished_jobs"] == 1
     for sha in old_shas:
         assert not s3_has(s, sha)
-        assert all(db[c].count_documents({"sha256": sha}) == 0
-                   for c in ("images", "captions", "job_items", "job_results"))
+        assert all(
+            db[c].count_documents({"sha256": sha}) == 0 for c in ("images", "captions", "job_items", "job_results")
+        )
     assert s3_has(s, held_sha) and s3_has(s, new_sha) and db["images"].count_documents({"sha256": new_sha}) == 1
     assert Owners(s).audit()[0]["action"] == "retention"
     # And with retention off (the default) nothing is touched
@@ -192,8 +208,9 @@ def test_the_cli_says_when_the_daily_quota_is_reached(psettings, tmp_path):  # n
     paths = [str(p) for p in images(tmp_path, "erin", [31, 32])]
 
     def capq(*args):
-        return subprocess.run([sys.executable, "-m", "capq", *args], env=env, cwd=REPO, capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "capq", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+        )
 
     first = capq("submit", *paths, "--model", "blip", "--owner", "erin", "--tier", "free")
     assert first.returncode == 0, first.stderr
@@ -212,7 +229,7 @@ class TextCaptioner(ErasingCaptioner):
         self.texts = texts
 
     def generate(self, batch, generation=None):
-        return self.texts[:len(batch)]
+        return self.texts[: len(batch)]
 
 
 class BracketProvider:
@@ -234,8 +251,11 @@ def translations_of(s, text: str) -> dict[str, int]:
 
     sha, db = text_sha(text), mongo(s)
     cached = redis.Redis.from_url(s.redis_url).scan_iter(match=f"{TRANSLATE_CACHE_KEY}*:{sha}")
-    return {"memory": db["translations"].count_documents({"text_sha256": sha}),
-            "history": db["translation_history"].count_documents({"text_sha256": sha}), "cache": len(list(cached))}
+    return {
+        "memory": db["translations"].count_documents({"text_sha256": sha}),
+        "history": db["translation_history"].count_documents({"text_sha256": sha}),
+        "cache": len(list(cached)),
+    }
 
 
 def test_erasure_removes_translations_of_caption_texts_nobody_else_has(psettings, tmp_path, monkeypatch):  # noqa: F811
@@ -249,8 +269,12 @@ def test_erasure_removes_translations_of_caption_texts_nobody_else_has(psettings
     jobs = JobStore(s)
     gwen_shas = [it["sha256"] for it in jobs.items_of(gwen.job_id)]
     pipeline.caption_shard(worker(s, TextCaptioner([own, shared_text])), gwen.job_id, "default", gwen_shas)
-    pipeline.caption_shard(worker(s, TextCaptioner([shared_text])), hank.job_id, "default",
-                           [it["sha256"] for it in jobs.items_of(hank.job_id)])
+    pipeline.caption_shard(
+        worker(s, TextCaptioner([shared_text])),
+        hank.job_id,
+        "default",
+        [it["sha256"] for it in jobs.items_of(hank.job_id)],
+    )
     # ...both texts translated into two languages (memory, history and cache)
     for target in ("vi", "de"):
         assert Translator(s, providers=[BracketProvider()]).translate([own, shared_text], target)[own].via == "provider"

@@ -1,4 +1,5 @@
 """Submission against real Redis, MongoDB and S3: bad files are rejected one by one, good ones queued exactly once."""
+
 from __future__ import annotations
 
 import base64
@@ -32,6 +33,7 @@ def random_jpeg(seed: int, size=(96, 64)) -> bytes:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A tiny valid-looking PNG that declares width x height: a decompression bomb in 60 bytes."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -50,8 +52,14 @@ def bad_files(folder) -> dict[str, str]:
     (folder / "bomb.png").write_bytes(png_header_only(30000, 30000))
     (folder / "big.png").write_bytes(png_header_only(12000, 12000))
     # Refused from the header alone, by capq's cap or PIL's own bomb guard, which runs first at open (see report).
-    return {"corrupt.jpg": "truncated", "empty.jpg": "empty (0 bytes)", "notes.jpg": "not an image",
-            "huge.jpg": "over the 10485760-byte cap", "bomb.png": "900", "big.png": "144"}
+    return {
+        "corrupt.jpg": "truncated",
+        "empty.jpg": "empty (0 bytes)",
+        "notes.jpg": "not an image",
+        "huge.jpg": "over the 10485760-byte cap",
+        "bomb.png": "900",
+        "big.png": "144",
+    }
 
 
 def queued_shas(url: str, queue: str) -> list[str]:
@@ -83,11 +91,17 @@ def test_each_bad_file_gets_its_own_reason_and_the_job_goes_on(psettings, tmp_pa
     assert status["counts"]["queued"] == 2 and len(status["rejected"]) == len(expected)
 
 
-@pytest.mark.parametrize("kwargs,needle", [
-    ({"models": "blip,dalle"}, "unknown model(s) 'dalle'; models are blip, blip2, git, vit-gpt2"),
-    ({"models": "blip", "tier": "gold"}, "unknown tier 'gold'; tiers are premium, plus, free"),
-    ({"models": "blip", "preset": "poetic"}, "unknown preset 'poetic' for blip; available presets are blip: default"),
-])
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        ({"models": "blip,dalle"}, "unknown model(s) 'dalle'; models are blip, blip2, git, vit-gpt2"),
+        ({"models": "blip", "tier": "gold"}, "unknown tier 'gold'; tiers are premium, plus, free"),
+        (
+            {"models": "blip", "preset": "poetic"},
+            "unknown preset 'poetic' for blip; available presets are blip: default",
+        ),
+    ],
+)
 def test_unknown_model_tier_or_preset_is_refused_before_anything_happens(psettings, kwargs, needle):
     before = len(list_jobs(psettings, limit=1000))
     with pytest.raises(BadInput) as err:
@@ -97,8 +111,12 @@ def test_unknown_model_tier_or_preset_is_refused_before_anything_happens(psettin
 
 
 def test_manifest_with_a_missing_path_rejects_that_line_only(psettings, tmp_path):
-    (tmp_path / "m.jsonl").write_text(json.dumps({"path": str(SEED_IMAGES[0]), "meta": {"split": "val"}}) + "\n"
-                                      + json.dumps({"path": "missing/cat.jpg"}) + "\n")
+    (tmp_path / "m.jsonl").write_text(
+        json.dumps({"path": str(SEED_IMAGES[0]), "meta": {"split": "val"}})
+        + "\n"
+        + json.dumps({"path": "missing/cat.jpg"})
+        + "\n"
+    )
     result = submit(psettings, [tmp_path / "m.jsonl"], "blip", owner="alice")
     assert result.accepted == 1
     [rej] = result.rejected
@@ -130,8 +148,9 @@ class Interrupted(Exception):
 
 def test_resubmitting_an_interrupted_job_queues_only_what_is_missing(psettings, redis_url, tmp_path, monkeypatch):
     # Given 12 distinct images and small shards (2 images each)
-    s = load_settings({**settings_env(psettings), "CAPQ_BATCH_SIZE": "2", "CAPQ_SHARD_BATCHES": "1",
-                       "CAPQ_DEFAULT_TIER": "plus"})
+    s = load_settings(
+        {**settings_env(psettings), "CAPQ_BATCH_SIZE": "2", "CAPQ_SHARD_BATCHES": "1", "CAPQ_DEFAULT_TIER": "plus"}
+    )
     for i in range(12):
         (tmp_path / f"{i:02}.jpg").write_bytes(random_jpeg(100 + i))
     queue = caption_queue("blip", "plus")
@@ -141,6 +160,7 @@ def test_resubmitting_an_interrupted_job_queues_only_what_is_missing(psettings, 
     def stop_after_5(stage, done, total):
         if stage == "validating" and done == 5:
             raise Interrupted
+
     with pytest.raises(Interrupted):
         submit(s, [tmp_path], "blip", owner="alice", job_id="resume-1", progress=stop_after_5)
     assert queued_shas(redis_url, queue) == [] and JobStore(s).counts("resume-1")["total"] == 0
@@ -149,6 +169,7 @@ def test_resubmitting_an_interrupted_job_queues_only_what_is_missing(psettings, 
     def stop_when_recorded(stage, done, total):
         if stage == "recorded":
             raise Interrupted
+
     with pytest.raises(Interrupted):
         submit(s, [tmp_path], "blip", owner="alice", job_id="resume-1", progress=stop_when_recorded)
     assert queued_shas(redis_url, queue) == [] and JobStore(s).counts("resume-1")["queued"] == 12
@@ -171,6 +192,7 @@ def test_resubmitting_an_interrupted_job_queues_only_what_is_missing(psettings, 
                 raise Interrupted
             FailingApp.sent += 1
             return real_app.send_task(*args, **kwargs)
+
     monkeypatch.setattr(submit_module, "celery_app", lambda settings: FailingApp())
     monkeypatch.setattr(capq.enqueue, "PUBLISH_ITEMS", 4)
     with pytest.raises(Interrupted):
@@ -213,8 +235,12 @@ def test_s3_keys_only_from_own_prefix_and_own_images(psettings):
     key = f"s3://{bucket}/images/sha256/{row['sha256'][:2]}/{row['sha256']}"
     assert submit(psettings, [key], "git", owner="dave").accepted == 1
     # erin may name neither dave's prefix nor dave's image, nor a missing key of her own
-    erin = submit(psettings, [f"s3://{bucket}/owners/dave/cat.jpg", key, f"s3://{bucket}/owners/erin/none.jpg"],
-                  "blip", owner="erin")
+    erin = submit(
+        psettings,
+        [f"s3://{bucket}/owners/dave/cat.jpg", key, f"s3://{bucket}/owners/erin/none.jpg"],
+        "blip",
+        owner="erin",
+    )
     reasons = {r["file"]: r["reason"] for r in erin.rejected}
     assert erin.accepted == 0 and len(reasons) == 3
     assert "outside your prefix" in reasons[f"s3://{bucket}/owners/dave/cat.jpg"]

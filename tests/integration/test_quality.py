@@ -1,12 +1,13 @@
 """Reference-free quality against real MongoDB and S3: CLIPScore equals the reference implementation's, health signals
 and CLIPScore land in the evaluation history on schedule and in the exporter, and an alias's arms are compared."""
+
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import torch
@@ -21,16 +22,20 @@ from evaluation.score_metrics import score_families
 from storage.aliases import AliasStore
 from storage.blobs import ImageStore
 from storage.db import mongo
-from tests.conftest import REPO, SEED_IMAGES, SEED_DIR, settings_env
+from tests.conftest import REPO, SEED_DIR, SEED_IMAGES, settings_env
 
 # file name -> its first reference caption: fixed, real (image, caption) pairs
-FIRST_CAPTION = {e["filename"]: e["captions"][0]
-                 for e in json.loads((SEED_DIR / "captions_ground_truth.json").read_text())["images"].values()}
+FIRST_CAPTION = {
+    e["filename"]: e["captions"][0]
+    for e in json.loads((SEED_DIR / "captions_ground_truth.json").read_text())["images"].values()
+}
 
 
 @pytest.fixture
 def qsettings(settings, clip_dir):
-    s = load_settings({**settings_env(settings), "CAPQ_CLIP_CHECKPOINT": str(clip_dir), "CAPQ_BOOTSTRAP_SAMPLES": "200"})
+    s = load_settings(
+        {**settings_env(settings), "CAPQ_CLIP_CHECKPOINT": str(clip_dir), "CAPQ_BOOTSTRAP_SAMPLES": "200"}
+    )
     db = mongo(s)
     for name in ("captions", "evaluations", "jobs", "model_aliases"):
         db[name].delete_many({})
@@ -75,13 +80,23 @@ def test_bootstrap_interval_and_unpaired_comparison():
 
 
 def _captions(s, model: str, texts: list[str], job_id: str = "j1", preset: str = "default", config: str = "h") -> None:
-    store, now = ImageStore(s), datetime.now(timezone.utc)
+    store, now = ImageStore(s), datetime.now(UTC)
     docs = []
     for n, (path, text) in enumerate(zip(SEED_IMAGES * 3, texts)):
         sha = store.put(path.read_bytes())[0]
-        docs.append({"sha256": sha, "model": model, "checkpoint": "no-such-checkpoint", "preset": preset,
-                     "config_hash": config, "caption": text, "job_id": job_id, "status": "done",
-                     "created_at": now - timedelta(seconds=n)})
+        docs.append(
+            {
+                "sha256": sha,
+                "model": model,
+                "checkpoint": "no-such-checkpoint",
+                "preset": preset,
+                "config_hash": config,
+                "caption": text,
+                "job_id": job_id,
+                "status": "done",
+                "created_at": now - timedelta(seconds=n),
+            }
+        )
     mongo(s)["captions"].insert_many(docs)
 
 
@@ -112,8 +127,14 @@ def test_health_and_clipscore_are_stored_in_the_history_and_exported(qsettings):
     assert {("health", "empty_share"), ("clipscore", "clipscore")} <= got
     # and `capq eval history` shows them beside reference scores
     env = {**os.environ, **settings_env(qsettings), "COLUMNS": "250"}
-    shown = subprocess.run([sys.executable, "-m", "capq", "eval", "history", "--model", "git"], env=env, cwd=REPO,
-                           capture_output=True, text=True, timeout=120)
+    shown = subprocess.run(
+        [sys.executable, "-m", "capq", "eval", "history", "--model", "git"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shown.returncode == 0 and "clipscore" in shown.stdout and "empty_share" in shown.stdout, shown.stderr
 
 
@@ -128,11 +149,16 @@ def test_beat_schedules_quality_for_every_model_on_the_eval_queue(qsettings):
 def test_the_arms_of_an_alias_are_compared_on_the_alias_traffic(qsettings):
     # Given caption-default = blip:50, git:50 and a job submitted to it that both arms captioned
     AliasStore(qsettings).set("caption-default", [{"model": "blip", "weight": 50}, {"model": "git", "weight": 50}], "t")
-    mongo(qsettings)["jobs"].insert_one({"_id": "alias-job", "aliases": {"caption-default": []},
-                                         "created_at": datetime.now(timezone.utc)})
+    mongo(qsettings)["jobs"].insert_one(
+        {"_id": "alias-job", "aliases": {"caption-default": []}, "created_at": datetime.now(UTC)}
+    )
     _captions(qsettings, "blip", ["a dog"] * 10, job_id="alias-job")
-    _captions(qsettings, "git", ["a train", "", "a cat", "a bus", "a man", "a boat", "a cake", "a sign", "a horse",
-                                 "a clock"], job_id="alias-job")
+    _captions(
+        qsettings,
+        "git",
+        ["a train", "", "a cat", "a bus", "a man", "a boat", "a cake", "a sign", "a horse", "a clock"],
+        job_id="alias-job",
+    )
     _captions(qsettings, "git", ["outside the alias"] * 5, job_id="other-job", config="h2")
     result = compare_alias_arms(qsettings, "caption-default")
     # I expect each arm measured on the alias's job only, and their CLIPScore difference with its significance
@@ -152,8 +178,14 @@ def test_the_arms_of_an_alias_are_compared_on_the_alias_traffic(qsettings):
     # and `capq eval compare ALIAS` prints the same comparison
     env = {**os.environ, **settings_env(qsettings), "COLUMNS": "250"}
     for args in (["caption-default"], ["--alias", "caption-default"]):
-        shown = subprocess.run([sys.executable, "-m", "capq", "eval", "compare", *args], env=env, cwd=REPO,
-                               capture_output=True, text=True, timeout=120)
+        shown = subprocess.run(
+            [sys.executable, "-m", "capq", "eval", "compare", *args],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert shown.returncode == 0 and "blip - git" in shown.stdout, shown.stdout + shown.stderr
         assert "repeated_share" in shown.stdout and "significant" in shown.stdout
 

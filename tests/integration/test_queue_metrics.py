@@ -1,9 +1,10 @@
 """The exporter's values against real Redis and MongoDB: queue depth and oldest age per model and tier, workers
 online, dead letters, newest evaluation scores."""
+
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -11,20 +12,23 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from capq.names import heartbeat_key
+from capq.queue_metrics import QueueCollector
 from evaluation.score_metrics import score_families
 from storage.aliases import AliasStore
 from storage.db import mongo
 from tests.conftest import flush_redis
 from tests.e2e.conftest import make_job, random_images
 from workers.deadletters import DeadLetters
-from capq.queue_metrics import QueueCollector
 
 
 def _samples(settings) -> dict:
     reg = CollectorRegistry()
     reg.register(QueueCollector(settings, lambda: score_families(settings)))
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for f in text_string_to_metric_families(generate_latest(reg).decode()) for s in f.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(generate_latest(reg).decode())
+        for s in f.samples
+    }
 
 
 def test_exporter_reports_queues_workers_dead_letters_and_scores(settings):
@@ -35,13 +39,21 @@ def test_exporter_reports_queues_workers_dead_letters_and_scores(settings):
         t0 = time.time()
         make_job(settings, random_images(5, seed=3), "blip", tier="free", shard_size=2)
         redis.Redis.from_url(settings.redis_url).set(heartbeat_key("git@host:1"), str(t0), ex=30)
-        DeadLetters(settings).add("capq.caption_shard", ["job", "blip", "default", ["a"], t0], "capq.blip.free",
-                                  "boom", 5)
+        DeadLetters(settings).add(
+            "capq.caption_shard", ["job", "blip", "default", ["a"], t0], "capq.blip.free", "boom", 5
+        )
         # and two evaluations of git with CLIPScore, the newer at 0.31 (0.29-0.33)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for at, value in ((now - timedelta(hours=1), 0.5), (now, 0.31)):
-            db["evaluations"].insert_one({"model": "git", "kind": "clipscore", "created_at": at,
-                                          "scores": {"clipscore": value}, "ci95": {"clipscore": [value - 0.02, value + 0.02]}})
+            db["evaluations"].insert_one(
+                {
+                    "model": "git",
+                    "kind": "clipscore",
+                    "created_at": at,
+                    "scores": {"clipscore": value},
+                    "ci95": {"clipscore": [value - 0.02, value + 0.02]},
+                }
+            )
         time.sleep(1.0)
         s = _samples(settings)
         # I expect the backlog where it is, its age, the worker, the dead letter and the newest score
@@ -58,7 +70,9 @@ def test_exporter_reports_queues_workers_dead_letters_and_scores(settings):
         assert round(s[("capq_eval_score_ci95_high", labels)], 4) == 0.33
         assert s[("capq_exporter_source_up", (("source", "redis"),))] == 1
         # and an alias's weights as shares
-        AliasStore(settings).set("caption-default", [{"model": "blip", "weight": 90}, {"model": "git", "weight": 10}], "t")
+        AliasStore(settings).set(
+            "caption-default", [{"model": "blip", "weight": 90}, {"model": "git", "weight": 10}], "t"
+        )
         s = _samples(settings)
         assert s[("capq_alias_weight", (("alias", "caption-default"), ("model", "git")))] == pytest.approx(0.1)
     finally:

@@ -1,4 +1,5 @@
 """s3:// items get the same checks as local files: corrupt, oversized and non-image objects are each rejected."""
+
 from __future__ import annotations
 
 from producer.submit import submit

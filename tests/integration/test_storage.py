@@ -1,10 +1,11 @@
 """Storage against the real S3 server and MongoDB wire server of the local stack."""
+
 from __future__ import annotations
 
 import multiprocessing as mp
 import time
-import uuid
 import urllib.request
+import uuid
 
 import pytest
 
@@ -72,11 +73,21 @@ def test_indexes_are_idempotent_and_cover_caption_key(settings):
 
 def _upsert_worker(env: dict, worker: int) -> None:
     store = CaptionStore(load_settings(env))
-    docs = [{"sha256": f"{i:064x}", "model": "blip", "checkpoint": "ck", "config_hash": "h", "preset": "default",
-             "caption": f"caption from worker {worker}", "job_id": "j"} for i in range(200)]
+    docs = [
+        {
+            "sha256": f"{i:064x}",
+            "model": "blip",
+            "checkpoint": "ck",
+            "config_hash": "h",
+            "preset": "default",
+            "caption": f"caption from worker {worker}",
+            "job_id": "j",
+        }
+        for i in range(200)
+    ]
     # Several smaller batches so the processes interleave.
     for start in range(0, 200, 25):
-        store.insert_new(docs[start:start + 25])
+        store.insert_new(docs[start : start + 25])
 
 
 def test_concurrent_upserts_write_each_caption_once(settings):
@@ -93,8 +104,9 @@ def test_concurrent_upserts_write_each_caption_once(settings):
 
 
 def test_dead_object_store_gives_typed_error_within_bound(settings):
-    s = load_settings({**settings_env(settings), "CAPQ_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}",
-                       "CAPQ_CONNECT_TIMEOUT_S": "1"})
+    s = load_settings(
+        {**settings_env(settings), "CAPQ_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}", "CAPQ_CONNECT_TIMEOUT_S": "1"}
+    )
     t0 = time.monotonic()
     with pytest.raises(ObjectStoreUnreachable, match="object store unreachable at http://127.0.0.1"):
         ImageStore(s).get("0" * 64)
@@ -103,8 +115,13 @@ def test_dead_object_store_gives_typed_error_within_bound(settings):
 
 
 def test_dead_database_gives_typed_error_within_bound(settings):
-    s = load_settings({**settings_env(settings), "CAPQ_MONGO_URL": f"mongodb://127.0.0.1:{free_port()}",
-                       "CAPQ_CONNECT_TIMEOUT_S": "1"})
+    s = load_settings(
+        {
+            **settings_env(settings),
+            "CAPQ_MONGO_URL": f"mongodb://127.0.0.1:{free_port()}",
+            "CAPQ_CONNECT_TIMEOUT_S": "1",
+        }
+    )
     mongo = Mongo(s)
     assert mongo.client.options.server_selection_timeout == 1.0
     t0 = time.monotonic()

@@ -1,4 +1,5 @@
 """A `capq submit` killed with -9 and resumed with its printed job id: every item recorded once and queued once."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,23 +29,48 @@ def sha(i: int) -> str:
 def refs_manifest(settings, owner: str, path) -> None:
     """N sha256 references to images the owner submitted before (an earlier job holds them), as a JSONL manifest."""
     mongo(settings)["job_items"].insert_many(
-        [{"job_id": f"earlier-{owner}", "sha256": sha(i), "model": "blip", "preset": "default", "owner": owner,
-          "file_name": f"img-{i}.jpg", "seq": i} for i in range(N)], ordered=False)
+        [
+            {
+                "job_id": f"earlier-{owner}",
+                "sha256": sha(i),
+                "model": "blip",
+                "preset": "default",
+                "owner": owner,
+                "file_name": f"img-{i}.jpg",
+                "seq": i,
+            }
+            for i in range(N)
+        ],
+        ordered=False,
+    )
     path.write_text("".join(json.dumps({"sha256": sha(i), "meta": {"i": i}}) + "\n" for i in range(N)))
 
 
-def run_killed_then_resumed(settings, redis_url, tmp_path, owner: str, prefix: list[str],  # noqa: F811
-                            kill_at_shards: int):
+def run_killed_then_resumed(
+    settings,
+    redis_url,
+    tmp_path,
+    owner: str,
+    prefix: list[str],  # noqa: F811
+    kill_at_shards: int,
+):
     manifest = tmp_path / "refs.jsonl"
     refs_manifest(settings, owner, manifest)
-    env = {**os.environ, **settings_env(settings), "CAPQ_SUBMIT_RECORD_CHUNK": "100", "CAPQ_BATCH_SIZE": "10",
-           "CAPQ_SHARD_BATCHES": "1", "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        **settings_env(settings),
+        "CAPQ_SUBMIT_RECORD_CHUNK": "100",
+        "CAPQ_BATCH_SIZE": "10",
+        "CAPQ_SHARD_BATCHES": "1",
+        "PYTHONPATH": str(REPO),
+    }
     queue = caption_queue("blip", "free")
     client = redis.Redis.from_url(redis_url)
     client.delete(queue)
     cmd = ["submit", str(manifest), "-m", "blip", "--owner", owner]
-    proc = subprocess.Popen([sys.executable, "-m", *prefix, *cmd], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *prefix, *cmd], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     while proc.poll() is None and (kill_at_shards == 0 or client.llen(queue) < kill_at_shards):
         time.sleep(0.005)
     proc.kill()
@@ -53,8 +79,14 @@ def run_killed_then_resumed(settings, redis_url, tmp_path, owner: str, prefix: l
     job_id = stderr.split("--job-id ")[1].split()[0]
     before = queued_shas(redis_url, queue)
     assert 0 < len(before) < N
-    done = subprocess.run([sys.executable, "-m", "capq", *cmd, "--job-id", job_id, "--json"], check=False, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "capq", *cmd, "--job-id", job_id, "--json"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     final = json.loads(done.stdout.strip().splitlines()[-1])
     assert final["job_id"] == job_id and final["created"] is False
@@ -74,21 +106,28 @@ def assert_exactly_once(settings, job_id: str, before: list[str], after: list[st
     assert job["enqueued_seq"] == max(it["seq"] for it in items) and job["state"] == "queued"
 
 
-def test_a_submission_killed_mid_way_resumes_queueing_each_item_exactly_once(psettings, redis_url,  # noqa: F811
-                                                                            tmp_path):
+def test_a_submission_killed_mid_way_resumes_queueing_each_item_exactly_once(
+    psettings,
+    redis_url,  # noqa: F811
+    tmp_path,
+):
     # Given a real `capq submit` of 3,000 sha256 references, killed (-9) once 60 of its 300 shards are queued
     job_id, before, after, final = run_killed_then_resumed(psettings, redis_url, tmp_path, "kim", ["capq"], 60)
     # I expect the same command with the printed --job-id to finish it: each item recorded once, queued once
     assert_exactly_once(psettings, job_id, before, after, final)
 
 
-def test_a_kill_between_the_redis_push_and_the_mongodb_cursor_sends_nothing_twice(psettings, redis_url,  # noqa: F811
-                                                                                tmp_path):
+def test_a_kill_between_the_redis_push_and_the_mongodb_cursor_sends_nothing_twice(
+    psettings,
+    redis_url,  # noqa: F811
+    tmp_path,
+):
     # Given a submission killed right after its first group of shards was pushed (and marked sent in the same
     # Redis transaction), before MongoDB's cursor moved: the window where a plain publish would be repeated
     marker = tmp_path / "killed"
     job_id, before, after, final = run_killed_then_resumed(
-        psettings, redis_url, tmp_path, "kit", ["tests.integration.submit_crash_hook", str(marker)], 0)
+        psettings, redis_url, tmp_path, "kit", ["tests.integration.submit_crash_hook", str(marker)], 0
+    )
     # (the hook wrote the marker and killed the process in place of the cursor update)
     assert len(before) == int(marker.read_text()) + 1, "the first group was pushed before the kill"
     # I expect the resume to move the cursor to the mark and push only what follows

@@ -1,4 +1,5 @@
 """Translation: each provider against a local stand-in of its endpoint, the fallback chain, cache, memory, detection."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from storage.translations import TranslationMemory
 from tests.conftest import flush_redis, settings_env
 from translation.providers import AwsTranslate, AzureTranslator, GoogleTranslate, ProviderError
 from translation.results import with_translations
-from translation.service import Translator, TranslationUnavailable, text_sha
+from translation.service import TranslationUnavailable, Translator, text_sha
 
 
 class StandIn:
@@ -33,10 +34,22 @@ class StandIn:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"null")
                 url = urlsplit(self.path)
-                kind = ("aws" if self.headers.get("X-Amz-Target") else
-                        "google" if url.path.endswith("/language/translate/v2") else "azure")
-                stand_in.requests.append({"kind": kind, "path": url.path, "query": parse_qs(url.query),
-                                          "headers": dict(self.headers), "body": body})
+                kind = (
+                    "aws"
+                    if self.headers.get("X-Amz-Target")
+                    else "google"
+                    if url.path.endswith("/language/translate/v2")
+                    else "azure"
+                )
+                stand_in.requests.append(
+                    {
+                        "kind": kind,
+                        "path": url.path,
+                        "query": parse_qs(url.query),
+                        "headers": dict(self.headers),
+                        "body": body,
+                    }
+                )
                 queued = stand_in.answers[kind]
                 status, payload, headers = queued.pop(0) if queued else (200, None, {})
                 if payload is None:
@@ -61,8 +74,11 @@ class StandIn:
         if kind == "azure":
             to = query["to"][0]
             return [{"translations": [{"text": f"[{to}] {row['Text']}", "to": to}]} for row in body]
-        return {"TranslatedText": f"[{body['TargetLanguageCode']}] {body['Text']}", "SourceLanguageCode": "en",
-                "TargetLanguageCode": body["TargetLanguageCode"]}
+        return {
+            "TranslatedText": f"[{body['TargetLanguageCode']}] {body['Text']}",
+            "SourceLanguageCode": "en",
+            "TargetLanguageCode": body["TargetLanguageCode"],
+        }
 
     def of(self, kind: str) -> list[dict]:
         return [r for r in self.requests if r["kind"] == kind]
@@ -76,12 +92,21 @@ def stand_in():
 
 
 def tsettings(settings, stand_in, providers: str, **extra):
-    return load_settings({**settings_env(settings), "CAPQ_TRANSLATE_PROVIDERS": providers,
-                          "CAPQ_GOOGLE_TRANSLATE_KEY": "g-key", "CAPQ_GOOGLE_TRANSLATE_ENDPOINT": stand_in.url,
-                          "CAPQ_AZURE_TRANSLATOR_KEY": "az-key", "CAPQ_AZURE_TRANSLATOR_REGION": "westeurope",
-                          "CAPQ_AZURE_TRANSLATOR_ENDPOINT": stand_in.url, "CAPQ_AWS_TRANSLATE_ENDPOINT": stand_in.url,
-                          "CAPQ_AWS_TRANSLATE_ACCESS_KEY": "AKIDEXAMPLE", "CAPQ_AWS_TRANSLATE_SECRET_KEY": "secret",
-                          **extra})
+    return load_settings(
+        {
+            **settings_env(settings),
+            "CAPQ_TRANSLATE_PROVIDERS": providers,
+            "CAPQ_GOOGLE_TRANSLATE_KEY": "g-key",
+            "CAPQ_GOOGLE_TRANSLATE_ENDPOINT": stand_in.url,
+            "CAPQ_AZURE_TRANSLATOR_KEY": "az-key",
+            "CAPQ_AZURE_TRANSLATOR_REGION": "westeurope",
+            "CAPQ_AZURE_TRANSLATOR_ENDPOINT": stand_in.url,
+            "CAPQ_AWS_TRANSLATE_ENDPOINT": stand_in.url,
+            "CAPQ_AWS_TRANSLATE_ACCESS_KEY": "AKIDEXAMPLE",
+            "CAPQ_AWS_TRANSLATE_SECRET_KEY": "secret",
+            **extra,
+        }
+    )
 
 
 def caption() -> str:
@@ -91,7 +116,9 @@ def caption() -> str:
 
 def test_google_rest_v2_sends_key_target_and_texts(settings, stand_in):
     texts = [caption(), caption()]
-    assert GoogleTranslate(tsettings(settings, stand_in, "google")).translate(texts, "vi") == [f"[vi] {t}" for t in texts]
+    assert GoogleTranslate(tsettings(settings, stand_in, "google")).translate(texts, "vi") == [
+        f"[vi] {t}" for t in texts
+    ]
     (req,) = stand_in.of("google")
     assert req["query"]["key"] == ["g-key"] and req["body"] == {"q": texts, "target": "vi", "format": "text"}
 
@@ -176,8 +203,9 @@ def test_offline_marian_provider_with_a_tiny_model(settings, tmp_path_factory):
     from tooling.tiny_marian import make_tiny_marian
 
     folder = make_tiny_marian(tmp_path_factory.mktemp("marian") / "tiny-marian")
-    s = load_settings({**settings_env(settings), "CAPQ_TRANSLATE_PROVIDERS": "offline",
-                       "CAPQ_TRANSLATE_OFFLINE_MODEL": str(folder)})
+    s = load_settings(
+        {**settings_env(settings), "CAPQ_TRANSLATE_PROVIDERS": "offline", "CAPQ_TRANSLATE_OFFLINE_MODEL": str(folder)}
+    )
     texts = [caption(), caption()]
     found = Translator(s).translate(texts, "vi")
     assert all(found[t].provider == "offline" and isinstance(found[t].translation, str) for t in texts)

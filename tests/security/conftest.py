@@ -1,4 +1,5 @@
 """Security suite fixtures: a real `capq api` process over the real stack, keys per owner, and attack helpers."""
+
 from __future__ import annotations
 
 import io
@@ -44,12 +45,16 @@ class Api:
         self.tmpdir = tmp / f"api-tmp-{self.port}"
         self.tmpdir.mkdir()
         self.log_path = tmp / f"api-{self.port}.log"
-        full = {**os.environ, **env, **LIMITS, **(extra_env or {}), "TMPDIR": str(self.tmpdir),
-                "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "capq", "api", "--port", str(self.port)], env=full,
-                                     cwd=REPO, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT)
+        full = {**os.environ, **env, **LIMITS, **(extra_env or {}), "TMPDIR": str(self.tmpdir), "PYTHONPATH": str(REPO)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "capq", "api", "--port", str(self.port)],
+            env=full,
+            cwd=REPO,
+            stdout=open(self.log_path, "wb"),
+            stderr=subprocess.STDOUT,
+        )
 
-    def wait_ready(self, path: str = "/openapi.json", timeout_s: float = 60) -> "Api":
+    def wait_ready(self, path: str = "/openapi.json", timeout_s: float = 60) -> Api:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -139,8 +144,8 @@ def jpeg_claiming(width: int, height: int) -> bytes:
     Image.new("RGB", (16, 16), "red").save(buf, "JPEG")
     data = bytearray(buf.getvalue())
     sof = data.find(b"\xff\xc0")
-    data[sof + 5:sof + 7] = height.to_bytes(2, "big")
-    data[sof + 7:sof + 9] = width.to_bytes(2, "big")
+    data[sof + 5 : sof + 7] = height.to_bytes(2, "big")
+    data[sof + 7 : sof + 9] = width.to_bytes(2, "big")
     return bytes(data)
 
 
@@ -166,11 +171,15 @@ def files(*named: tuple[str, bytes]) -> list:
 BIG = 200 * 1024 * 1024  # the body the attacker announces, and never has to send
 
 
-def raw_request(api, path: str, headers: dict, body_prefix: bytes = b"", send_bytes: int = 0,
-                length: int | None = None) -> bytes:
+def raw_request(
+    api, path: str, headers: dict, body_prefix: bytes = b"", send_bytes: int = 0, length: int | None = None
+) -> bytes:
     """Send the headers (and some of a huge body), then read the answer: it must come before the body does."""
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length or BIG}\r\n" + "".join(
-        f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length or BIG}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
+    )
     with socket.create_connection(("127.0.0.1", api.port), timeout=30) as s:
         s.sendall(head.encode() + body_prefix)
         chunk = b"a=" + b"x" * (1024 * 1024)

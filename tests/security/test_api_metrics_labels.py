@@ -1,4 +1,5 @@
 """Finding 5: /metrics has a fixed set of method labels, and can live on a port of its own that is never published."""
+
 from __future__ import annotations
 
 import socket
@@ -22,8 +23,11 @@ def test_invented_methods_do_not_become_new_series(api):
         raw(api.port, method)
         raw(api.port, method, "/v1/jobs")
     text = httpx.get(api.url + "/metrics", timeout=10).text
-    methods = {line.split('method="')[1].split('"')[0] for line in text.splitlines()
-               if line.startswith("capq_api_requests_total{")}
+    methods = {
+        line.split('method="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("capq_api_requests_total{")
+    }
     assert methods <= {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "other"}, methods
     assert "other" in methods and not any(m.startswith("ATTACK") for m in methods)
 

@@ -1,4 +1,5 @@
 """Finding 4: decompression bombs are refused from their headers, and what passes decodes within a bounded budget."""
+
 from __future__ import annotations
 
 import io
@@ -34,8 +35,12 @@ def test_eight_png_bombs_at_the_cap_at_once_are_decoded_one_budget_at_a_time(api
 
     def send(owner: str):
         with api.client() as c:
-            return c.post("/v1/jobs", headers=key(owner), data={"models": "blip"},
-                          files=files(*[(f"b{i}.png", b) for i, b in enumerate(bombs)], ("copy.png", bombs[0])))
+            return c.post(
+                "/v1/jobs",
+                headers=key(owner),
+                data={"models": "blip"},
+                files=files(*[(f"b{i}.png", b) for i, b in enumerate(bombs)], ("copy.png", bombs[0])),
+            )
 
     with ThreadPoolExecutor(2) as pool:
         futures = [pool.submit(send, o) for o in ("bea", "ben")]
@@ -79,8 +84,14 @@ with ThreadPoolExecutor(8) as pool:
                                                decode_budget(s.decode_budget_pixels)).size, range(8)))
 print(sizes[0], (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
 """
-    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
-                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 0, out.stderr
     size, grown_mb = out.stdout.split(")")[0] + ")", int(out.stdout.split()[-1])
     # I expect a DCT-scaled decode (1/8: 1250 px a side) and, for all eight, well under one full decode (300 MB)

@@ -1,4 +1,5 @@
 """Finding 8: the deploy refuses placeholder secrets, keeps Flower to the broker, and publishes nothing it need not."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,9 @@ SERVICES = COMPOSE["services"]
 
 
 def sh(script: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(["sh", "-ec", script], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True,
-                          text=True, timeout=30)
+    return subprocess.run(
+        ["sh", "-ec", script], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=30
+    )
 
 
 def test_redis_is_never_healthy_with_the_placeholder_password():
@@ -43,13 +45,20 @@ def test_capq_services_reach_mongodb_as_the_app_user_and_flower_gets_only_the_br
     assert "REDIS_PASSWORD" in env["CAPQ_REDIS_URL"]
     assert set(SERVICES["flower"]["environment"]) == {"CAPQ_REDIS_URL", "FLOWER_BASIC_AUTH"}
     assert "9100" not in str(SERVICES["api"].get("ports")) and all(
-        p.startswith("${API_BIND") for p in SERVICES["api"]["ports"])
+        p.startswith("${API_BIND") for p in SERVICES["api"]["ports"]
+    )
     assert ".env" in (REPO / ".gitignore").read_text().splitlines()
 
 
 @pytest.mark.parametrize("auth", ["", "operator", "operator:", ":secret", "operator:change-me-flower"])
 def test_flower_refuses_to_start_with_an_empty_or_placeholder_password(auth):
     env = {**os.environ, "FLOWER_BASIC_AUTH": auth, "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-m", "capq", "flower", "--port", "1"], env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "capq", "flower", "--port", "1"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2 and "FLOWER_BASIC_AUTH" in out.stderr

@@ -1,4 +1,5 @@
 """Finding 1: credentials must not leak, whatever fails (responses, logs), and /healthz names services, not URLs."""
+
 from __future__ import annotations
 
 from tests.conftest import free_port
@@ -44,9 +45,13 @@ def test_masking_covers_the_shapes_an_attacker_would_try_next():
     from capq.redact import mask_url, redact
     from storage.errors import DatabaseUnreachable
 
-    for url in (f"mongodb://capq:{SECRET}@h:27017/db", f"mongodb+srv://capq:{SECRET}%40x@cluster/db",
-                f"redis://:{SECRET}@[::1]:6379/0", f"mongodb://h/db?password={SECRET}&w=1",
-                f"rediss://u:{SECRET}@x@h:6380/0"):
+    for url in (
+        f"mongodb://capq:{SECRET}@h:27017/db",
+        f"mongodb+srv://capq:{SECRET}%40x@cluster/db",
+        f"redis://:{SECRET}@[::1]:6379/0",
+        f"mongodb://h/db?password={SECRET}&w=1",
+        f"rediss://u:{SECRET}@x@h:6380/0",
+    ):
         assert SECRET not in mask_url(url) and SECRET not in redact(f"failed at {url} now")
         assert SECRET not in str(DatabaseUnreachable(url, "timeout"))
     assert mask_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

@@ -1,4 +1,5 @@
 """Finding 6: owners share stored bytes, never names, metadata, counts or cached answers."""
+
 from __future__ import annotations
 
 import json
@@ -11,12 +12,12 @@ def test_alice_never_sees_bobs_file_name_or_learns_he_holds_the_same_bytes(api, 
     alice, bob = key("alice-t"), key("bob-t")
     with api.client() as c:
         # Given Bob's upload with a telling name and metadata
-        first = c.post("/v1/jobs", headers=bob, data={"models": "blip"},
-                       files=files(("bob-medical-scan.jpg", data)))
+        first = c.post("/v1/jobs", headers=bob, data={"models": "blip"}, files=files(("bob-medical-scan.jpg", data)))
         assert first.status_code == 202, first.text
         # If Alice submits the same bytes, and beside them bytes nobody has
-        mine = c.post("/v1/jobs", headers=alice, data={"models": "blip"},
-                      files=files(("a.jpg", data), ("b.jpg", fresh)))
+        mine = c.post(
+            "/v1/jobs", headers=alice, data={"models": "blip"}, files=files(("a.jpg", data), ("b.jpg", fresh))
+        )
         body = mine.json()
         rows = c.get(f"/v1/jobs/{body['job_id']}/results", headers=alice).json()["results"]
         # and then names the shared image by its sha256 in a JSON job
@@ -37,8 +38,11 @@ def test_an_owner_cannot_name_anothers_image_by_sha256_or_content_key(api, key, 
         job = c.post("/v1/jobs", headers=carol, data={"models": "blip"}, files=files(("c.jpg", data))).json()
         sha = c.get(f"/v1/jobs/{job['job_id']}/results", headers=carol).json()["results"][0]["sha256"]
         by_sha = c.post("/v1/jobs", headers=dave, json={"models": ["blip"], "items": [{"sha256": sha}]})
-        by_key = c.post("/v1/jobs", headers=dave, json={"models": ["blip"], "items": [
-            {"s3": f"s3://{settings.s3_bucket}/images/sha256/{sha[:2]}/{sha}"}]})
+        by_key = c.post(
+            "/v1/jobs",
+            headers=dave,
+            json={"models": ["blip"], "items": [{"s3": f"s3://{settings.s3_bucket}/images/sha256/{sha[:2]}/{sha}"}]},
+        )
         unknown = c.post("/v1/jobs", headers=dave, json={"models": ["blip"], "items": [{"sha256": "f" * 64}]})
         history = c.get("/v1/captions", headers=dave, params={"image": sha})
     # the same answer as for bytes nobody holds: no oracle
@@ -72,9 +76,17 @@ def test_the_worker_reuses_a_cached_caption_only_for_an_owner_who_already_has_it
     data = jpeg(6004)
     sha = ImageStore(settings).put(data)[0]
     model = CountingCaptioner()
-    w = Worker(model="blip", checkpoint="tiny", captioner=model, images=ImageStore(settings),
-               captions=CaptionStore(settings), jobs=JobStore(settings), worker_id="w-sec", batch_size=4,
-               history=CaptionHistory(settings))
+    w = Worker(
+        model="blip",
+        checkpoint="tiny",
+        captioner=model,
+        images=ImageStore(settings),
+        captions=CaptionStore(settings),
+        jobs=JobStore(settings),
+        worker_id="w-sec",
+        batch_size=4,
+        history=CaptionHistory(settings),
+    )
 
     def run(owner: str):
         job, _ = w.jobs.create(owner, "free", ["blip"], "default")
@@ -101,8 +113,16 @@ def test_the_worker_fails_an_object_whose_bytes_do_not_hash_to_its_name(settings
     sha = sha256_hex(good)
     ImageStore(settings).put_key(object_key(sha), swapped, "image/jpeg")
     model = CountingCaptioner()
-    w = Worker(model="blip", checkpoint="tiny", captioner=model, images=ImageStore(settings),
-               captions=CaptionStore(settings), jobs=JobStore(settings), worker_id="w-sec", batch_size=4)
+    w = Worker(
+        model="blip",
+        checkpoint="tiny",
+        captioner=model,
+        images=ImageStore(settings),
+        captions=CaptionStore(settings),
+        jobs=JobStore(settings),
+        worker_id="w-sec",
+        batch_size=4,
+    )
     job, _ = w.jobs.create("gail-t", "free", ["blip"], "default")
     w.jobs.add_items(job["_id"], "gail-t", [{"sha256": sha, "model": "blip", "preset": "default", "file_name": "g"}])
     result = caption_shard(w, job["_id"], "default", [sha])

@@ -1,17 +1,22 @@
 """Finding 2: a request without a valid key is refused from its headers, before any body byte is read."""
+
 from __future__ import annotations
 
 import pytest
 
 from tests.security.conftest import raw_request
 
-@pytest.mark.parametrize("path,kind,headers", [
-    ("/v1/caption", "application/x-www-form-urlencoded", {}),
-    ("/v1/caption", "multipart/form-data; boundary=xyz", {"X-API-Key": "capq_wrong"}),
-    ("/v1/jobs", "multipart/form-data; boundary=xyz", {"Authorization": "Bearer capq_guess"}),
-    ("/v1/jobs", "application/json", {"X-API-Key": ""}),
-    ("/v1/no-such-route", "application/json", {}),
-])
+
+@pytest.mark.parametrize(
+    "path,kind,headers",
+    [
+        ("/v1/caption", "application/x-www-form-urlencoded", {}),
+        ("/v1/caption", "multipart/form-data; boundary=xyz", {"X-API-Key": "capq_wrong"}),
+        ("/v1/jobs", "multipart/form-data; boundary=xyz", {"Authorization": "Bearer capq_guess"}),
+        ("/v1/jobs", "application/json", {"X-API-Key": ""}),
+        ("/v1/no-such-route", "application/json", {}),
+    ],
+)
 def test_unknown_callers_get_401_before_sending_any_body(api, path, kind, headers):
     # Given an attacker who announces a 200 MB body and sends none of it
     answer = raw_request(api, path, {"Content-Type": kind, **headers})

@@ -1,4 +1,5 @@
 """Fixtures for unit tests: the seed images and tiny random caption models built offline once per session."""
+
 from __future__ import annotations
 
 from pathlib import Path

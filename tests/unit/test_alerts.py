@@ -1,4 +1,5 @@
 """The alert rules are valid Prometheus rules, and promtool's unit tests of them pass."""
+
 from __future__ import annotations
 
 import shutil
@@ -33,7 +34,10 @@ def test_alert_rules_fire_on_their_stories_and_only_there():
 def test_a_broken_expectation_is_caught(tmp_path):
     # The unit tests can fail: the same file with one expected label changed does.
     (tmp_path / "alerts.yml").write_text((RULES / "alerts.yml").read_text())
-    (tmp_path / "t.yml").write_text((RULES / "alerts_test.yml").read_text().replace("{severity: critical, model: blip}",
-                                                                                    "{severity: critical, model: git}"))
+    (tmp_path / "t.yml").write_text(
+        (RULES / "alerts_test.yml")
+        .read_text()
+        .replace("{severity: critical, model: blip}", "{severity: critical, model: git}")
+    )
     run = subprocess.run([_promtool(), "test", "rules", "t.yml"], cwd=tmp_path, capture_output=True, text=True)
     assert run.returncode != 0 and "FAILED" in run.stdout + run.stderr

@@ -1,4 +1,5 @@
 """Alias splits: deterministic per image, within binomial error of their weights, and moved only where weights move."""
+
 from __future__ import annotations
 
 import hashlib
@@ -49,9 +50,18 @@ def test_a_zero_weight_arm_gets_nothing():
     assert _split(parse_arms("blip:0,git:5")) == {"blip": 0, "git": 10_000}
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("", "e.g. 'blip:90,git:10'"), ("blip", "MODEL:WEIGHT"), ("blip:x", "whole-number"), ("blip:-1", "whole-number"),
-    ("bleep:5", "unknown model"), ("blip:1,blip:2", "appears twice"), ("blip:0,git:0", "above 0")])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("", "e.g. 'blip:90,git:10'"),
+        ("blip", "MODEL:WEIGHT"),
+        ("blip:x", "whole-number"),
+        ("blip:-1", "whole-number"),
+        ("bleep:5", "unknown model"),
+        ("blip:1,blip:2", "appears twice"),
+        ("blip:0,git:0", "above 0"),
+    ],
+)
 def test_malformed_weights_say_what_to_fix(spec, message):
     with pytest.raises(BadInput, match=message):
         parse_arms(spec)

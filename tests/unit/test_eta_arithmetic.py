@@ -1,4 +1,5 @@
 """ETA arithmetic: tier shares as the workers' tier cycle makes them, and piecewise finish times."""
+
 from __future__ import annotations
 
 import pytest

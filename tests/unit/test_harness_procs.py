@@ -1,4 +1,5 @@
 """tooling.procs, the one process manager of the stack, the demo, the e2e tests and the benches, on real processes."""
+
 from __future__ import annotations
 
 import os
@@ -69,8 +70,9 @@ def test_a_pid_from_a_pid_file_is_stopped_too(tmp_path):
 
 
 def test_wait_ready_names_a_dead_child_with_its_log_and_a_slow_one(tmp_path):
-    dead = procs.spawn([sys.executable, "-c", "print('bad config: port taken'); raise SystemExit(3)"],
-                       tmp_path / "dead.log")
+    dead = procs.spawn(
+        [sys.executable, "-c", "print('bad config: port taken'); raise SystemExit(3)"], tmp_path / "dead.log"
+    )
     with pytest.raises(procs.ProcessDied, match=r"(?s)server exited with code 3.*bad config: port taken"):
         procs.wait_ready(dead, lambda: False, 60, "server")
     slow, _ = _family(tmp_path)

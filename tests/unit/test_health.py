@@ -1,4 +1,5 @@
 """Health signals of a caption sample: empty, repeated, at the length limit, vocabulary."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Image checks at submission: real content, caps, and whole files, each refused with its own message."""
+
 from __future__ import annotations
 
 import io
@@ -54,7 +55,7 @@ def test_damage_inside_jpeg_data_passes_submission_and_is_left_to_the_worker():
     # The documented limit of the cheap check (tests/e2e/test_workers.py covers the worker's side).
     data = bytearray(_jpeg())
     start = len(data) // 2
-    data[start:start + 200] = bytes(200)  # zeros: no 0xFF, so no marker is made or broken
+    data[start : start + 200] = bytes(200)  # zeros: no 0xFF, so no marker is made or broken
     assert inspect_image(bytes(data), *CAPS).format == "JPEG"
 
 
@@ -64,7 +65,7 @@ def damaged_jpeg(data: bytes) -> bytes:
     passes it, but the decoder stops on the stray marker."""
     start = data.rfind(b"\xff\xda")
     middle = (start + len(data)) // 2
-    return data[:middle] + b"\xff\xd8" + data[middle + 2:]
+    return data[:middle] + b"\xff\xd8" + data[middle + 2 :]
 
 
 def test_a_stray_marker_inside_jpeg_data_passes_submission_and_fails_the_workers_decode():
@@ -75,11 +76,14 @@ def test_a_stray_marker_inside_jpeg_data_passes_submission_and_fails_the_workers
     assert decode_rgb(_jpeg(), CAPS[1]).size == (96, 64)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", r"empty \(0 bytes\)"),
-    (b"plain text, named .jpg", "not an image"),
-    (b"\xff\xd8\xff\xe0 this is not really a jpeg", "cannot read image header"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", r"empty \(0 bytes\)"),
+        (b"plain text, named .jpg", "not an image"),
+        (b"\xff\xd8\xff\xe0 this is not really a jpeg", "cannot read image header"),
+    ],
+)
 def test_non_images_get_their_own_message(data, message):
     with pytest.raises(InvalidImage, match=message):
         inspect_image(data, *CAPS)

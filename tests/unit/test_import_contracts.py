@@ -1,4 +1,5 @@
 """The architecture's walls (pyproject.toml [tool.importlinter]) hold: `lint-imports` passes from the repo root."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Metrics: pycocoevalcap parity, the seed's published table, bootstrap intervals and paired comparisons."""
+
 from __future__ import annotations
 
 import json
@@ -28,12 +29,15 @@ SEED_DIR = seed_dir()
 
 # SEED_RESULTS.md, transcribed from the seed's screenshots/results.png.
 NAMES = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
-SEED_TABLE = {model: dict(zip(NAMES, row)) for model, row in {
-    "blip2": (0.5000, 0.3177, 0.1290, 0.0000, 0.1454, 0.3642, 0.3771),
-    "blip": (0.5339, 0.3733, 0.2493, 0.1613, 0.2827, 0.4012, 0.1519),
-    "git": (0.6250, 0.4633, 0.3208, 0.2062, 0.2972, 0.4749, 0.5401),
-    "vit_gpt2": (0.3541, 0.1606, 0.0689, 0.0346, 0.1884, 0.3127, 0.1211),
-}.items()}
+SEED_TABLE = {
+    model: dict(zip(NAMES, row))
+    for model, row in {
+        "blip2": (0.5000, 0.3177, 0.1290, 0.0000, 0.1454, 0.3642, 0.3771),
+        "blip": (0.5339, 0.3733, 0.2493, 0.1613, 0.2827, 0.4012, 0.1519),
+        "git": (0.6250, 0.4633, 0.3208, 0.2062, 0.2972, 0.4749, 0.5401),
+        "vit_gpt2": (0.3541, 0.1606, 0.0689, 0.0346, 0.1884, 0.3127, 0.1211),
+    }.items()
+}
 WITHOUT_METEOR = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider")
 
 JAVA_REMEDY = "the PTB tokenizer needs Java: apt-get install -y openjdk-17-jre-headless (.ci/run does)"
@@ -71,8 +75,13 @@ def test_score_seed_dir_reproduces_the_seed_table():
 
 def test_capq_eval_seed_json_reproduces_the_seed_table():
     # Given the real `capq` entry point (every package registers its commands)
-    proc = subprocess.run([sys.executable, "-c", "from capq.cli import main; main()", "eval", "seed", str(SEED_DIR), "--json"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from capq.cli import main; main()", "eval", "seed", str(SEED_DIR), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert_table(got)

@@ -1,4 +1,5 @@
 """Unit tests for the model layer: adapters, presets, registry and tiny models, on tiny random weights."""
+
 from __future__ import annotations
 
 import json
@@ -12,11 +13,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from workers.adapters.base import Captioner, CheckpointError
-from workers.models import MODELS, describe_models, load_captioner
 from capq.presets import PRESETS, apply_postprocess, config_hash, get_preset, preset_names
 from tooling.tiny import MARKER, make_tiny
-
+from workers.adapters.base import Captioner, CheckpointError
+from workers.models import MODELS, describe_models, load_captioner
 
 REPO = Path(__file__).resolve().parents[2]
 NAMES = ["blip", "blip2", "git", "vit-gpt2"]
@@ -116,7 +116,7 @@ class Echo(Captioner):
 
     def _generate(self, batch, prompt, kwargs):
         self.calls.append(len(batch))
-        return [f"  caption {x}  " for x in batch][self.drop:]
+        return [f"  caption {x}  " for x in batch][self.drop :]
 
 
 def test_generate_keeps_order_chunks_and_strips():
@@ -135,6 +135,7 @@ def test_generate_before_load_is_refused():
     with pytest.raises(RuntimeError, match="before load"):
         Echo().generate([1])
 
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -152,6 +153,7 @@ def test_constructor_checks_arguments(kwargs, message):
 
 def test_constructor_accepts_cuda_devices_without_loading():
     assert Echo(device="cuda:1", dtype="bf16").device == "cuda:1"  # no GPU needed until load()
+
 
 # Registry, presets and errors that name what to fix
 
@@ -257,11 +259,11 @@ OFFLINE_SCRIPT = textwrap.dedent("""
 
 
 def test_local_folders_load_with_hf_hub_offline_and_no_network(tiny_models, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home"),
-           "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home"), "PYTHONPATH": str(REPO)}
     folders = json.dumps({name: str(folder) for name, folder in tiny_models.items()})
-    done = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT, folders], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", OFFLINE_SCRIPT, folders], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     for name in NAMES:
@@ -330,8 +332,9 @@ def test_fixed_cross_attention_cache_gives_the_same_beams(name, captioners, seed
     with torch.inference_mode():
         stock = model.generate(pixel_values=pixels, **kwargs)
         empty = fixed_cross_attention_cache(decoder.config)
-        fixed = model.generate(pixel_values=pixels, cache=Spy(empty.self_attention_cache,
-                                                               empty.cross_attention_cache), **kwargs)
+        fixed = model.generate(
+            pixel_values=pixels, cache=Spy(empty.self_attention_cache, empty.cross_attention_cache), **kwargs
+        )
     assert torch.equal(stock, fixed)
     # What makes leaving cross-attention entries in place exact: every reorder picks, for each row, a beam
     # of the same image (rows i*beams .. i*beams+beams-1 belong to image i).
@@ -393,7 +396,6 @@ def test_blip_captions_equal_stock_generate(preset_name, image_bound_blip, seed_
 def test_fused_vision_attention_matches_transformers(image_bound_blip, tiny_models, seed_images):
     import torch
     from transformers import BlipForConditionalGeneration
-
 
     fused = image_bound_blip.model.vision_model
     stock = BlipForConditionalGeneration.from_pretrained(image_bound_blip.checkpoint).vision_model.eval()

@@ -1,20 +1,24 @@
 """Issue 15's settings and pricing: prices by model and device, quotas by tier, each malformed value named."""
+
 import pytest
 
 from capq.settings import SettingsError, load_settings
 from producer.usage_report import price_per_hour
 
 
-@pytest.mark.parametrize("var,value,needle", [
-    ("CAPQ_GPU_HOUR_PRICES", "blip=1.2", "must be MODEL:DEVICE"),
-    ("CAPQ_GPU_HOUR_PRICES", "dalle:cuda=1.2", "must be MODEL:DEVICE"),
-    ("CAPQ_GPU_HOUR_PRICES", "blip:cuda=cheap", "not a number"),
-    ("CAPQ_GPU_HOUR_PRICES", "blip:cuda=-1", "0 or more"),
-    ("CAPQ_GPU_HOUR_PRICES", "blip:cuda", "NAME=NUMBER pairs"),
-    ("CAPQ_DAILY_IMAGE_QUOTAS", "gold=5", "unknown tier 'gold'"),
-    ("CAPQ_DAILY_IMAGE_QUOTAS", "free=many", "not a whole number"),
-    ("CAPQ_RETENTION_DAYS", "-3", "greater than or equal to 0"),
-])
+@pytest.mark.parametrize(
+    "var,value,needle",
+    [
+        ("CAPQ_GPU_HOUR_PRICES", "blip=1.2", "must be MODEL:DEVICE"),
+        ("CAPQ_GPU_HOUR_PRICES", "dalle:cuda=1.2", "must be MODEL:DEVICE"),
+        ("CAPQ_GPU_HOUR_PRICES", "blip:cuda=cheap", "not a number"),
+        ("CAPQ_GPU_HOUR_PRICES", "blip:cuda=-1", "0 or more"),
+        ("CAPQ_GPU_HOUR_PRICES", "blip:cuda", "NAME=NUMBER pairs"),
+        ("CAPQ_DAILY_IMAGE_QUOTAS", "gold=5", "unknown tier 'gold'"),
+        ("CAPQ_DAILY_IMAGE_QUOTAS", "free=many", "not a whole number"),
+        ("CAPQ_RETENTION_DAYS", "-3", "greater than or equal to 0"),
+    ],
+)
 def test_malformed_owner_settings_are_named(var, value, needle):
     with pytest.raises(SettingsError) as err:
         load_settings({var: value})

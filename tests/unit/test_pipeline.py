@@ -1,4 +1,5 @@
 """The worker's shard pipeline (workers/pipeline.py), Celery-free, over in-memory stores and a fake captioner."""
+
 from __future__ import annotations
 
 import io
@@ -8,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
+from capq.presets import config_hash, get_preset
 from storage.blobs import sha256_hex
 from storage.errors import NotFound, ServiceUnreachable
 from workers.pipeline import Worker, caption_shard
-from capq.presets import config_hash, get_preset
 
 MODEL, CHECKPOINT, PRESET = "git", "tiny-git", "default"
 CHASH = config_hash(MODEL, get_preset(MODEL, PRESET))
@@ -96,8 +97,18 @@ class ShadeCaptioner:
 
 def worker(images: dict[str, bytes], jobs: Jobs, captions: Captions | None = None, batch_size: int = 3):
     failures: list[str] = []
-    w = Worker(MODEL, CHECKPOINT, ShadeCaptioner(), Images(images), captions or Captions(), jobs, "w1",
-               batch_size, fetch_threads=2, on_failure=failures.append)
+    w = Worker(
+        MODEL,
+        CHECKPOINT,
+        ShadeCaptioner(),
+        Images(images),
+        captions or Captions(),
+        jobs,
+        "w1",
+        batch_size,
+        fetch_threads=2,
+        on_failure=failures.append,
+    )
     w.failures = failures
     return w
 
@@ -117,8 +128,9 @@ def test_every_image_gets_its_own_caption_in_batches():
     assert (result.done, result.failed, result.reused, result.skipped) == (8, 0, 0, 0)
     assert w.captioner.batches == [3, 3, 2]
     assert {sha: r["caption"] for sha, r in jobs.results.items()} == {SHAS[i]: f"shade {10 * i}" for i in range(8)}
-    assert all(r["state"] == "done" and not r["reused"] and r["file_name"] == f"{sha}.png"
-               for sha, r in jobs.results.items())
+    assert all(
+        r["state"] == "done" and not r["reused"] and r["file_name"] == f"{sha}.png" for sha, r in jobs.results.items()
+    )
     stored = {d["sha256"]: d for batch in w.captions.inserts for d in batch}
     assert {sha: d["caption"] for sha, d in stored.items()} == {sha: r["caption"] for sha, r in jobs.results.items()}
     assert all(d["config_hash"] == CHASH and d["job_id"] == "j1" for d in stored.values())

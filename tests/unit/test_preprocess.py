@@ -1,4 +1,6 @@
-"""Unit tests for tensor preprocessing (workers.preprocess) and JPEG draft decoding, against Hugging Face's processors."""
+"""Unit tests for tensor preprocessing (workers.preprocess) and JPEG draft decoding, against Hugging Face's
+processors."""
+
 from __future__ import annotations
 
 import io
@@ -34,7 +36,7 @@ def _photo(width: int, height: int, seed: int) -> Image.Image:
     x = np.linspace(0, 6, width)[None, :, None]
     y = np.linspace(0, 4, height)[:, None, None]
     pixels = 127 + 100 * np.sin(x + y * np.array([1.0, 1.7, 2.3])) + rng.normal(0, 20, (height, width, 3))
-    pixels[height // 3: height // 3 + 40] = 255  # a white band: edges where bicubic overshoots
+    pixels[height // 3 : height // 3 + 40] = 255  # a white band: edges where bicubic overshoots
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 
@@ -68,23 +70,29 @@ def test_tensor_path_equals_the_image_processor(name, images):
 def test_recipe_reads_sizes_means_stds_and_resample_from_the_processor():
     from transformers import BlipImageProcessorPil, CLIPImageProcessorPil, ViTImageProcessorPil
 
-    blip = PixelRecipe.from_processor(BlipImageProcessorPil(size={"height": 96, "width": 64}, image_mean=[0.1, 0.2, 0.3],
-                                                            image_std=[0.4, 0.5, 0.6]))
+    blip = PixelRecipe.from_processor(
+        BlipImageProcessorPil(size={"height": 96, "width": 64}, image_mean=[0.1, 0.2, 0.3], image_std=[0.4, 0.5, 0.6])
+    )
     assert (blip.size, blip.shortest_edge, blip.crop, blip.mode) == ((96, 64), None, None, "bicubic")
     assert blip.mean == (0.1, 0.2, 0.3) and blip.std == (0.4, 0.5, 0.6)
     assert blip.draft_size == (96, 96)
-    clip = PixelRecipe.from_processor(CLIPImageProcessorPil(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 30}))
+    clip = PixelRecipe.from_processor(
+        CLIPImageProcessorPil(size={"shortest_edge": 40}, crop_size={"height": 32, "width": 30})
+    )
     assert (clip.size, clip.shortest_edge, clip.crop) == (None, 40, (32, 30))
     assert clip.output_size(100, 250) == (40, 100) and clip.output_size(250, 100) == (100, 40)
     assert tuple(clip.resize(torch.zeros(3, 100, 250, dtype=torch.uint8)).shape) == (3, 32, 30)
     assert PixelRecipe.from_processor(ViTImageProcessorPil()).mode == "bilinear"
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"resample": Image.Resampling.LANCZOS}, "only bicubic and bilinear"),
-    ({"do_pad": True}, "pads"),
-    ({"size": {"shortest_edge": 30, "longest_edge": 60}}, "is not supported"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"resample": Image.Resampling.LANCZOS}, "only bicubic and bilinear"),
+        ({"do_pad": True}, "pads"),
+        ({"size": {"shortest_edge": 30, "longest_edge": 60}}, "is not supported"),
+    ],
+)
 def test_settings_the_recipe_does_not_do_are_refused(kwargs, message):
     from transformers import BlipImageProcessorPil
 
@@ -153,7 +161,10 @@ def test_draft_then_tensor_path_stays_close_to_the_full_decode(name, images):
     recipe = PixelRecipe.from_processor(processor)
     for image in images[:3] + images[-2:]:
         data = _jpeg(image)
-        want = torch.from_numpy(processor(images=decode_rgb(data, 10**8, max_side_px=10**5), return_tensors="np").pixel_values[0])
-        got = recipe.normalize(recipe.resize(uint8_chw(decode_rgb(data, 10**8, min_size=recipe.draft_size)))[None],
-                               torch.float32)[0]
+        want = torch.from_numpy(
+            processor(images=decode_rgb(data, 10**8, max_side_px=10**5), return_tensors="np").pixel_values[0]
+        )
+        got = recipe.normalize(
+            recipe.resize(uint8_chw(decode_rgb(data, 10**8, min_size=recipe.draft_size)))[None], torch.float32
+        )[0]
         assert _levels(recipe, got, want).mean() <= DRAFT_MEAN_LEVELS

@@ -1,4 +1,5 @@
 """Producer inputs: how paths, folders, manifests, s3:// keys and uploads become candidates, and what is refused."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,7 @@ import pytest
 
 from capq.settings import load_settings
 from producer.errors import BadInput
-from producer.sources import (Refused, check_meta, from_api_items, from_paths, owner_prefix,
-                              s3_candidate, upload_name)
+from producer.sources import Refused, check_meta, from_api_items, from_paths, owner_prefix, s3_candidate, upload_name
 
 SETTINGS = load_settings({"CAPQ_S3_BUCKET": "capq-images"})
 SHA = "ab" + "0" * 62
@@ -37,14 +37,19 @@ def test_jsonl_manifest_resolves_relative_paths_and_rejects_bad_lines_with_line_
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.jpg").write_bytes(b"x")
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text("\n".join([
-        json.dumps({"path": "imgs/a.jpg", "meta": {"label": "cat"}}),
-        json.dumps({"path": "imgs/missing.jpg"}),
-        "{broken",
-        json.dumps({"path": "imgs/a.jpg", "s3": "s3://x/y"}),
-        "",
-        json.dumps({"path": "imgs/a.jpg", "meta": {"$where": 1}}),
-    ]) + "\n")
+    manifest.write_text(
+        "\n".join(
+            [
+                json.dumps({"path": "imgs/a.jpg", "meta": {"label": "cat"}}),
+                json.dumps({"path": "imgs/missing.jpg"}),
+                "{broken",
+                json.dumps({"path": "imgs/a.jpg", "s3": "s3://x/y"}),
+                "",
+                json.dumps({"path": "imgs/a.jpg", "meta": {"$where": 1}}),
+            ]
+        )
+        + "\n"
+    )
     out = from_paths([manifest], SETTINGS, "alice")
     assert [(c.name, c.meta) for c in out.candidates] == [("imgs/a.jpg", {"label": "cat"})]
     assert out.candidates[0].read() == b"x"
@@ -72,16 +77,19 @@ def test_csv_manifest_without_path_column_is_bad_input(tmp_path):
         from_paths([manifest], SETTINGS, "alice")
 
 
-@pytest.mark.parametrize("uri,needle", [
-    ("s3://other-bucket/owners/alice/a.jpg", "bucket 'other-bucket' is not readable"),
-    ("s3://capq-images/owners/bob/a.jpg", "outside your prefix"),
-    ("s3://capq-images/owners/alice/../bob/a.jpg", "'..' segments"),
-    ("s3://capq-images/owners/alice//a.jpg", "empty"),
-    ("s3://capq-images/owners/alice/", "empty"),
-    ("s3://capq-images/images/sha256/cd/" + SHA, "outside your prefix"),  # fan-out must match the sha
-    ("/etc/passwd", "not an s3:// URI"),
-    ("../../etc/passwd", "not an s3:// URI"),
-])
+@pytest.mark.parametrize(
+    "uri,needle",
+    [
+        ("s3://other-bucket/owners/alice/a.jpg", "bucket 'other-bucket' is not readable"),
+        ("s3://capq-images/owners/bob/a.jpg", "outside your prefix"),
+        ("s3://capq-images/owners/alice/../bob/a.jpg", "'..' segments"),
+        ("s3://capq-images/owners/alice//a.jpg", "empty"),
+        ("s3://capq-images/owners/alice/", "empty"),
+        ("s3://capq-images/images/sha256/cd/" + SHA, "outside your prefix"),  # fan-out must match the sha
+        ("/etc/passwd", "not an s3:// URI"),
+        ("../../etc/passwd", "not an s3:// URI"),
+    ],
+)
 def test_s3_rule_refuses_what_is_not_the_owners(uri, needle):
     with pytest.raises(Refused, match=needle):
         s3_candidate(uri, SETTINGS, "alice")
@@ -99,29 +107,33 @@ def test_s3_argument_outside_the_rule_is_a_rejection_not_a_crash():
     assert out.candidates == [] and "not readable" in out.rejected[0]["reason"]
 
 
-@pytest.mark.parametrize("items,needle", [
-    ([{"path": "../../etc/passwd"}], "never reads files on the server"),
-    ([{"path": "/etc/passwd"}], "never reads files on the server"),
-    ([{"s3": "../../etc/passwd"}], "not an s3:// URI"),
-    ([{"s3": "s3://capq-images/owners/bob/x.jpg"}], "outside your prefix"),
-    ([{"sha256": "not-a-sha"}], "64 lowercase hex"),
-    ([{"s3": "s3://capq-images/owners/alice/x.jpg", "sha256": SHA}], "exactly one of"),
-    ([{"url": "http://example.com/a.jpg", "sha256": SHA}], "exactly one of"),
-    ([{"url": ["http://example.com/a.jpg"]}], "url must be a string"),
-    ([{"url": f"http://example.com/{i}.jpg"} for i in range(1001)], "1,001 url items is over the 1,000-URL cap"),
-    ([{"file": "http://example.com/a.jpg"}], "unexpected keys: \\['file'\\]"),
-    (["a.jpg"], "not an object"),
-    ([], "non-empty list"),
-    ({"s3": "x"}, "non-empty list"),
-])
+@pytest.mark.parametrize(
+    "items,needle",
+    [
+        ([{"path": "../../etc/passwd"}], "never reads files on the server"),
+        ([{"path": "/etc/passwd"}], "never reads files on the server"),
+        ([{"s3": "../../etc/passwd"}], "not an s3:// URI"),
+        ([{"s3": "s3://capq-images/owners/bob/x.jpg"}], "outside your prefix"),
+        ([{"sha256": "not-a-sha"}], "64 lowercase hex"),
+        ([{"s3": "s3://capq-images/owners/alice/x.jpg", "sha256": SHA}], "exactly one of"),
+        ([{"url": "http://example.com/a.jpg", "sha256": SHA}], "exactly one of"),
+        ([{"url": ["http://example.com/a.jpg"]}], "url must be a string"),
+        ([{"url": f"http://example.com/{i}.jpg"} for i in range(1001)], "1,001 url items is over the 1,000-URL cap"),
+        ([{"file": "http://example.com/a.jpg"}], "unexpected keys: \\['file'\\]"),
+        (["a.jpg"], "not an object"),
+        ([], "non-empty list"),
+        ({"s3": "x"}, "non-empty list"),
+    ],
+)
 def test_api_items_refuse_anything_but_own_keys_shas_and_urls(items, needle):
     with pytest.raises(BadInput, match=needle):
         from_api_items(items, SETTINGS, "alice")
 
 
 def test_api_items_accept_own_keys_and_shas():
-    got = from_api_items([{"s3": "s3://capq-images/owners/alice/a.jpg", "meta": {"k": "v"}}, {"sha256": SHA}],
-                         SETTINGS, "alice")
+    got = from_api_items(
+        [{"s3": "s3://capq-images/owners/alice/a.jpg", "meta": {"k": "v"}}, {"sha256": SHA}], SETTINGS, "alice"
+    )
     assert [c.meta for c in got] == [{"k": "v"}, None] and got[1].sha256 == SHA
 
 

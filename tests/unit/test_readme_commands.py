@@ -1,4 +1,5 @@
 """Every command the README shows is one the CLI accepts as written; the cheap ones are run as written."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,8 @@ def _split(line: str) -> list[list[str]]:
     out = []
     for command in commands:
         if "|" in command:  # alternatives of the last word
-            head = command[:command.index("|") - 1]
-            out += [head + [word] for word in command[len(head):] if word != "|"]
+            head = command[: command.index("|") - 1]
+            out += [head + [word] for word in command[len(head) :] if word != "|"]
         else:
             out.append(command)
     return out
@@ -46,8 +47,10 @@ def readme_commands() -> tuple[list[list[str]], list[list[str]]]:
     text = README.read_text(encoding="utf-8")
     lines = [line for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()]
     spans = re.findall(r"`((?:\.venv/bin/)?capq [^`]+)`", text)
-    return ([command for line in lines for command in _split(line)],
-            [command[1:] for span in spans for command in _split(span)])
+    return (
+        [command for line in lines for command in _split(line)],
+        [command[1:] for span in spans for command in _split(span)],
+    )
 
 
 COMMANDS, INLINE = readme_commands()
@@ -100,8 +103,9 @@ def test_each_make_target_exists(target):
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "capq", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "capq", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_models_list_runs_as_written():
@@ -114,8 +118,12 @@ def test_models_list_runs_as_written():
 def test_eval_seed_runs_as_written():
     (args,) = [args for args in CAPQ if args[:2] == ["eval", "seed"]]
     # The README names the seed data beside the checkout; elsewhere it is at CAPQ_SEED_DIR.
-    args = [str(SEED_DIR / Path(a).relative_to("../shared/seed")) if a.startswith("../shared/seed") and
-            not (REPO / a).exists() else a for a in args]
+    args = [
+        str(SEED_DIR / Path(a).relative_to("../shared/seed"))
+        if a.startswith("../shared/seed") and not (REPO / a).exists()
+        else a
+        for a in args
+    ]
     done = _run(args)
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)) == {"blip", "blip2", "git", "vit_gpt2"}

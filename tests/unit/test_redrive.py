@@ -1,4 +1,5 @@
 """When a dead letter of an outage is re-driven: bounded attempts, doubling backoff, unreachable services only."""
+
 from __future__ import annotations
 
 from capq.settings import load_settings

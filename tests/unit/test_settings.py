@@ -1,4 +1,5 @@
 """Settings: every malformed variable gets a message that names it."""
+
 import pytest
 
 from capq.settings import SettingsError, load_settings
@@ -11,22 +12,25 @@ def test_defaults_work_on_the_local_stack():
     assert s.rate_limits_per_hour == {"free": 100, "plus": 300, "premium": 1000}
 
 
-@pytest.mark.parametrize("var,value,needle", [
-    ("CAPQ_REDIS_URL", "localhost:6379", "redis://"),
-    ("CAPQ_REDIS_URL", "redis://host:notaport", "port"),
-    ("CAPQ_MONGO_URL", "http://127.0.0.1:27017", "mongodb://"),
-    ("CAPQ_S3_ENDPOINT", "127.0.0.1:8333", "http://"),
-    ("CAPQ_S3_BUCKET", "Bad_Bucket", "lowercase"),
-    ("CAPQ_BATCH_SIZE", "-4", "greater than 0"),
-    ("CAPQ_BATCH_SIZE", "eight", "integer"),
-    ("CAPQ_CONNECT_TIMEOUT_S", "0", "greater than 0"),
-    ("CAPQ_DEFAULT_TIER", "gold", "unknown tier 'gold'"),
-    ("CAPQ_TIER_WEIGHTS", "premium=6,plus=3,gold=1", "unknown tier name(s) ['gold']"),
-    ("CAPQ_TIER_WEIGHTS", "premium=6,plus=3", "missing tier(s) ['free']"),
-    ("CAPQ_TIER_WEIGHTS", "premium=0,plus=0,free=0", "at least one tier"),
-    ("CAPQ_RATE_LIMITS_PER_HOUR", "free=lots,plus=1,premium=2", "not a whole number"),
-    ("CAPQ_MAX_IMAGE_BYTES", "-1", "greater than 0"),
-])
+@pytest.mark.parametrize(
+    "var,value,needle",
+    [
+        ("CAPQ_REDIS_URL", "localhost:6379", "redis://"),
+        ("CAPQ_REDIS_URL", "redis://host:notaport", "port"),
+        ("CAPQ_MONGO_URL", "http://127.0.0.1:27017", "mongodb://"),
+        ("CAPQ_S3_ENDPOINT", "127.0.0.1:8333", "http://"),
+        ("CAPQ_S3_BUCKET", "Bad_Bucket", "lowercase"),
+        ("CAPQ_BATCH_SIZE", "-4", "greater than 0"),
+        ("CAPQ_BATCH_SIZE", "eight", "integer"),
+        ("CAPQ_CONNECT_TIMEOUT_S", "0", "greater than 0"),
+        ("CAPQ_DEFAULT_TIER", "gold", "unknown tier 'gold'"),
+        ("CAPQ_TIER_WEIGHTS", "premium=6,plus=3,gold=1", "unknown tier name(s) ['gold']"),
+        ("CAPQ_TIER_WEIGHTS", "premium=6,plus=3", "missing tier(s) ['free']"),
+        ("CAPQ_TIER_WEIGHTS", "premium=0,plus=0,free=0", "at least one tier"),
+        ("CAPQ_RATE_LIMITS_PER_HOUR", "free=lots,plus=1,premium=2", "not a whole number"),
+        ("CAPQ_MAX_IMAGE_BYTES", "-1", "greater than 0"),
+    ],
+)
 def test_malformed_variable_is_named(var, value, needle):
     with pytest.raises(SettingsError) as err:
         load_settings({var: value})
@@ -44,7 +48,11 @@ def test_cli_fails_at_start_naming_the_variable():
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "capq", "stack", "status"], capture_output=True, text=True,
-                          env={"CAPQ_MONGO_URL": "nope", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "capq", "stack", "status"],
+        capture_output=True,
+        text=True,
+        env={"CAPQ_MONGO_URL": "nope", "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 2
     assert "CAPQ_MONGO_URL" in proc.stderr

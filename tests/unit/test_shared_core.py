@@ -1,4 +1,5 @@
 """The shared core (issue 13): the versioned shard message, the heartbeat key, the catalogue and the error hierarchy."""
+
 from __future__ import annotations
 
 import os
@@ -29,11 +30,14 @@ def test_a_message_sent_before_the_version_field_is_still_read(old):
     assert (message.v, message.job_id, message.model, message.shas) == (0, "job-1", "blip", SHAS)
 
 
-@pytest.mark.parametrize("bad,needle", [
-    (["job-1", "blip", "default", SHAS, 12.5, VERSION + 1], f"version {VERSION + 1}"),
-    (["job-1", "blip"], "with 2 fields"),
-    (["job-1", "blip", "default", "not-a-list"], "not a shard message"),
-])
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        (["job-1", "blip", "default", SHAS, 12.5, VERSION + 1], f"version {VERSION + 1}"),
+        (["job-1", "blip"], "with 2 fields"),
+        (["job-1", "blip", "default", "not-a-list"], "not a shard message"),
+    ],
+)
 def test_a_message_this_code_cannot_read_is_refused_with_what_to_do(bad, needle):
     with pytest.raises(BadShard, match=needle) as err:
         ShardMessage.from_args(bad)
@@ -63,7 +67,10 @@ def test_the_catalogue_names_every_model_with_its_presets_and_no_torch():
 
     assert tuple(CATALOG) == MODEL_NAMES
     assert all(row["presets"][0] == "default" for row in describe_models())
-    probe = "import sys, capq.catalog, capq.celery_app, capq.shard; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    probe = (
+        "import sys, capq.catalog, capq.celery_app, capq.shard; "
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    )
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
 
 
@@ -72,7 +79,9 @@ def test_every_package_error_is_a_capq_error():
     from producer.errors import ProducerError
     from storage.errors import NotFound, ServiceUnreachable
 
-    assert all(issubclass(e, CapqError) for e in (ProducerError, BadInput, NotFound, ServiceUnreachable, EvaluationError))
+    assert all(
+        issubclass(e, CapqError) for e in (ProducerError, BadInput, NotFound, ServiceUnreachable, EvaluationError)
+    )
     assert issubclass(MetricError, ValueError) and issubclass(BadInput, InputError)
 
 

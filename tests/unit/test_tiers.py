@@ -1,13 +1,14 @@
 """The worker's tier schedule (capq/tiers.py), driven the way kombu's Redis transport drives it, over fake queues."""
+
 from __future__ import annotations
 
 from collections import Counter, deque
 
 import pytest
 
+from capq import tiers
 from capq.names import caption_queues
 from capq.settings import load_settings
-from capq import tiers
 
 
 class FakeBroker:
@@ -33,9 +34,11 @@ class FakeBroker:
 @pytest.fixture
 def weights(monkeypatch):
     """Set the schedule's weights the way the worker does before consuming (from settings)."""
+
     def set_weights(raw: str | None = None) -> None:
         env = {} if raw is None else {"CAPQ_TIER_WEIGHTS": raw}
         monkeypatch.setattr(tiers, "WEIGHTS", dict(load_settings(env).tier_weights))
+
     return set_weights
 
 
@@ -53,7 +56,7 @@ def test_every_tier_backlogged_gets_6_3_1_in_every_ten(weights):
     served = broker.serve(_cycle(), 100)
     # I expect each run of ten to hold 6 premium, 3 plus and 1 free (plus's share measured, not only free's)
     for start in range(0, 100, 10):
-        assert Counter(served[start:start + 10]) == {"premium": 6, "plus": 3, "free": 1}, served[start:start + 10]
+        assert Counter(served[start : start + 10]) == {"premium": 6, "plus": 3, "free": 1}, served[start : start + 10]
     # and premium leads
     assert served[0] == "premium"
 

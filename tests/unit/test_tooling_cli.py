@@ -1,4 +1,5 @@
 """capq without the repository's tooling package (as in the runtime images): its commands say where they run."""
+
 from __future__ import annotations
 
 import subprocess
@@ -25,12 +26,14 @@ WITHOUT_TOOLING = textwrap.dedent("""
 
 
 def _capq_without_tooling(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", WITHOUT_TOOLING, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_TOOLING, *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
-@pytest.mark.parametrize("args", [["stack", "up"], ["demo", "--models", "blip"], ["models", "make-tiny", "x"]],
-                         ids=" ".join)
+@pytest.mark.parametrize(
+    "args", [["stack", "up"], ["demo", "--models", "blip"], ["models", "make-tiny", "x"]], ids=" ".join
+)
 def test_tooling_commands_name_the_remedy_where_tooling_is_absent(args):
     done = _capq_without_tooling(*args)
     assert done.returncode == 2, done.stderr

@@ -1,4 +1,5 @@
 """Trace ids: a caller's well-formed id is kept, anything else replaced; headers carry the id in hand."""
+
 from __future__ import annotations
 
 from capq import tracing

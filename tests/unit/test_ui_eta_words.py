@@ -1,13 +1,14 @@
 """The UI's words for the API's job ETA (producer/eta.py's shape): known, unknown with its reason, or none."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from ui.jobs_view import eta_words
 
 
 def _eta(seconds: float) -> dict:
-    at = (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat(timespec="seconds")
+    at = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="seconds")
     return {"eta_s": seconds, "eta_at": at, "per_model": [{"model": "blip", "eta_s": seconds}]}
 
 
@@ -24,7 +25,11 @@ def test_a_known_eta_reads_as_a_clock_time_and_a_rough_wait():
 
 
 def test_an_unknown_eta_gives_the_apis_reason_and_a_finished_job_none():
-    unknown = {"eta_s": None, "eta_at": None, "reason": "no git worker online with a measured throughput "
-                                                          "(in the last 300 s)", "per_model": []}
+    unknown = {
+        "eta_s": None,
+        "eta_at": None,
+        "reason": "no git worker online with a measured throughput (in the last 300 s)",
+        "per_model": [],
+    }
     assert eta_words(unknown) == "no estimate: no git worker online with a measured throughput (in the last 300 s)"
     assert eta_words(None) == ""

@@ -1,4 +1,5 @@
 """base: the Captioner contract every model adapter follows, and guarded checkpoint loading."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +7,9 @@ import logging
 import os
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 from PIL import Image
@@ -91,7 +93,9 @@ def check_model_type(model: str, checkpoint: str, config: Any, expected: Sequenc
     kind = getattr(config, "model_type", None)
     if kind not in expected:
         raise CheckpointError(
-            model, checkpoint, f"it holds a {kind!r} model, not {' or '.join(map(repr, expected))}",
+            model,
+            checkpoint,
+            f"it holds a {kind!r} model, not {' or '.join(map(repr, expected))}",
             "pick the model that matches the checkpoint (capq models list)",
         )
 
@@ -140,7 +144,7 @@ class Captioner(ABC):
     def loaded(self) -> bool:
         return self.model is not None
 
-    def load(self) -> "Captioner":
+    def load(self) -> Captioner:
         """Load weights and processors onto `device`; call once per process. Returns self."""
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {self.device!r} asked for, but torch sees no CUDA GPU; use device='cpu'")
@@ -203,7 +207,7 @@ class Captioner(ABC):
             raise ValueError(f"{self.name} takes no prompt; drop 'prompt' from the preset")
         captions: list[str] = []
         for start in range(0, len(batch), self.max_batch_size):
-            chunk = list(batch[start:start + self.max_batch_size])
+            chunk = list(batch[start : start + self.max_batch_size])
             outputs = self._generate_chunk(chunk, prompt or None, kwargs)
             if len(outputs) != len(chunk):
                 raise RuntimeError(
@@ -217,7 +221,7 @@ class Captioner(ABC):
             # Padded to a bucket so that the few captured graphs serve every batch; the copies are dropped.
             padded = chunk + [chunk[-1]] * (bucket(len(chunk)) - len(chunk))
             try:
-                return self._seeded_generate(padded, prompt, kwargs)[:len(chunk)]
+                return self._seeded_generate(padded, prompt, kwargs)[: len(chunk)]
             except Exception as exc:  # noqa: BLE001 - torch.compile and CUDA graphs fail in many ways
                 self.static_cache = False
                 # Eager decoding failing too means the request itself is at fault: it raises, and the static
@@ -227,8 +231,12 @@ class Captioner(ABC):
                 except Exception:
                     self.static_cache = True
                     raise
-                log.warning("%s: static-cache decoding failed (%s: %s); decoding eagerly from now on",
-                            self.name, type(exc).__name__, str(exc)[:300])
+                log.warning(
+                    "%s: static-cache decoding failed (%s: %s); decoding eagerly from now on",
+                    self.name,
+                    type(exc).__name__,
+                    str(exc)[:300],
+                )
                 return outputs
         return self._seeded_generate(chunk, prompt, kwargs)
 

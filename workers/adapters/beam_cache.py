@@ -1,7 +1,8 @@
 """beam_cache: key/value caches for image-conditioned beam search: image projections made once and left in place."""
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from transformers import Cache, DynamicCache, EncoderDecoderCache
@@ -28,7 +29,9 @@ def fixed_cross_attention_cache(config, self_attention: Cache | None = None) -> 
 
 
 def image_cross_attention_cache(
-    config, keys_values: Iterable[tuple[torch.Tensor, torch.Tensor]], rows_per_image: int,
+    config,
+    keys_values: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    rows_per_image: int,
     self_attention: Cache | None = None,
 ) -> FixedCrossAttentionCache:
     """A cache whose cross-attention entries are already filled, so the decoder never projects the image itself.

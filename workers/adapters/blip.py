@@ -1,4 +1,5 @@
 """blip: BLIP (BlipForConditionalGeneration), unconditional or prompt-conditioned captioning."""
+
 from __future__ import annotations
 
 import types
@@ -42,22 +43,29 @@ class BlipCaptioner(Captioner):
         input_ids[:, 0] = text.bos_token_id
         decoder = model.text_decoder
         # generate repeats each image's inputs this many times (its beams), and so must the cache.
-        rows = max(kwargs.get("num_beams") or decoder.generation_config.num_beams or 1,
-                   kwargs.get("num_return_sequences") or decoder.generation_config.num_return_sequences or 1)
-        own = self.static_caches.self_attention(decoder, kwargs, input_ids.shape[1], rows * len(batch)) \
-            if self.static_cache else None
+        rows = max(
+            kwargs.get("num_beams") or decoder.generation_config.num_beams or 1,
+            kwargs.get("num_return_sequences") or decoder.generation_config.num_return_sequences or 1,
+        )
+        own = (
+            self.static_caches.self_attention(decoder, kwargs, input_ids.shape[1], rows * len(batch))
+            if self.static_cache
+            else None
+        )
         cache = image_cross_attention_cache(decoder.config, self._cross_keys_values(image_embeds), rows, own)
         if own is not None:
             self.static_caches.pin_cross_attention(cache)
         kwargs.setdefault("cache", cache)
         out = decoder.generate(
-            input_ids=input_ids, eos_token_id=text.sep_token_id, pad_token_id=text.pad_token_id,
+            input_ids=input_ids,
+            eos_token_id=text.sep_token_id,
+            pad_token_id=text.pad_token_id,
             encoder_hidden_states=image_embeds,
             encoder_attention_mask=torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device),
             **kwargs,
         )
         # The output repeats bos + prompt; BLIP's own code strips the prompt from its captions too.
-        return self.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
+        return self.tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
 
     def _search_module(self) -> torch.nn.Module:
         return self.model.text_decoder
@@ -68,8 +76,12 @@ class BlipCaptioner(Captioner):
         for layer in self.model.text_decoder.bert.encoder.layer:
             attention = layer.crossattention.self
             shape = (*image_embeds.shape[:-1], -1, attention.attention_head_size)
-            pairs.append((attention.key(image_embeds).view(shape).transpose(1, 2),
-                          attention.value(image_embeds).view(shape).transpose(1, 2)))
+            pairs.append(
+                (
+                    attention.key(image_embeds).view(shape).transpose(1, 2),
+                    attention.value(image_embeds).view(shape).transpose(1, 2),
+                )
+            )
         return pairs
 
 

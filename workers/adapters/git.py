@@ -1,4 +1,5 @@
 """git: GIT (GitForCausalLM), image-conditioned language model captioning."""
+
 from __future__ import annotations
 
 import types
@@ -34,10 +35,12 @@ class GitCaptioner(Captioner):
         if self.static_cache:
             kwargs.setdefault("cache", self._static_cache(kwargs, len(prefix), len(batch)))
         out = self.model.generate(
-            pixel_values=self.pixels(batch), input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids), **kwargs,
+            pixel_values=self.pixels(batch),
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            **kwargs,
         )
-        return self.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
+        return self.tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
 
     def _static_cache(self, kwargs: dict[str, Any], prefix_len: int, images: int) -> Any:
         """An emptied StaticCache for this call, with room for the image tokens GIT caches ahead of the text.
@@ -61,8 +64,10 @@ class GitCaptioner(Captioner):
         if not isinstance(model.git.forward, types.MethodType) or model.git.forward.__func__ is not _decode_step:
             vars(model.git)["_full_forward"] = model.git.forward
             model.git.forward = types.MethodType(_decode_step, model.git)
-        rows = images * max(kwargs.get("num_beams") or config.num_beams or 1,
-                            kwargs.get("num_return_sequences") or config.num_return_sequences or 1)
+        rows = images * max(
+            kwargs.get("num_beams") or config.num_beams or 1,
+            kwargs.get("num_return_sequences") or config.num_return_sequences or 1,
+        )
         image_tokens = model.git.encoder.layer[0].attention.self.image_patch_tokens
         return self.static_caches.self_attention(model, kwargs, prefix_len, rows, extra_len=image_tokens)
 
@@ -71,8 +76,17 @@ def _mask_left_to_the_model(**kwargs: Any) -> None:
     """GitForCausalLM.create_masks_for_generate: no mask from generate, so GitModel makes one over image and text."""
 
 
-def _decode_step(self, input_ids=None, attention_mask=None, position_ids=None, pixel_values=None, inputs_embeds=None,
-                 cache=None, use_cache=None, **kwargs: Any):
+def _decode_step(
+    self,
+    input_ids=None,
+    attention_mask=None,
+    position_ids=None,
+    pixel_values=None,
+    inputs_embeds=None,
+    cache=None,
+    use_cache=None,
+    **kwargs: Any,
+):
     """GitModel.forward, with a decode step over a static cache that has no data-dependent branch.
 
     GitModel.forward tests `cache.get_seq_length() > 0` at every step, and a StaticCache's length is a tensor: under
@@ -81,19 +95,37 @@ def _decode_step(self, input_ids=None, attention_mask=None, position_ids=None, p
     it, so it runs GitModel's own steps for that case here: embeddings, the causal mask with every token outside the
     image block, the encoder. Everything else (the first step, with the image) goes to GitModel.forward unchanged.
     """
-    if (pixel_values is not None or inputs_embeds is not None or attention_mask is not None or position_ids is None
-            or not getattr(cache, "is_compileable", False)):
-        return self._full_forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                  pixel_values=pixel_values, inputs_embeds=inputs_embeds, cache=cache,
-                                  use_cache=use_cache, **kwargs)
+    if (
+        pixel_values is not None
+        or inputs_embeds is not None
+        or attention_mask is not None
+        or position_ids is None
+        or not getattr(cache, "is_compileable", False)
+    ):
+        return self._full_forward(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            pixel_values=pixel_values,
+            inputs_embeds=inputs_embeds,
+            cache=cache,
+            use_cache=use_cache,
+            **kwargs,
+        )
     from transformers.masking_utils import create_causal_mask
     from transformers.modeling_outputs import BaseModelOutputWithPast
 
     hidden = self.embeddings(input_ids=input_ids, position_ids=position_ids)
     # GitModel's group ids: 0 marks image tokens (attending each other both ways), -1 text; a decode step is text.
     text = torch.full(hidden.shape[:-1], -1, dtype=torch.long, device=hidden.device)
-    mask = create_causal_mask(config=self.config.get_text_config(), inputs_embeds=hidden, attention_mask=None,
-                              cache=cache, position_ids=position_ids, block_sequence_ids=text)
+    mask = create_causal_mask(
+        config=self.config.get_text_config(),
+        inputs_embeds=hidden,
+        attention_mask=None,
+        cache=cache,
+        position_ids=position_ids,
+        block_sequence_ids=text,
+    )
     kwargs = {k: v for k, v in kwargs.items() if not k.startswith("output_") and k != "return_dict"}
     out = self.encoder(hidden, attention_mask=mask, cache=cache, use_cache=use_cache, **kwargs)
     return BaseModelOutputWithPast(last_hidden_state=out.last_hidden_state, cache=out.cache)

@@ -4,16 +4,19 @@ transformers' `generate` compiles the decoder's forward with torch.compile(mode=
 CUDA graphs and replays them per step, whenever the decoder's self-attention cache is a StaticCache and the model
 runs on a GPU (`GenerationMixin._valid_auto_compile_criteria`), but in greedy search and sampling only: its beam
 search calls the model uncompiled, so for beam presets the captioner compiles the decode steps itself
-(`StaticCaches.compiled_steps`) over a cache that reorders its beams in place (`BeamStaticCache`). On a CPU the same static cache runs eagerly, which is
+(`StaticCaches.compiled_steps`) over a cache that reorders its beams in place (`BeamStaticCache`). On a CPU the same
+static cache runs eagerly, which is
 how tests/unit/test_static_decode.py checks that the token ids are those of the dynamic cache. Shapes must repeat for
 graphs to be reused: the cache is sized by the preset's length limit (not the captions'), and batches are padded
 to power-of-two buckets.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from transformers import StaticCache
@@ -66,8 +69,9 @@ class StaticCaches:
         self._buffers: dict[tuple, torch.Tensor] = {}
         self._compiled: dict[tuple, Any] = {}
 
-    def self_attention(self, decoder: Any, kwargs: dict[str, Any], input_len: int, rows: int,
-                       extra_len: int = 0) -> StaticCache:
+    def self_attention(
+        self, decoder: Any, kwargs: dict[str, Any], input_len: int, rows: int, extra_len: int = 0
+    ) -> StaticCache:
         """The decoder's self-attention cache for a generate call over `rows` rows (images x beams), emptied.
 
         `extra_len`: positions the model caches ahead of its input ids, which generate does not count (GIT's image

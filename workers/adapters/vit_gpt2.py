@@ -1,8 +1,8 @@
 """vit_gpt2: ViT encoder + GPT-2 decoder (VisionEncoderDecoderModel), unconditional captioning."""
+
 from __future__ import annotations
 
 from typing import Any
-
 
 from workers.adapters.base import Captioner, check_model_type
 from workers.adapters.beam_cache import fixed_cross_attention_cache
@@ -16,7 +16,7 @@ class VitGpt2Captioner(Captioner):
     supports_static_cache = True
 
     def _load(self) -> None:
-        from transformers import AutoConfig, AutoTokenizer, ViTImageProcessorPil, VisionEncoderDecoderModel
+        from transformers import AutoConfig, AutoTokenizer, VisionEncoderDecoderModel, ViTImageProcessorPil
 
         config = self.load_pretrained(AutoConfig.from_pretrained)
         check_model_type(self.name, self.checkpoint, config, ("vision-encoder-decoder",))
@@ -36,8 +36,10 @@ class VitGpt2Captioner(Captioner):
         decoder, config = self.model.decoder, self.model.generation_config
         own = None
         if self.static_cache:
-            rows = len(batch) * max(kwargs.get("num_beams") or config.num_beams or 1,
-                                    kwargs.get("num_return_sequences") or config.num_return_sequences or 1)
+            rows = len(batch) * max(
+                kwargs.get("num_beams") or config.num_beams or 1,
+                kwargs.get("num_return_sequences") or config.num_return_sequences or 1,
+            )
             # The decoder starts from its start token alone: one position before the first new one.
             own = self.static_caches.self_attention(decoder, {"max_length": config.max_length, **kwargs}, 1, rows)
         kwargs.setdefault("cache", fixed_cross_attention_cache(decoder.config, own))
