@@ -19,12 +19,12 @@ from tests.e2e.procs import stop
 SECONDS_PER_IMAGE = 0.1
 
 
-def _start_slow_worker(settings, seconds_per_image: float = SECONDS_PER_IMAGE) -> subprocess.Popen:
+def _start_slow_worker(settings, seconds_per_image: float = SECONDS_PER_IMAGE, batch_size: int = 8) -> subprocess.Popen:
     env = {
         **os.environ,
         **settings_env(settings),
         "CAPQ_LOG_JSON": "false",
-        "CAPQ_BATCH_SIZE": "8",
+        "CAPQ_BATCH_SIZE": str(batch_size),
         "CAPQ_TEST_SECONDS_PER_IMAGE": str(seconds_per_image),
     }
     LOG_DIR.mkdir(parents=True, exist_ok=True)

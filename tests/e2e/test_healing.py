@@ -17,6 +17,8 @@ from storage.db import Mongo
 from storage.jobs import JobStore
 from tests.conftest import free_port
 from tests.e2e.conftest import env_settings, make_job, random_images, wait_job
+from tests.e2e.procs import stop
+from tests.e2e.test_eta import _start_slow_worker
 from tooling.stack import mongo_service, redis_ready, s3_service
 from workers.deadletters import DeadLetters
 
@@ -135,11 +137,18 @@ def test_redis_restarted_empty_the_job_still_completes_exactly(settings, workers
         Mongo(s).client.drop_database(s.mongo_db)
 
 
-def test_a_cancel_stops_a_shard_in_flight_within_one_batch(settings, workers):
-    # Given a worker captioning a job of one 30-image shard, 2 images a batch
+def test_a_cancel_stops_a_shard_in_flight_within_one_batch(settings):
+    # Given a worker captioning a job of one 30-image shard, 2 images a batch, at a known 2 images/s: the cancel
+    # lands while the shard runs however slowly the `capq cancel` process starts (a tiny model could finish first)
     s, env = env_settings(settings, batch_size=2, shard_batches=15)
-    workers.start("blip", env)
-    job_id = make_job(s, random_images(30, seed=13), "blip")
+    worker = _start_slow_worker(s, seconds_per_image=0.5, batch_size=2)
+    try:
+        _cancel_in_flight(s, env, make_job(s, random_images(30, seed=13), "blip"))
+    finally:
+        stop(worker)
+
+
+def _cancel_in_flight(s, env, job_id: str) -> None:
     jobs, captions = JobStore(s), CaptionStore(s)
     _wait_done(jobs, job_id, 4)
     # If the job is cancelled with `capq cancel` while the shard runs
