@@ -16,7 +16,7 @@ from capq.settings import Settings, load_settings
 from tooling import procs
 from tooling.images import noise_jpeg
 from tooling.ports import free_port
-from tooling.stack import redis_ready
+from tooling.stack import redis_argv, redis_ready
 
 
 def make_images(folder: Path, n: int) -> int:
@@ -35,19 +35,7 @@ def private_redis(folder: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     proc = procs.spawn(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ],
+        redis_argv(port, folder),
         folder / "redis.log",
     )
     procs.wait_ready(proc, lambda: redis_ready(url), 30, "redis-server", poll_s=0.05)

@@ -17,6 +17,7 @@ from capq.settings import Settings, load_settings
 from tooling.paths import REPO, seed_dir, seed_images  # noqa: F401
 from tooling.ports import free_port  # noqa: F401
 from tooling.procs import settings_env
+from tooling.stack import redis_argv
 
 SEED_DIR = seed_dir()
 SEED_IMAGES = seed_images()
@@ -108,19 +109,7 @@ def redis_url(tmp_path_factory):
     """A private Redis: queue lengths here count only this module's messages, and no stray worker eats them."""
     port = free_port()
     proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path_factory.mktemp("redis")),
-        ],
+        redis_argv(port, tmp_path_factory.mktemp("redis")),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )

@@ -136,25 +136,31 @@ class Service:
             self.pidfile.unlink(missing_ok=True)
 
 
+def redis_argv(port: int | str, folder: Path, appendonly: bool = False) -> list[str]:
+    """redis-server on loopback at `port` with its files in `folder`: never snapshots; append-only when asked (the
+    stack's own Redis), off for the private, throwaway servers of tests and benches."""
+    return [
+        _bin("redis-server"),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--dir",
+        str(folder),
+    ]
+
+
 def redis_service(url: str, root: Path) -> Service:
     port = _port(url, 6379)
     return Service(
         "redis",
         url,
         root,
-        lambda d: [
-            _bin("redis-server"),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--dir",
-            str(d / "data"),
-        ],
+        lambda d: redis_argv(port, d / "data", appendonly=True),
         lambda: redis_ready(url),
     )
 

@@ -19,7 +19,7 @@ from tests.conftest import free_port
 from tests.e2e.conftest import env_settings, make_job, random_images, wait_job
 from tests.e2e.procs import stop
 from tests.e2e.test_eta import _start_slow_worker
-from tooling.stack import mongo_service, redis_ready, s3_service
+from tooling.stack import mongo_service, redis_argv, redis_ready, s3_service
 from workers.deadletters import DeadLetters
 
 
@@ -79,19 +79,7 @@ def private_redis(tmp_path):
         def start(self):
             port = self.url.rsplit(":", 1)[1].split("/")[0]
             self.proc = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    port,
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(tmp_path),
-                ],
+                redis_argv(port, tmp_path),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

@@ -10,7 +10,7 @@ import time
 import redis
 
 from tests.conftest import free_port, settings_env
-from tooling.stack import redis_ready
+from tooling.stack import redis_argv, redis_ready
 
 
 def _capq(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -43,19 +43,7 @@ def test_stack_up_says_so_when_it_reuses_a_redis_without_persistence(settings, t
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     server = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
+        redis_argv(port, tmp_path),
         stdout=subprocess.DEVNULL,
     )
     try:
