@@ -14,7 +14,7 @@ log = logging.getLogger("capq.exporter")
 
 
 def serve_exporter(settings: Settings, port: int, addr: str = "0.0.0.0") -> None:
-    """Serve /metrics with the core's queue collector and evaluation's newest scores until killed."""
+    """Serve /metrics with the core's queue collector, evaluation's newest scores and the capacity plan until killed."""
     # Here, not at the top: every `capq` command imports this module (through evaluation.cli).
     from prometheus_client import REGISTRY, start_http_server
 

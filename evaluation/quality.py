@@ -15,8 +15,11 @@ from capq.imaging import InvalidImage, decode_rgb
 from capq.names import MODEL_NAMES
 from capq.presets import get_preset
 from capq.settings import Settings
-from evaluation.drop import UNTESTED, drop_test, pack
+from evaluation import metrics
+from evaluation.drop import UNTESTED, doc_stats, drop_test, pack
 from evaluation.health import health_signals, hits_limit, length_limit
+from evaluation.metrics import unpaired_bootstrap
+from evaluation.run import _references, image_set_hash
 from storage.aliases import AliasStore
 from storage.blobs import ImageStore
 from storage.caption_samples import CaptionSamples
@@ -40,8 +43,6 @@ def _token_counter(checkpoint: str):
 
 
 def _sample_fields(sample: list[dict]) -> dict:
-    from evaluation.run import image_set_hash
-
     shas = [c["sha256"] for c in sample]
     return {
         "image_count": len(sample),
@@ -164,9 +165,6 @@ def measure_quality(
 
 def _reference_stats(settings: Settings, samples: dict[str, list[dict]]):
     """({arm: CorpusStats} of the arms' captions that have references, one CIDEr IDF for all arms) or {}."""
-    from evaluation import metrics
-    from evaluation.run import _references
-
     newest = {arm: {c["sha256"]: [c.get("caption") or ""] for c in reversed(sample)} for arm, sample in samples.items()}
     refs = _references(settings, sorted({sha for cands in newest.values() for sha in cands}))
     scored = {arm: {sha: c for sha, c in cands.items() if sha in refs} for arm, cands in newest.items()}
@@ -186,9 +184,6 @@ def compare_alias_arms(settings: Settings, alias: str, clip: bool = True, store:
     difference, its 95% interval, a p-value and whether it is significant (unpaired bootstrap: the alias sends each
     image to one arm, so the arms caption different images). With store=True the comparison is kept in the
     evaluation history (kind "alias"), where the exporter reads it."""
-    from evaluation.drop import doc_stats
-    from evaluation.metrics import unpaired_bootstrap
-
     arms = AliasStore(settings).get_many([alias]).get(alias)
     if arms is None:
         raise ValueError(f"no alias {alias!r}; `capq aliases list` shows them")
