@@ -9,6 +9,7 @@ from kombu import Exchange, Queue
 
 from capq.names import (
     ALIAS_COMPARE_TASK,
+    COMPARE_TASK,
     EVAL_QUEUE,
     EVAL_TASK,
     MODEL_NAMES,
@@ -87,7 +88,11 @@ def create_app(settings: Settings) -> Celery:
             Queue(q, Exchange(q), routing_key=q)
             for q in [*(q for m in MODEL_NAMES for q in caption_queues(m)), EVAL_QUEUE, TRANSLATE_QUEUE]
         ],
-        task_routes={EVAL_TASK: {"queue": EVAL_QUEUE}, TRANSLATE_TASK: {"queue": TRANSLATE_QUEUE}},
+        task_routes={
+            EVAL_TASK: {"queue": EVAL_QUEUE},
+            COMPARE_TASK: {"queue": EVAL_QUEUE},
+            TRANSLATE_TASK: {"queue": TRANSLATE_QUEUE},
+        },
         # Events feed Flower.
         worker_send_task_events=True,
         task_send_sent_event=True,

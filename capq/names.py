@@ -47,6 +47,8 @@ def tier_of_queue(queue: str) -> str | None:
 CAPTION_TASK = "capq.caption_shard"  # its message: capq.shard.ShardMessage
 ITEM_QUEUED = "queued"  # a job item waiting for its caption (storage.jobs.OPEN)
 EVAL_TASK = "capq.evaluate"
+# Issue 13: the API asks an evaluation worker for a paired comparison (GET /v1/evaluations/compare).
+COMPARE_TASK = "capq.compare"
 
 # The captioning architectures capq ships adapters for (capq.catalog holds their details).
 MODEL_NAMES = ("blip", "blip2", "git", "vit-gpt2")

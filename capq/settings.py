@@ -147,6 +147,8 @@ class Settings(BaseModel):
     # Evaluation
     eval_interval_s: int = Field(3600, gt=0)
     bootstrap_samples: int = Field(1000, gt=0)
+    # Issue 13: how long GET /v1/evaluations/compare waits for an evaluation worker's answer.
+    compare_wait_s: float = Field(120.0, gt=0)
 
     # Observability
     metrics_port: int = Field(0, ge=0, le=65535)

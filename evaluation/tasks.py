@@ -1,4 +1,4 @@
-"""tasks: the Celery task celery beat sends to evaluate one model's stored captions, and the worker that runs it."""
+"""tasks: the Celery tasks of the evaluation queue (beat's evaluations, the API's comparisons) and its worker."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import logging
 from celery import shared_task
 
 from capq.logs import setup_logging
-from capq.names import EVAL_QUEUE, EVAL_TASK
+from capq.names import COMPARE_TASK, EVAL_QUEUE, EVAL_TASK
 from capq.settings import Settings, get_settings
+from storage.comparisons import ComparisonStore
 from workers.consume import consume
 
 log = logging.getLogger("capq.eval")
@@ -42,6 +43,33 @@ def evaluate(model: str | None = None) -> dict:
     }
     log.info("evaluation of %s: %s", model or "all models", summary)
     return summary
+
+
+# Routed to capq.names.EVAL_QUEUE too: the API has no metric code, so it asks the evaluation worker (issue 13).
+@shared_task(name=COMPARE_TASK)
+def compare(request_id: str, a: str, b: str, preset: str | None = None) -> dict:
+    """Compare model A with B for GET /v1/evaluations/compare; the answer goes to ComparisonStore under
+    request_id, where the API awaits it."""
+    from evaluation.run import CompareError, compare_models
+
+    settings = get_settings()
+    store = ComparisonStore(settings)
+    if not store.waiting(request_id):
+        # The API stopped waiting (or another delivery answered): the bootstrap would go unread.
+        log.info("comparison %s of %s and %s skipped: nobody awaits it", request_id, a, b)
+        return {"skipped": request_id}
+    try:
+        result = compare_models(settings, a, b, preset)
+    except CompareError as exc:
+        store.answer(request_id, error=str(exc))
+        return {"refused": str(exc)}
+    except Exception as exc:
+        # The API can say the comparison failed at once instead of waiting out compare_wait_s.
+        store.answer(request_id, failure=f"{type(exc).__name__} on the evaluation worker (see its log)")
+        raise
+    store.answer(request_id, result=result)
+    log.info("comparison %s of %s and %s: %d image(s)", request_id, a, b, result["images"])
+    return {"compared": [a, b], "images": result["images"]}
 
 
 def serve(settings: Settings, concurrency: int = 1, loglevel: str = "INFO") -> None:

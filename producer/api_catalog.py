@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import re
+import time
+import uuid
 
 from fastapi import Depends, FastAPI, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
+from capq.names import COMPARE_TASK
 from capq.presets import PRESETS
 from capq.settings import Settings
+from capq.tracing import celery_headers
 from producer import choices, fleet
 from producer.apiauth import ApiError, Caller
 from producer.errors import BadInput
 from producer.queries import _int, plain
+from producer.submit import celery_app
 from storage.blobs import ImageStore
+from storage.comparisons import ComparisonStore
 from storage.errors import NotFound
 from storage.evaluations import EvaluationStore
 from storage.history import CaptionHistory
@@ -41,6 +48,26 @@ def thumbnail(data: bytes, px: int = THUMB_PX) -> bytes:
         out = io.BytesIO()
         img.convert("RGB").save(out, "JPEG", quality=80)
         return out.getvalue()
+
+
+async def _ask_eval_worker(settings: Settings, a: str, b: str, preset: str | None) -> dict | None:
+    """Send capq.compare to the evaluation queue and await the worker's answer in MongoDB (ComparisonStore's
+    outcome), polling without blocking the event loop; None when none came within compare_wait_s."""
+    request_id, store = uuid.uuid4().hex, ComparisonStore(settings)
+    await run_in_threadpool(store.open, request_id, a, b, preset)
+    await run_in_threadpool(
+        celery_app(settings).send_task, COMPARE_TASK, args=[request_id, a, b, preset], headers=celery_headers()
+    )
+    deadline, pause = time.monotonic() + settings.compare_wait_s, 0.05
+    while True:
+        answer = await run_in_threadpool(store.take, request_id)
+        if answer is not None:
+            return answer
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return await run_in_threadpool(store.withdraw, request_id)
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, 0.5)
 
 
 def install(app: FastAPI, settings: Settings, auth) -> None:
@@ -84,18 +111,19 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
         a, b = choices.check_model(plain("a", a)), choices.check_model(plain("b", b))
         if a == b:
             raise BadInput("a and b must be two different models")
-        try:
-            from evaluation.run import CompareError, compare_models
-        except ImportError:
+        # The metric code lives in the evaluation worker's image: the API asks it over the evaluation queue.
+        answer = await _ask_eval_worker(settings, a, b, plain("preset", preset))
+        if answer is None:
             raise ApiError(
                 503,
-                "comparison runs the metric code, which this API image lacks; run "
-                "`capq eval compare` in the worker image",
-            ) from None
-        try:
-            return await run_in_threadpool(compare_models, settings, a, b, plain("preset", preset))
-        except CompareError as exc:
-            raise ApiError(409, str(exc)) from None
+                f"no evaluation worker answered within {settings.compare_wait_s:g} s: is `capq eval worker` "
+                "running? (the comparison runs there; it may also be busy with a scheduled evaluation)",
+            )
+        if "error" in answer:
+            raise ApiError(409, answer["error"])
+        if "failure" in answer:
+            raise ApiError(500, f"the comparison failed: {answer['failure']}")
+        return answer["result"]
 
     @app.get("/v1/thumbnails", tags=["images"])
     def thumbnails(

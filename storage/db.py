@@ -97,6 +97,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("owner", ASC), ("model", ASC), ("device", ASC), ("tier", ASC), ("day", ASC)], unique=True),
         IndexModel([("day", ASC)]),
     ],
+    # Issue 13: the API's comparison requests and the evaluation worker's answers; unclaimed ones expire.
+    "compare_requests": [IndexModel([("created_at", ASC)], expireAfterSeconds=3600)],
 }
 
 

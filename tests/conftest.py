@@ -162,3 +162,20 @@ def clip_dir(tmp_path_factory):
     from tooling.tiny import make_tiny_clip
 
     return make_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+
+
+@pytest.fixture
+def eval_worker(settings):
+    """A real `capq eval worker` on the session's services, running once its heartbeat is in Redis: it answers
+    GET /v1/evaluations/compare (the API sends it capq.compare)."""
+    from tooling import procs
+    from tooling.paths import LOG_DIR
+    from tooling.workers import wait_heartbeat
+
+    env = {**os.environ, **settings_env(settings), "CAPQ_LOG_JSON": "false"}
+    proc = procs.spawn_capq(["eval", "worker"], LOG_DIR / f"eval-worker-{time.strftime('%H%M%S')}.log", env, REPO)
+    try:
+        wait_heartbeat(proc, "eval", settings.redis_url)
+        yield proc
+    finally:
+        procs.stop(proc)

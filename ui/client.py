@@ -6,6 +6,8 @@ import json
 
 import httpx
 
+COMPARE_TIMEOUT_S = 150.0  # above the API's default wait for the comparison, so its own 503 comes through
+
 
 class ApiProblem(Exception):
     """What went wrong, in words for the person at the screen; `status` is the HTTP status (None: no answer)."""
@@ -145,7 +147,10 @@ class Api:
         return self.get("/v1/evaluations", "The evaluations", model=model, limit=limit)["evaluations"]
 
     def compare(self, a: str, b: str, preset: str | None = None) -> dict:
-        return self.get("/v1/evaluations/compare", "The comparison", a=a, b=b, preset=preset)
+        params = {k: v for k, v in {"a": a, "b": b, "preset": preset}.items() if v}
+        # The API awaits an evaluation worker's answer for up to CAPQ_COMPARE_WAIT_S (120 s by default).
+        resp = self._call("GET", "/v1/evaluations/compare", "The comparison", params=params, timeout=COMPARE_TIMEOUT_S)
+        return resp.json()
 
     def translation(self) -> dict:
         return self.get("/v1/translate", "Translation")

@@ -188,7 +188,7 @@ def test_api_errors_read_as_plain_words_and_the_page_stays_usable(settings, api_
     assert missing.value.status == 404
 
 
-def test_evaluations_page_shows_the_seed_table_history_and_a_comparison(settings, api_url):
+def test_evaluations_page_shows_the_seed_table_history_and_a_comparison(settings, api_url, eval_worker):
     seed_evaluations(settings)
     key, _ = ApiKeys(settings).create("ui-eval", "premium")
     at = app(api_url, key, "Evaluations")

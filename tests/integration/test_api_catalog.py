@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from capq.names import caption_queue, heartbeat_key
+from capq.names import EVAL_QUEUE, caption_queue, heartbeat_key
 from capq.settings import load_settings
 from evaluation.references import import_file
 from evaluation.run import run_evaluation
@@ -95,7 +96,7 @@ def seed_evaluations(settings) -> None:
     run_evaluation(settings, model="blip")
 
 
-def test_evaluations_history_and_paired_compare(client, csettings):
+def test_evaluations_history_and_paired_compare(client, csettings, eval_worker):
     seed_evaluations(csettings)
     key = key_for(csettings, "vera")
     runs = client.get("/v1/evaluations", headers=key).json()["evaluations"]
@@ -112,6 +113,28 @@ def test_evaluations_history_and_paired_compare(client, csettings):
     same = client.get("/v1/evaluations/compare", params={"a": "git", "b": "git"}, headers=key)
     assert same.status_code == 400 and "two different models" in same.json()["error"]
     assert client.get("/v1/evaluations", params={"model": "dalle"}, headers=key).status_code == 400
+    # Every answer was taken: nothing waits in MongoDB for its hour to pass
+    assert mongo(csettings)["compare_requests"].count_documents({}) == 0
+
+
+def test_compare_says_why_when_no_evaluation_worker_answers(csettings, request):
+    # Given no eval worker running, and an API that waits 1 s for one (this test is about that wait)
+    flush_redis(csettings)
+    impatient = TestClient(create_app(load_settings({**settings_env(csettings), "CAPQ_COMPARE_WAIT_S": "1"})))
+    yuri = key_for(csettings, "yuri")
+    resp = impatient.get("/v1/evaluations/compare", params={"a": "git", "b": "blip"}, headers=yuri)
+    # I expect a 503 that names the missing worker; the request went to the evaluation queue, then was withdrawn
+    assert resp.status_code == 503, resp.text
+    assert resp.json()["error"].startswith("no evaluation worker answered within 1 s: is `capq eval worker` running?")
+    assert redis.Redis.from_url(csettings.redis_url).llen(EVAL_QUEUE) == 1
+    assert mongo(csettings)["compare_requests"].count_documents({}) == 0
+    # If an eval worker comes up later, it drops the stale request instead of running the bootstrap for nobody
+    worker = request.getfixturevalue("eval_worker")
+    deadline = time.monotonic() + 120  # only stops a hung test
+    while "skipped: nobody awaits it" not in Path(worker.log_path).read_text():
+        assert time.monotonic() < deadline, "the eval worker never took the stale comparison"
+        time.sleep(0.2)
+    assert mongo(csettings)["compare_requests"].count_documents({}) == 0
 
 
 def test_translation_unavailable_is_reported_never_a_job_error(client, csettings):
