@@ -12,6 +12,7 @@ from celery import Celery
 from prometheus_client import start_http_server
 
 from capq.celery_app import create_app
+from capq.errors import SetupError
 from capq.imaging import decode_budget
 from capq.logs import setup_logging
 from capq.names import caption_queues
@@ -61,7 +62,7 @@ def build_worker(
     from workers.models import MODELS, load_captioner
 
     if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; models are {', '.join(MODELS)}")
+        raise SetupError(f"unknown model {model!r}; models are {', '.join(MODELS)}")
     checkpoint = checkpoint or MODELS[model].default_checkpoint
     on_gpu = device.startswith("cuda")
     if batch_size is None:
