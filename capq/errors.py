@@ -10,6 +10,11 @@ class InputError(CapqError):
     fix."""
 
 
+class SetupError(InputError, ValueError):
+    """A process or model cannot start as asked (unknown model, bad device or dtype, no GPU for cuda): the message
+    says what to fix (exit 2). A ValueError too, as these checks always raised; a plain ValueError is a bug."""
+
+
 class Unavailable(CapqError):
     """A backing service or tool did not answer or is missing: a passing fault, or a set-up step to take."""
 

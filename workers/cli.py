@@ -43,6 +43,7 @@ def worker(
     loglevel: str = typer.Option("INFO", help="Log level."),
 ) -> None:
     """Run a Celery worker pinned to one model, draining its premium, plus and free queues."""
+    from capq.errors import SetupError
     from workers.adapters.base import CheckpointError
     from workers.runtime import run_worker
 
@@ -59,7 +60,7 @@ def worker(
             settings.metrics_port if metrics_port is None else metrics_port,
             loglevel,
         )
-    except (ValueError, CheckpointError) as exc:  # unknown model, bad device/dtype, broken checkpoint
+    except (SetupError, CheckpointError) as exc:  # unknown model, bad device/dtype, broken checkpoint (not bugs)
         Console(stderr=True).print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 

@@ -9,6 +9,7 @@ import threading
 import time
 
 import redis
+from celery import Celery
 
 from capq import tracing
 from capq.celery_app import create_app
@@ -44,10 +45,11 @@ def consume(
     pool: list[str],
     loglevel: str = "INFO",
     details: dict | None = None,
+    app: Celery | None = None,
 ) -> None:
     """Start the heartbeat (read by `capq health --service worker`; `details` such as the batch size go in it),
-    then consume `queues` until shut down."""
-    app = create_app(settings)
+    then consume `queues` until shut down, with `app` (default: a new one from settings)."""
+    app = create_app(settings) if app is None else app
     tracing.connect_celery(settings)  # issue 18: tasks log under their submission's trace id
     wid = worker_id(name)
     threading.Thread(target=_heartbeat, args=(settings, wid, details), daemon=True).start()

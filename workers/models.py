@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from capq.catalog import CATALOG, describe_models  # noqa: F401  (describe_models: re-exported)
+from capq.errors import SetupError
 from workers.adapters.base import Captioner
 from workers.adapters.blip import BlipCaptioner
 from workers.adapters.blip2 import Blip2Captioner
@@ -39,11 +40,11 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def get_spec(model: str) -> ModelSpec:
-    """The registry entry for `model`; ValueError lists the known names."""
+    """The registry entry for `model`; SetupError (a ValueError) lists the known names."""
     try:
         return MODELS[model]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown model {model!r}; known models: {sorted(MODELS)}") from None
+        raise SetupError(f"unknown model {model!r}; known models: {sorted(MODELS)}") from None
 
 
 def load_captioner(
@@ -55,7 +56,7 @@ def load_captioner(
 ) -> Captioner:
     """Build and load the captioner for `model` from `checkpoint` (hub id or folder; None: default).
 
-    Raises ValueError for an unknown model or bad arguments, CheckpointError for a checkpoint that
+    Raises SetupError (a ValueError) for an unknown model or bad arguments, CheckpointError for a checkpoint that
     cannot be read.
     """
     spec = get_spec(model)

@@ -8,8 +8,11 @@ import signal
 import time
 from pathlib import Path
 
+from celery import Celery
 from prometheus_client import start_http_server
 
+from capq.celery_app import create_app
+from capq.errors import SetupError
 from capq.imaging import decode_budget
 from capq.logs import setup_logging
 from capq.names import caption_queues
@@ -25,13 +28,21 @@ from workers.consume import consume, worker_id
 from workers.pipeline import Worker
 
 log = logging.getLogger("capq.worker")
-_current: Worker | None = None
+_APP_ATTR = "capq_worker"
 
 
-def current() -> Worker:
-    if _current is None:
+def attach(app: Celery, worker: Worker) -> None:
+    """Hand `worker` (its loaded model) to the Celery app that runs the caption task: the task reads it back from
+    its own app (worker_of(self.app)), so no process-wide global holds it."""
+    setattr(app, _APP_ATTR, worker)
+
+
+def worker_of(app: Celery) -> Worker:
+    """The Worker attached to `app`; RuntimeError in a process that loaded no model."""
+    worker = getattr(app, _APP_ATTR, None)
+    if worker is None:
         raise RuntimeError("no model loaded in this process; start workers with `capq worker --model NAME`")
-    return _current
+    return worker
 
 
 def checkpoint_identity(checkpoint: str) -> str:
@@ -51,7 +62,7 @@ def build_worker(
     from workers.models import MODELS, load_captioner
 
     if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; models are {', '.join(MODELS)}")
+        raise SetupError(f"unknown model {model!r}; models are {', '.join(MODELS)}")
     checkpoint = checkpoint or MODELS[model].default_checkpoint
     on_gpu = device.startswith("cuda")
     if batch_size is None:
@@ -118,8 +129,8 @@ def serve(
     settings: Settings, worker: Worker, concurrency: int = 1, metrics_port: int = 0, loglevel: str = "INFO"
 ) -> None:
     """Consume the worker's model queues in this process until shut down."""
-    global _current
-    _current = worker
+    app = create_app(settings)
+    attach(app, worker)
     if metrics_port:
         start_http_server(metrics_port, addr="0.0.0.0")
     # solo: the model lives in this very process; threads share it when more than one shard may run at once.
@@ -131,6 +142,7 @@ def serve(
         pool,
         loglevel,
         details={"batch_size": worker.batch_size, "device": getattr(worker.captioner, "device", None)},
+        app=app,
     )
 
 

@@ -69,7 +69,7 @@ def caption_shard(self, *message) -> dict:
         return {"dead": True}
     job_id, model, preset, shas, enqueued_at = shard.job_id, shard.model, shard.preset, shard.shas, shard.enqueued_at
     settings = get_settings()
-    w = runtime.current()
+    w = runtime.worker_of(self.app)  # attached by runtime.serve to the app running this task
     args = shard.to_args()
     job_id_var.set(job_id)
     if model != w.model:

@@ -79,6 +79,7 @@ def test_demo_stops_what_it_started_on_ctrl_c(demo_env):
     # only once every worker and the API answer, which takes each of them seconds (torch imports), so frozen
     # here it cannot reach its job: with cached tiny models it could otherwise caption all 20 images before
     # the Ctrl-C arrived, and exit 0.
+    # A plain Popen, not tooling.procs: the test plays the terminal (SIGSTOP, Ctrl-C's SIGINT, SIGCONT; stderr piped).
     proc = subprocess.Popen(
         [sys.executable, "-m", "capq", "demo", "--models", "blip,git"],
         env=demo_env,

@@ -16,6 +16,7 @@ from tests.e2e.test_demo import _alive, _capq_children, demo_env  # noqa: F401 (
 
 def test_keep_running_serves_the_ui_until_ctrl_c(demo_env):  # noqa: F811
     port = free_port()
+    # A plain Popen, not tooling.procs: the test plays the terminal (reads the URL as printed, then Ctrl-C's SIGINT).
     proc = subprocess.Popen(
         [sys.executable, "-m", "capq", "demo", "--models", "blip", "--keep-running", "--ui-port", str(port)],
         env=demo_env,

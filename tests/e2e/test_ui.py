@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
@@ -15,10 +11,12 @@ from streamlit.testing.v1 import AppTest
 
 from storage.apikeys import ApiKeys
 from tests.conftest import REPO, SEED_IMAGES, free_port, settings_env
-from tests.e2e.conftest import LOG_DIR, random_images, wait_job
+from tests.e2e.conftest import random_images, wait_job
+from tests.e2e.procs import spawn_capq
 from tests.e2e.test_eta import _start_slow_worker
 from tests.integration.test_api_catalog import seed_evaluations
 from tests.integration.test_translation import StandIn
+from tooling import procs
 from ui.client import Api, ApiProblem
 
 APP = str(REPO / "ui" / "app.py")
@@ -45,31 +43,20 @@ def api_url(settings, stand_in):
         "CAPQ_GOOGLE_TRANSLATE_ENDPOINT": stand_in.url,
         "CAPQ_FLOWER_URL": "http://127.0.0.1:5555",
     }
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = open(LOG_DIR / f"ui-api-{time.strftime('%H%M%S')}.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "capq", "api", "--port", str(port)],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = spawn_capq(env, "ui-api", "api", "--port", str(port))
     url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, open(log.name).read()[-2000:]
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "API not ready in 60 s"
-            time.sleep(0.3)
+        procs.wait_ready(proc, healthy, 60, "the API", poll_s=0.3)
         yield url
     finally:
-        proc.terminate()
-        proc.wait(20)
+        procs.stop(proc, timeout_s=20)
 
 
 def app(api_url: str, key: str, page: str) -> AppTest:
@@ -167,8 +154,7 @@ def test_jobs_page_shows_when_a_running_job_should_finish(settings, api_url, cle
         # and the finished warm-up job none
         assert at.dataframe[0].value.set_index("job").loc[warm[:12], "expected finish"] == ""
     finally:  # a warm stop would finish the slow job first; its leftovers go with clean_redis
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        procs.kill9(proc)
 
 
 def test_api_errors_read_as_plain_words_and_the_page_stays_usable(settings, api_url):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import redis
 
@@ -18,6 +19,7 @@ from storage.db import mongo
 from storage.jobs import JobStore
 from tests.conftest import REPO, settings_env
 from tests.integration.test_producer_submit import queued_shas, random_jpeg
+from tooling import procs
 
 N = 3000
 
@@ -68,15 +70,13 @@ def run_killed_then_resumed(
     client = redis.Redis.from_url(redis_url)
     client.delete(queue)
     cmd = ["submit", str(manifest), "-m", "blip", "--owner", owner]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *prefix, *cmd], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = procs.spawn_capq(cmd, tmp_path / "submit.log", env, launch=["-m", *prefix])
     while proc.poll() is None and (kill_at_shards == 0 or client.llen(queue) < kill_at_shards):
         time.sleep(0.005)
-    proc.kill()
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == -9, f"the submission finished before it was killed: {stderr}"
-    job_id = stderr.split("--job-id ")[1].split()[0]
+    procs.kill9(proc)
+    output = Path(proc.log_path).read_text()
+    assert proc.returncode == -9, f"the submission finished before it was killed: {output}"
+    job_id = output.split("--job-id ")[1].split()[0]
     before = queued_shas(redis_url, queue)
     assert 0 < len(before) < N
     done = subprocess.run(

@@ -208,14 +208,19 @@ def test_an_unknown_preset_is_refused_before_any_work():
 
 @pytest.fixture
 def task(monkeypatch):
-    """workers.tasks.caption_shard called as a plain function, over a fake worker; dead letters recorded."""
+    """workers.tasks.caption_shard called as a plain function, on an app holding a fake worker; dead letters
+    recorded."""
+    from celery import Celery
+
+    from capq.names import CAPTION_TASK
     from workers import runtime, tasks
 
     images = shades(2)
     letters: list[str] = []
-    monkeypatch.setattr(runtime, "_current", worker(images, Jobs(list(images))))
+    app = Celery("capq-test", set_as_current=False)  # the shared task binds to it; no broker is reached
+    runtime.attach(app, worker(images, Jobs(list(images))))
     monkeypatch.setattr(tasks, "_dead_letter", lambda task, args, error: letters.append(error))
-    return tasks.caption_shard, list(images), letters
+    return app.tasks[CAPTION_TASK], list(images), letters
 
 
 def test_an_unknown_preset_is_dead_lettered_as_permanent(task):

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
-from capq.errors import InputError
+from capq.errors import InputError, SetupError
 from capq.presets import POSTPROCESSORS, apply_postprocess
 from workers.adapters.static_cache import StaticCaches, bucket
 from workers.preprocess import DeviceStager, PixelRecipe, is_resized_uint8, stack_and_normalize, uint8_chw
@@ -120,13 +120,13 @@ class Captioner(ABC):
 
     def __init__(self, checkpoint: str, device: str = "cpu", dtype: str = "fp32", max_batch_size: int = 8):
         if not isinstance(checkpoint, (str, os.PathLike)) or not str(checkpoint).strip():
-            raise ValueError(f"checkpoint must be a hub id or a folder, got {checkpoint!r}")
+            raise SetupError(f"checkpoint must be a hub id or a folder, got {checkpoint!r}")
         if not isinstance(device, str) or not _DEVICE.fullmatch(device):
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+            raise SetupError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
         if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+            raise SetupError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or max_batch_size <= 0:
-            raise ValueError(f"max_batch_size must be an integer greater than 0, got {max_batch_size!r}")
+            raise SetupError(f"max_batch_size must be an integer greater than 0, got {max_batch_size!r}")
         self.checkpoint = str(checkpoint)
         self.device = device
         self.dtype = dtype
@@ -147,7 +147,7 @@ class Captioner(ABC):
     def load(self) -> Captioner:
         """Load weights and processors onto `device`; call once per process. Returns self."""
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device {self.device!r} asked for, but torch sees no CUDA GPU; use device='cpu'")
+            raise SetupError(f"device {self.device!r} asked for, but torch sees no CUDA GPU; use device='cpu'")
         self._load()
         self.model.to(self.device).eval()
         self._use_tensor_preprocess()
