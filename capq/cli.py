@@ -7,6 +7,7 @@ import sys
 import typer
 from rich.console import Console
 
+from capq.errors import CapqError, InputError
 from capq.settings import SettingsError
 
 app = typer.Typer(
@@ -66,13 +67,11 @@ _register_packages()
 
 
 def main() -> None:
-    from storage.errors import StorageError
-
     try:
         app()
     except SettingsError as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(2)
-    except StorageError as exc:
+    except CapqError as exc:  # a deliberate error no command handled: storage's (a service down, a thing missing)
         console.print(f"[red]error:[/red] {exc}")
-        sys.exit(1)
+        sys.exit(2 if isinstance(exc, InputError) else 1)
