@@ -1,4 +1,4 @@
-"""tasks: the Celery task celery beat sends to evaluate one model's stored captions, and the worker that runs it."""
+"""tasks: the Celery task celery beat sends to evaluate one model's stored captions (`capq eval worker` runs it)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import logging
 
 from celery import shared_task
 
-from capq.logs import setup_logging
-from capq.names import EVAL_QUEUE, EVAL_TASK
-from capq.settings import Settings, get_settings
-from workers.consume import consume
+from capq.names import EVAL_TASK
+from capq.settings import get_settings
 
 log = logging.getLogger("capq.eval")
 
@@ -42,11 +40,3 @@ def evaluate(model: str | None = None) -> dict:
     }
     log.info("evaluation of %s: %s", model or "all models", summary)
     return summary
-
-
-def serve(settings: Settings, concurrency: int = 1, loglevel: str = "INFO") -> None:
-    """Consume the evaluation queue in this process until shut down (`capq eval worker`)."""
-    setup_logging(settings.log_json)
-    # Each evaluation is CPU-bound Python plus a JVM: separate processes, not threads, when running several.
-    pool = ["--pool", "solo"] if concurrency == 1 else ["--pool", "prefork", "--concurrency", str(concurrency)]
-    consume(settings, "eval", [EVAL_QUEUE], pool, loglevel)
