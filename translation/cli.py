@@ -24,8 +24,9 @@ def text(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Translate text through the configured chain (cache, memory, detection, providers)."""
-    from translation.results import check_lang, translator
+    from translation.results import check_lang
     from translation.service import TranslationUnavailable
+    from translation.tasks import translator  # the worker's chain, the offline provider included
 
     settings = get_settings()
     try:
