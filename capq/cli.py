@@ -30,6 +30,7 @@ def _register_packages() -> None:
         "evaluation.cli",
         "producer.cli_export",
         "translation.cli",
+        "workers.hosts",  # adds `worker` to the eval and translate groups above
         "ui.cli",
         "tooling.cli",
     ):

@@ -235,17 +235,6 @@ def eval_seed(
     )
 
 
-@eval_app.command("worker")
-def eval_worker(
-    concurrency: int = typer.Option(1, min=1, help="Evaluations at once (each uses a CPU and a JVM)."),
-    loglevel: str = typer.Option("INFO", help="Log level."),
-) -> None:
-    """Run the evaluation worker: a Celery worker on the capq.eval queue, fed by celery beat and `eval` tasks."""
-    from evaluation.tasks import serve
-
-    serve(get_settings(), concurrency, loglevel)
-
-
 def register(app: typer.Typer) -> None:
     quality_cli.register(eval_app)  # issue 18
     app.add_typer(refs_app, name="refs")

@@ -18,12 +18,16 @@ def serve_exporter(settings: Settings, port: int, addr: str = "0.0.0.0") -> None
     # Here, not at the top: every `capq` command imports this module (through evaluation.cli).
     from prometheus_client import REGISTRY, start_http_server
 
+    from capq.capacity import CapacityCollector
     from capq.queue_metrics import QueueCollector
     from evaluation.score_metrics import score_families
-    from producer.capacity import CapacityCollector
+    from storage.throughput import Throughput
 
     REGISTRY.register(QueueCollector(settings, lambda: score_families(settings)))
-    REGISTRY.register(CapacityCollector(settings))  # issue 18: capacity planning gauges
+    # Issue 18: capacity planning gauges. MongoDB is reached at scrape time, where the collector answers without it.
+    REGISTRY.register(
+        CapacityCollector(settings, lambda models, window_s: Throughput(settings).arrivals(models, window_s))
+    )
     start_http_server(port, addr=addr)
     log.info("exporter on :%s/metrics", port)
     while True:

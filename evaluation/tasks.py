@@ -1,4 +1,4 @@
-"""tasks: the Celery tasks of the evaluation queue (beat's evaluations, the API's comparisons) and its worker."""
+"""tasks: the evaluation queue's Celery tasks (beat's evaluations, the API's comparisons), run by `capq eval worker`."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ import logging
 
 from celery import shared_task
 
-from capq.logs import setup_logging
-from capq.names import COMPARE_TASK, EVAL_QUEUE, EVAL_TASK
-from capq.settings import Settings, get_settings
+from capq.names import COMPARE_TASK, EVAL_TASK
+from capq.settings import get_settings
 from storage.comparisons import ComparisonStore
-from workers.consume import consume
 
 log = logging.getLogger("capq.eval")
 
@@ -70,11 +68,3 @@ def compare(request_id: str, a: str, b: str, preset: str | None = None) -> dict:
     store.answer(request_id, result=result)
     log.info("comparison %s of %s and %s: %d image(s)", request_id, a, b, result["images"])
     return {"compared": [a, b], "images": result["images"]}
-
-
-def serve(settings: Settings, concurrency: int = 1, loglevel: str = "INFO") -> None:
-    """Consume the evaluation queue in this process until shut down (`capq eval worker`)."""
-    setup_logging(settings.log_json)
-    # Each evaluation is CPU-bound Python plus a JVM: separate processes, not threads, when running several.
-    pool = ["--pool", "solo"] if concurrency == 1 else ["--pool", "prefork", "--concurrency", str(concurrency)]
-    consume(settings, "eval", [EVAL_QUEUE], pool, loglevel)

@@ -17,6 +17,7 @@ def install(app: FastAPI, settings: Settings, auth) -> None:
     async def capacity(caller: Caller = Depends(admin)) -> dict:
         """Per model: measured images/s per worker, arrivals, backlog, the workers needed to take every queued image
         within CAPQ_CAPACITY_TARGET_AGE_S, and the seconds to drain the backlog now (null: never) and with them."""
-        from producer.capacity import plan
+        from capq.capacity import plan
+        from storage.throughput import Throughput
 
-        return await run_in_threadpool(plan, settings)
+        return await run_in_threadpool(lambda: plan(settings, Throughput(settings).arrivals))

@@ -25,10 +25,11 @@ def capacity_cmd(
     """Per model: measured images/s of one worker, images arriving per second, backlog, and the workers needed to
     take every queued image within CAPQ_CAPACITY_TARGET_AGE_S (at most CAPQ_CAPACITY_MAX_UTILIZATION busy), with
     the time to drain the backlog now and with that many workers."""
-    from producer.capacity import plan
+    from capq.capacity import plan
+    from storage.throughput import Throughput
 
     settings = get_settings()
-    result = plan(settings, [model] if model else None)
+    result = plan(settings, Throughput(settings).arrivals, [model] if model else None)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

@@ -1,4 +1,4 @@
-"""cli: `capq translate worker|text|history`, added to the capq command by register()."""
+"""cli: `capq translate text|history`, added to the capq command by register() (`worker`: workers.hosts)."""
 
 from __future__ import annotations
 
@@ -17,29 +17,6 @@ out = Console()
 err = Console(stderr=True)
 
 
-@translate_app.command("worker")
-def worker(
-    concurrency: int | None = typer.Option(
-        None, min=1, help="Translations in flight (threads; providers are I/O); default CAPQ_TRANSLATE_CONCURRENCY."
-    ),
-    loglevel: str = typer.Option("INFO"),
-) -> None:
-    """Consume the capq.translate queue: captions of jobs submitted with --translate."""
-    from capq.logs import setup_logging
-    from capq.names import TRANSLATE_QUEUE
-    from workers.consume import consume
-
-    settings = get_settings()
-    setup_logging(settings.log_json)
-    if not settings.translate_chain:
-        err.print(
-            "[yellow]warning:[/yellow] CAPQ_TRANSLATE_PROVIDERS is empty: every translation will be "
-            "reported unavailable (captions are not affected)"
-        )
-    threads = concurrency or settings.translate_concurrency
-    consume(settings, "translate", [TRANSLATE_QUEUE], ["--pool", "threads", "--concurrency", str(threads)], loglevel)
-
-
 @translate_app.command("text")
 def text(
     texts: list[str] = typer.Argument(..., help="Text(s) to translate."),
@@ -47,8 +24,9 @@ def text(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Translate text through the configured chain (cache, memory, detection, providers)."""
-    from translation.results import check_lang, translator
+    from translation.results import check_lang
     from translation.service import TranslationUnavailable
+    from translation.tasks import translator  # the worker's chain, the offline provider included
 
     settings = get_settings()
     try:

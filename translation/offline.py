@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from capq.settings import Settings
 from translation.providers import Provider, ProviderError
 
 
@@ -54,3 +55,8 @@ class MarianProvider(Provider):
         with torch.inference_mode():
             ids = model.generate(**batch, max_new_tokens=self.max_new_tokens, num_beams=1)
         return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+def build(settings: Settings) -> MarianProvider:
+    """The offline provider of CAPQ_TRANSLATE_OFFLINE_MODEL, for translation.service.Translator's `builders`."""
+    return MarianProvider(settings.translate_offline_model)

@@ -16,7 +16,8 @@ log = logging.getLogger("capq.translate")
 
 @functools.cache
 def translator(settings: Settings) -> Translator:
-    """One per process and settings: providers (an offline model) load once."""
+    """One per process and settings, for on-demand translation (the API, the producer's CLI): remote providers only,
+    built once; the offline model is the translation worker's (translation.tasks.translator)."""
     return Translator(settings)
 
 

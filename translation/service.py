@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 import redis
@@ -41,20 +42,11 @@ class Translation:
         return asdict(self)
 
 
-def build_provider(name: str, settings: Settings) -> Provider:
-    """The named provider, configured from settings; ProviderError says which setting is missing."""
-    if name == "google":
-        return GoogleTranslate(settings)
-    if name == "azure":
-        return AzureTranslator(settings)
-    if name == "aws":
-        return AwsTranslate(settings)
-    if name == "offline":
-        # Imported here: only a translation worker's image has torch; the API names remote providers only.
-        from translation.offline import MarianProvider
-
-        return MarianProvider(settings.translate_offline_model)
-    raise ProviderError(f"unknown translation provider {name!r}")
+Builder = Callable[[Settings], Provider]
+# The remote providers, which every process may build. The offline (Marian) provider loads torch: only a process
+# whose image may have it passes its builder (translation.tasks, for the translation worker and `capq translate
+# text`); elsewhere (the API, the producer's CLI) the chain skips it.
+BUILDERS: dict[str, Builder] = {"google": GoogleTranslate, "azure": AzureTranslator, "aws": AwsTranslate}
 
 
 def detect_language(text: str) -> str | None:
@@ -69,12 +61,25 @@ def same_language(lang: str | None, target: str) -> bool:
 
 
 class Translator:
-    """One per process: providers are built on first use and kept (an offline model loads once)."""
+    """One per process: providers are built on first use and kept (an offline model loads once). `builders` add
+    to BUILDERS; a provider of CAPQ_TRANSLATE_PROVIDERS that none builds is left out of this process's chain."""
 
-    def __init__(self, settings: Settings, providers: list[Provider] | None = None):
+    def __init__(
+        self, settings: Settings, providers: list[Provider] | None = None, builders: Mapping[str, Builder] | None = None
+    ):
         self.settings = settings
-        self.chain = settings.translate_chain if providers is None else [p.name for p in providers]
+        self.builders = {**BUILDERS, **(builders or {})}
+        chain = settings.translate_chain if providers is None else [p.name for p in providers]
         self._providers: dict[str, Provider] = {p.name: p for p in providers or []}
+        self.chain = [n for n in chain if n in self._providers or n in self.builders]
+        self.skipped = [n for n in chain if n not in self.chain]
+        if self.skipped:
+            log.info(
+                "translation provider(s) %s skipped in this process: only the translation worker builds them "
+                "(its image has torch); on-demand translation here uses %s",
+                ", ".join(self.skipped),
+                ", ".join(self.chain) or "the translation memory only",
+            )
         self.memory = TranslationMemory(settings)
         self.redis = redis.Redis.from_url(
             settings.redis_url,
@@ -88,7 +93,7 @@ class Translator:
 
     def _provider(self, name: str) -> Provider:
         if name not in self._providers:
-            self._providers[name] = build_provider(name, self.settings)
+            self._providers[name] = self.builders[name](self.settings)
         return self._providers[name]
 
     def _cached(self, shas: list[str], target: str) -> dict[str, dict]:
@@ -167,7 +172,11 @@ class Translator:
         self._cache(remembered + fresh)
         left = [t for t in send if t not in out]
         if left:
-            reason = "; ".join(failures) or "no translation provider is configured (set CAPQ_TRANSLATE_PROVIDERS)"
+            reason = "; ".join(failures) or (
+                f"{', '.join(self.skipped)}: runs in the translation worker only, not in this process"
+                if self.skipped
+                else "no translation provider is configured (set CAPQ_TRANSLATE_PROVIDERS)"
+            )
             raise TranslationUnavailable(f"{len(left)} text(s) not translated into {target}: {reason}", out)
         return out
 

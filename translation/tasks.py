@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from celery import shared_task
 
 from capq.names import TRANSLATE_TASK
-from capq.settings import get_settings
+from capq.settings import Settings, get_settings
 from storage.translations import ResultTexts
-from translation.results import translator
-from translation.service import TranslationUnavailable
+from translation import offline
+from translation.service import TranslationUnavailable, Translator
 
 log = logging.getLogger("capq.translate")
+
+
+@functools.cache
+def translator(settings: Settings) -> Translator:
+    """The translation worker's, one per process and settings: only this side builds the offline (Marian) provider,
+    whose torch the worker image has (the API's, translation.results.translator, skips it)."""
+    return Translator(settings, builders={"offline": offline.build})
 
 
 @shared_task(name=TRANSLATE_TASK, ignore_result=True)

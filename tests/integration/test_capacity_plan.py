@@ -15,12 +15,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from capq import throughput
+from capq.capacity import CapacityCollector, plan
 from capq.names import WORKER_HEARTBEAT_KEY
 from capq.settings import load_settings
 from producer.api import create_app
-from producer.capacity import CapacityCollector, plan
 from producer.keys_admin import create_key
 from storage.db import mongo
+from storage.throughput import Throughput
 from tests.conftest import REPO, flush_redis, settings_env
 from tests.e2e.conftest import make_job, random_images
 
@@ -49,13 +50,13 @@ def test_the_plan_follows_queued_work_arrivals_and_measured_throughput(capsettin
     throughput.record(capsettings, "vit-gpt2", "vit-gpt2@h:2", 30, 10.0)
     redis.Redis.from_url(capsettings.redis_url).set(WORKER_HEARTBEAT_KEY + "vit-gpt2@h:1", "1", ex=60)
     # I expect: needed = ceil((0.4 + 40/10) / 2.5) = 2; drain with 1 worker 40 / (2.5 - 0.4), with 2 40 / (5 - 0.4)
-    row = next(r for r in plan(capsettings)["models"] if r["model"] == "vit-gpt2")
+    row = next(r for r in plan(capsettings, Throughput(capsettings).arrivals)["models"] if r["model"] == "vit-gpt2")
     assert (row["backlog_images"], row["arrival_images_per_s"], row["per_worker_images_per_s"]) == (40, 0.4, 2.5)
     assert row["workers_online"] == 1 and row["workers_needed"] == 2
     assert row["drain_s"] == pytest.approx(19.0, abs=0.1) and row["drain_s_with_needed"] == pytest.approx(8.7, abs=0.1)
     assert row["oldest_age_s"] >= 0
     # and git, with nothing queued or arriving, needs none
-    git = next(r for r in plan(capsettings)["models"] if r["model"] == "git")
+    git = next(r for r in plan(capsettings, Throughput(capsettings).arrivals)["models"] if r["model"] == "git")
     assert git["workers_needed"] == 0 and git["backlog_images"] == 0
 
     # the same from `capq capacity --json`
@@ -82,7 +83,7 @@ def test_the_plan_follows_queued_work_arrivals_and_measured_throughput(capsettin
 
     # and as the exporter's gauges
     reg = CollectorRegistry()
-    reg.register(CapacityCollector(capsettings))
+    reg.register(CapacityCollector(capsettings, Throughput(capsettings).arrivals))
     samples = {
         (s.name, s.labels.get("model")): s.value
         for f in text_string_to_metric_families(generate_latest(reg).decode())

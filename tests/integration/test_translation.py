@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,10 +15,11 @@ import pytest
 
 from capq.settings import load_settings
 from storage.translations import TranslationMemory
-from tests.conftest import flush_redis, settings_env
+from tests.conftest import REPO, flush_redis, settings_env
 from translation.providers import AwsTranslate, AzureTranslator, GoogleTranslate, ProviderError
 from translation.results import with_translations
 from translation.service import TranslationUnavailable, Translator, text_sha
+from translation.tasks import translator as worker_translator
 
 
 class StandIn:
@@ -207,12 +211,43 @@ def test_offline_marian_provider_with_a_tiny_model(settings, tmp_path_factory):
         {**settings_env(settings), "CAPQ_TRANSLATE_PROVIDERS": "offline", "CAPQ_TRANSLATE_OFFLINE_MODEL": str(folder)}
     )
     texts = [caption(), caption()]
-    found = Translator(s).translate(texts, "vi")
+    found = worker_translator(s).translate(texts, "vi")  # the translation worker's chain builds the offline provider
     assert all(found[t].provider == "offline" and isinstance(found[t].translation, str) for t in texts)
     # Random weights: the words mean nothing, but the same input gives the same output
     from translation.offline import MarianProvider
 
     assert MarianProvider(str(folder)).translate(texts[:1], "vi") == [found[texts[0]].translation]
+
+
+API_TRANSLATES = """
+import json, logging, sys
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+import producer.api  # noqa: F401 - the API process's modules
+from capq.settings import get_settings
+from translation.results import translator
+
+text = sys.argv[1]
+found = translator(get_settings()).translate([text], "vi")[text]
+heavy = sorted({"torch", "transformers", "translation.offline"} & set(sys.modules))
+print(json.dumps({"provider": found.provider, "translation": found.translation, "loaded": heavy}))
+"""
+
+
+def test_the_api_skips_the_offline_provider_without_loading_torch_and_falls_through(settings, stand_in):
+    # Given a chain that names the offline (Marian) provider first, the API process's translator
+    env = {**os.environ, **settings_env(tsettings(settings, stand_in, "offline,google"))}
+    text = caption()
+    run = subprocess.run(
+        [sys.executable, "-c", API_TRANSLATES, text], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    # translates through the next provider, says once that it skipped offline, and never imports torch or Marian
+    assert json.loads(run.stdout) == {"provider": "google", "translation": f"[vi] {text}", "loaded": []}
+    assert run.stderr.count("offline skipped in this process") == 1, run.stderr
+    # With offline alone, on-demand translation says where it runs
+    alone = tsettings(settings, stand_in, "offline")
+    with pytest.raises(TranslationUnavailable, match="offline: runs in the translation worker only"):
+        Translator(alone).translate([caption()], "vi")
 
 
 def test_many_texts_go_in_slices_and_a_slice_that_fails_everywhere_leaves_the_rest_translated(settings, stand_in):

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
+from capq.capacity import drain_seconds, model_plan, workers_needed
 from capq.settings import load_settings
-from producer.capacity import drain_seconds, model_plan, workers_needed
 
 
 def test_workers_keep_up_with_arrivals_with_headroom():

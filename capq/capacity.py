@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from prometheus_client.core import GaugeMetricFamily
 
@@ -19,9 +20,11 @@ from capq.names import MODEL_NAMES, TIERS, caption_queue, caption_queues
 from capq.queue_metrics import in_flight, read_queue, redis_client
 from capq.settings import Settings
 from capq.throughput import live_workers, worker_rates
-from storage.throughput import Throughput
 
 log = logging.getLogger("capq.exporter")
+# (models, window_s) -> {model: images submitted in the last window_s seconds}; the caller reads them from MongoDB
+# (storage.throughput.Throughput.arrivals): the core imports no storage.
+Arrivals = Callable[[list[str], int], dict[str, int]]
 
 
 def workers_needed(
@@ -94,14 +97,14 @@ def model_plan(
     }
 
 
-def plan(settings: Settings, models: list[str] | None = None) -> dict:
+def plan(settings: Settings, arrivals_of: Arrivals, models: list[str] | None = None) -> dict:
     """{"models": [row per model], "target_age_s", "arrival_window_s", "throughput_window_s"} from Redis (queues,
-    workers, throughput) and MongoDB (arrivals)."""
+    workers, throughput) and `arrivals_of` (MongoDB's recent submissions)."""
     models = list(models or MODEL_NAMES)
     client = redis_client(settings)
     live, now = live_workers(client), time.time()
     held = in_flight(client)
-    arrivals = Throughput(settings).arrivals(models, settings.arrival_window_s)
+    arrivals = arrivals_of(models, settings.arrival_window_s)
     rows = []
     for model in models:
         queues = [read_queue(client, caption_queue(model, t)) for t in TIERS]
@@ -131,8 +134,9 @@ def plan(settings: Settings, models: list[str] | None = None) -> dict:
 class CapacityCollector:
     """capq_capacity_* gauges per model, computed at scrape time by `capq exporter`."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, arrivals_of: Arrivals):
         self.settings = settings
+        self.arrivals_of = arrivals_of
 
     def describe(self):
         return []
@@ -149,7 +153,7 @@ class CapacityCollector:
             )
         }
         try:
-            rows = plan(self.settings)["models"]
+            rows = plan(self.settings, self.arrivals_of)["models"]
         except Exception as exc:  # noqa: BLE001 - a scrape must answer even when Redis or MongoDB does not
             log.warning("capacity unreadable: %s", exc)
             rows = []
