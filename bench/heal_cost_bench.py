@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from bench.worker_bench import bench_settings, drop, run_job, start_worker, stop
+from bench.worker_bench import bench_settings, drop, run_job, start_worker
+from tooling import procs
 from tooling.images import random_images
 
 GOAL = 0.05
@@ -28,7 +29,7 @@ def one_run(healing: bool, images: list[tuple[str, bytes]], redis_db: int) -> fl
         run_job(s, random_images(16, seed=hash(images[0][1]) % 1000, size=64), "blip")  # warm-up
         wall, _ = run_job(s, images, "blip")
     finally:
-        stop(proc)
+        procs.stop(proc, timeout_s=60)
         drop(s)
     return len(images) / wall
 

@@ -9,8 +9,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.submit_bench import private_redis
 from capq.settings import Settings, load_settings
+from tooling import procs
+from tooling.stack import spawn_redis
 
 
 @contextlib.contextmanager
@@ -23,7 +24,7 @@ def scratch(buckets: tuple[str, ...] = ("main",)) -> Iterator[tuple[Path, dict[s
     base = load_settings()
     tag = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="capq-bench-"))
-    redis_proc, redis_url = private_redis(work)
+    redis_proc, redis_url = spawn_redis(work / "redis")
     env = {
         f"CAPQ_{k.upper()}": (",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else str(v))
         for k, v in base.model_dump().items()
@@ -45,6 +46,5 @@ def scratch(buckets: tuple[str, ...] = ("main",)) -> Iterator[tuple[Path, dict[s
             Mongo(made[buckets[0]]).client.drop_database(made[buckets[0]].mongo_db)
         except Exception as exc:
             print(f"cleanup of database {made[buckets[0]].mongo_db} failed: {exc}")
-        redis_proc.terminate()
-        redis_proc.wait(10)
+        procs.stop(redis_proc, timeout_s=10)
         shutil.rmtree(work, ignore_errors=True)

@@ -17,8 +17,9 @@ from pathlib import Path
 import bson
 import redis
 
-from bench.worker_bench import bench_settings, drop, run_job, start_worker, stop
+from bench.worker_bench import bench_settings, drop, run_job, start_worker
 from storage.db import Mongo
+from tooling import procs
 from tooling.images import random_images
 from tooling.paths import TINY_DIR
 
@@ -90,7 +91,7 @@ def main() -> None:
                     flush=True,
                 )
     finally:
-        stop(proc)
+        procs.stop(proc, timeout_s=60)
         drop(s)
     first, last = marks[0], marks[-1]
     n = last["images"] - first["images"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import tempfile
 import time
 import uuid
@@ -15,8 +14,7 @@ from pathlib import Path
 from capq.settings import Settings, load_settings
 from tooling import procs
 from tooling.images import noise_jpeg
-from tooling.ports import free_port
-from tooling.stack import redis_argv, redis_ready
+from tooling.stack import spawn_redis
 
 
 def make_images(folder: Path, n: int) -> int:
@@ -28,18 +26,6 @@ def make_images(folder: Path, n: int) -> int:
         (folder / f"img-{i:05}.jpg").write_bytes(data)
         total += len(data)
     return total
-
-
-def private_redis(folder: Path) -> tuple[subprocess.Popen, str]:
-    """A throwaway Redis, so benchmark shards never reach a real worker's queue."""
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    proc = procs.spawn(
-        redis_argv(port, folder),
-        folder / "redis.log",
-    )
-    procs.wait_ready(proc, lambda: redis_ready(url), 30, "redis-server", poll_s=0.05)
-    return proc, url
 
 
 def raw_puts(settings: Settings, files: list[Path], threads: int) -> float:
@@ -80,7 +66,8 @@ def main() -> None:
     threads = args.concurrency or base.upload_concurrency
     tag = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="capq-bench-"))
-    redis_proc, redis_url = private_redis(work)
+    # A throwaway Redis, so benchmark shards never reach a real worker's queue.
+    redis_proc, redis_url = spawn_redis(work / "redis")
     env = {
         f"CAPQ_{k.upper()}": (",".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else str(v))
         for k, v in base.model_dump().items()

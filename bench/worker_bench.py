@@ -85,10 +85,6 @@ def start_worker(env: dict, argv: list[str], model: str) -> subprocess.Popen:
     return proc
 
 
-def stop(proc: subprocess.Popen) -> None:
-    procs.stop(proc, timeout_s=60)
-
-
 def run_job(s: Settings, images: list[tuple[str, bytes]], model: str) -> tuple[float, float]:
     """Record a job, then time it from enqueue to its last item; -> (wall seconds, seconds inside generate).
 
@@ -206,7 +202,7 @@ def model_runs(n_images: int, dtypes: list[str]) -> None:
                 run_job(s, images[:2], "blip")  # warm-up: first generate pays one-off costs
                 wall, model_s = run_job(s, images[2:], "blip")
             finally:
-                stop(proc)
+                procs.stop(proc, timeout_s=60)
                 drop(s)
             n = len(images) - 2
             rates[batch] = n / wall
@@ -242,7 +238,7 @@ def plumbing_runs(n_images: int, rounds: int) -> None:
             print(f"| {r + 1} | {plumbing:.0f} | {get_rate:.0f} | {ratios[-1]:.2f} |")
         write_rate = raw_write_rate(s, n_images, bulk=s.batch_size * s.shard_batches)
     finally:
-        stop(proc)
+        procs.stop(proc, timeout_s=60)
         drop(s)
     print(f"\nraw database writes alone (caption + result inserts per image): {write_rate:.0f} images/s")
     print(f"plumbing / raw GET, median of {rounds} rounds: {sorted(ratios)[len(ratios) // 2]:.2f} (goal >= 0.5)")

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import redis
 
 from capq.settings import Settings, load_settings
 
 # Re-exported: tests import REPO, free_port and settings_env from here.
 from tooling.paths import REPO, seed_dir, seed_images  # noqa: F401
 from tooling.ports import free_port  # noqa: F401
-from tooling.procs import settings_env
-from tooling.stack import redis_argv
+from tooling.procs import settings_env, stop
+from tooling.stack import spawn_redis
 
 SEED_DIR = seed_dir()
 SEED_IMAGES = seed_images()
@@ -107,22 +105,9 @@ def db(settings):
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
     """A private Redis: queue lengths here count only this module's messages, and no stray worker eats them."""
-    port = free_port()
-    proc = subprocess.Popen(
-        redis_argv(port, tmp_path_factory.mktemp("redis")),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
+    proc, url = spawn_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    stop(proc, timeout_s=10)
 
 
 def drop_scratch(s) -> None:

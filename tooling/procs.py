@@ -105,6 +105,23 @@ def wait_ready(
         time.sleep(poll_s)
 
 
+def http_ok(url: str, below: int = 300, timeout_s: float = 1.0) -> bool:
+    """Whether GET url answers with a status under `below`: a ready() for wait_ready (an API's /healthz; below=500
+    for one that answers, if with 503, while a service behind it is down)."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
+    try:
+        with opener.open(url, timeout=timeout_s) as resp:
+            return resp.status < below
+    except urllib.error.HTTPError as exc:
+        return exc.code < below
+    except (OSError, http.client.HTTPException):  # refused, reset, timed out: not up yet
+        return False
+
+
 def _pid(proc: Proc) -> int:
     return proc if isinstance(proc, int) else proc.pid
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
@@ -152,6 +153,20 @@ def redis_argv(port: int | str, folder: Path, appendonly: bool = False) -> list[
         "--dir",
         str(folder),
     ]
+
+
+def spawn_redis(folder: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A throwaway redis-server of a test's or bench's own (redis_argv: no persistence) on `port` (a free one by
+    default), its files and log (redis.log, appended: a restart on the same folder keeps the story); returns once
+    it answers, with its URL. Stop it with procs.stop, crash it with procs.kill9."""
+    from tooling.ports import free_port
+
+    port = port or free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = procs.spawn(redis_argv(port, folder), folder / "redis.log", append=True)
+    procs.wait_ready(proc, lambda: redis_ready(url), 30, f"redis-server at {url}", poll_s=0.05)
+    return proc, url
 
 
 def redis_service(url: str, root: Path) -> Service:

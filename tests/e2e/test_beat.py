@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
+from pathlib import Path
 
 from evaluation.references import import_file
 from storage.db import Mongo, mongo
-from tests.e2e.conftest import LOG_DIR, env_settings
+from tests.e2e.conftest import env_settings
+from tests.e2e.procs import spawn_capq, stop
 from tests.integration.test_evaluation import GROUND_TRUTH, add_images, add_seed_captions
-
-
-def _spawn(env: dict, name: str, *args: str) -> tuple[subprocess.Popen, object]:
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / f"{name}-{time.strftime('%H%M%S')}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "capq", *args],
-        env=env,
-        stdout=open(log_path, "wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return proc, log_path
 
 
 def test_beat_and_eval_worker_store_one_run_then_skip_unchanged(settings, clean_redis):
@@ -34,8 +21,9 @@ def test_beat_and_eval_worker_store_one_run_then_skip_unchanged(settings, clean_
     add_seed_captions(db, add_images(db))
     import_file(s, GROUND_TRUTH)
     env = {**os.environ, **env}
-    worker, worker_log = _spawn(env, "eval-worker", "eval", "worker")
-    beat, _ = _spawn(env, "beat", "beat")
+    worker = spawn_capq(env, "eval-worker", "eval", "worker")
+    beat = spawn_capq(env, "beat", "beat")
+    worker_log = Path(worker.log_path)
     try:
         # I expect one evaluation per model to land in MongoDB
         deadline = time.monotonic() + 300
@@ -55,7 +43,5 @@ def test_beat_and_eval_worker_store_one_run_then_skip_unchanged(settings, clean_
         # I expect nothing new written
         assert db["evaluations"].count_documents({}) == 4
     finally:
-        for proc in (beat, worker):
-            proc.terminate()
-            proc.wait(30)
+        stop(beat, worker)
         Mongo(s).client.drop_database(s.mongo_db)

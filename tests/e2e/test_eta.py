@@ -7,14 +7,13 @@ import subprocess
 import sys
 import time
 
-import redis
-
-from capq.names import heartbeat_key, worker_id
 from producer.queries import job_status, list_jobs
 from storage.jobs import JobStore
 from tests.conftest import REPO, settings_env
 from tests.e2e.conftest import LOG_DIR, make_job, random_images, wait_job
 from tests.e2e.procs import stop
+from tooling import procs
+from tooling.workers import wait_heartbeat
 
 SECONDS_PER_IMAGE = 0.1
 
@@ -27,22 +26,13 @@ def _start_slow_worker(settings, seconds_per_image: float = SECONDS_PER_IMAGE, b
         "CAPQ_BATCH_SIZE": str(batch_size),
         "CAPQ_TEST_SECONDS_PER_IMAGE": str(seconds_per_image),
     }
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = open(LOG_DIR / f"slow-worker-{time.strftime('%H%M%S')}.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.e2e.slow_worker"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    client = redis.Redis.from_url(settings.redis_url)
-    deadline = time.monotonic() + 120
-    while not client.exists(heartbeat_key(worker_id("blip", proc.pid))):
-        assert proc.poll() is None, f"slow worker exited: {open(log.name).read()[-2000:]}"
-        assert time.monotonic() < deadline, "slow worker never became ready"
-        time.sleep(0.2)
+    log = LOG_DIR / f"slow-worker-{time.strftime('%H%M%S')}.log"
+    proc = procs.spawn([sys.executable, "-m", "tests.e2e.slow_worker"], log, env, cwd=REPO)
+    try:
+        wait_heartbeat(proc, "blip", settings.redis_url)
+    except procs.ProcessError:
+        procs.stop(proc)
+        raise
     return proc
 
 

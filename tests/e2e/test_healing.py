@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -19,7 +20,8 @@ from tests.conftest import free_port
 from tests.e2e.conftest import env_settings, make_job, random_images, wait_job
 from tests.e2e.procs import stop
 from tests.e2e.test_eta import _start_slow_worker
-from tooling.stack import mongo_service, redis_argv, redis_ready, s3_service
+from tooling.procs import kill9
+from tooling.stack import mongo_service, s3_service, spawn_redis
 from workers.deadletters import DeadLetters
 
 
@@ -73,31 +75,19 @@ def private_redis(tmp_path):
     """A redis-server of this test's own, with no persistence (as a default install runs)."""
 
     class Server:
-        url = f"redis://127.0.0.1:{free_port()}/0"
-        proc = None
+        def __init__(self):
+            self.proc, self.url = spawn_redis(tmp_path / "redis")
 
         def start(self):
-            port = self.url.rsplit(":", 1)[1].split("/")[0]
-            self.proc = subprocess.Popen(
-                redis_argv(port, tmp_path),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            deadline = time.monotonic() + 30
-            while not redis_ready(self.url):
-                assert time.monotonic() < deadline, "private redis-server did not start"
-                time.sleep(0.1)
+            """Again on the same port, empty."""
+            self.proc, _ = spawn_redis(tmp_path / "redis", urlsplit(self.url).port)
 
         def kill9(self):
-            self.proc.kill()
-            self.proc.wait()
+            kill9(self.proc)
 
     server = Server()
-    server.start()
     yield server
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        server.proc.wait(10)
+    stop(server.proc, timeout_s=10)
 
 
 def test_redis_restarted_empty_the_job_still_completes_exactly(settings, workers, private_redis):

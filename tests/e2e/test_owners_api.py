@@ -16,36 +16,18 @@ import httpx
 import pytest
 import redis
 
-from capq.names import caption_queues, heartbeat_key, worker_id
+from capq.names import caption_queues
 from storage.apikeys import ApiKeys
 from storage.blobs import ImageStore
 from storage.db import mongo
 from tests.conftest import REPO, free_port, settings_env
+from tests.e2e.procs import spawn_capq, stop
 from tests.integration.test_owners import traces
 from tests.integration.test_producer_submit import random_jpeg
+from tooling import procs
+from tooling.workers import wait_heartbeat
 
 PRICE_PER_HOUR = 3.6  # USD per GPU-hour for blip on cpu: a cost in dollars is GPU-seconds / 1000
-
-
-def _spawn(args: list[str], env: dict, log_path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "capq", *args],
-        env=env,
-        cwd=REPO,
-        stdout=open(log_path, "wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, 15)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -63,58 +45,45 @@ def env(psettings):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def api(env, tmp_path_factory):
+def api(env):
     """`capq api` as its own process; ready when /healthz answers 200."""
     port = free_port()
-    proc = _spawn(["api", "--port", str(port)], env, tmp_path_factory.mktemp("api") / "api.log")
+    proc = spawn_capq(env, "owners-api", "api", "--port", str(port))
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, "the API process exited"
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "API not ready in 60 s"
-        time.sleep(0.2)
-    with httpx.Client(base_url=base, timeout=60) as client:
-        yield client
-    _stop(proc)
+    try:
+        procs.wait_ready(proc, lambda: procs.http_ok(f"{base}/healthz"), 60, "the API")
+        with httpx.Client(base_url=base, timeout=60) as client:
+            yield client
+    finally:
+        stop(proc, timeout_s=20)
 
 
 @pytest.fixture(scope="module")
-def worker(psettings, env, tmp_path_factory):  # noqa: F811
+def worker(psettings, env):  # noqa: F811
     """A real blip worker (tiny model) exporting Prometheus metrics; -> its metrics URL."""
     from tooling.tiny import make_tiny
 
     checkpoint = make_tiny(psettings.models_dir, ["blip"])["blip"]
     port = free_port()
     # Batches of 2: a 40-image shard takes 20 model calls, so an erasure lands while the worker is on it.
-    proc = _spawn(
-        [
-            "worker",
-            "--model",
-            "blip",
-            "--checkpoint",
-            str(checkpoint),
-            "--metrics-port",
-            str(port),
-            "--batch-size",
-            "2",
-        ],
+    proc = spawn_capq(
         env,
-        tmp_path_factory.mktemp("worker") / "worker.log",
+        "owners-worker",
+        "worker",
+        "--model",
+        "blip",
+        "--checkpoint",
+        str(checkpoint),
+        "--metrics-port",
+        str(port),
+        "--batch-size",
+        "2",
     )
-    beat = heartbeat_key(worker_id("blip", proc.pid))
-    client = redis.Redis.from_url(psettings.redis_url)
-    deadline = time.monotonic() + 120
-    while not client.exists(beat):
-        assert proc.poll() is None, "worker exited"
-        assert time.monotonic() < deadline, "worker not ready in 120 s"
-        time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}/metrics"
-    _stop(proc)
+    try:
+        wait_heartbeat(proc, "blip", psettings.redis_url)
+        yield f"http://127.0.0.1:{port}/metrics"
+    finally:
+        stop(proc, timeout_s=20)
 
 
 def key(settings, owner: str, tier: str = "premium", role: str = "user") -> dict:
@@ -314,7 +283,7 @@ def test_usage_matches_the_results_and_self_erasure_with_work_in_flight(api, wor
     assert "alice" not in {r["owner"] for r in audit["rows"]}
 
 
-def test_beat_sends_retention_and_the_eval_worker_runs_it(api, worker, psettings, env, tmp_path):  # noqa: F811
+def test_beat_sends_retention_and_the_eval_worker_runs_it(api, worker, psettings, env):  # noqa: F811
     s, db = psettings, mongo(psettings)
     # Given an image captioned in a finished job and aged past a 30-day retention, and a fresh one
     olga = key(s, "olga")
@@ -329,19 +298,18 @@ def test_beat_sends_retention_and_the_eval_worker_runs_it(api, worker, psettings
     db["job_items"].update_many({"sha256": old_sha}, {"$set": {"created_at": long_ago}})
     # If beat (retention on, every second) and an eval worker run
     retention_env = {**env, "CAPQ_RETENTION_DAYS": "30", "CAPQ_RETENTION_INTERVAL_S": "1"}
-    procs = [
-        _spawn(["eval", "worker"], retention_env, tmp_path / "eval-worker.log"),
-        _spawn(["beat"], retention_env, tmp_path / "beat.log"),
+    started = [
+        spawn_capq(retention_env, "owners-eval-worker", "eval", "worker"),
+        spawn_capq(retention_env, "owners-beat", "beat"),
     ]
     try:
         deadline = time.monotonic() + 180  # only stops a hung test
         while db["images"].count_documents({"sha256": old_sha}):
-            assert all(p.poll() is None for p in procs), "beat or the eval worker exited"
+            assert all(procs.alive(p) for p in started), "beat or the eval worker exited"
             assert time.monotonic() < deadline, "retention never ran"
             time.sleep(0.5)
     finally:
-        for proc in procs:
-            _stop(proc)
+        stop(*started, timeout_s=20)
     # I expect the old image gone with its records and bytes, the fresh one kept
     assert not ImageStore(s).exists(old_sha) and db["captions"].count_documents({"sha256": old_sha}) == 0
     assert db["job_results"].count_documents({"sha256": old_sha}) == 0

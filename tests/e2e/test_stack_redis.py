@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import redis
 
 from tests.conftest import free_port, settings_env
-from tooling.stack import redis_argv, redis_ready
+from tooling.procs import stop
+from tooling.stack import spawn_redis
 
 
 def _capq(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -40,22 +40,12 @@ def test_stack_up_starts_redis_append_only(settings, tmp_path):
 
 def test_stack_up_says_so_when_it_reuses_a_redis_without_persistence(settings, tmp_path):
     # Given a Redis already running with neither AOF nor snapshots
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    server = subprocess.Popen(
-        redis_argv(port, tmp_path),
-        stdout=subprocess.DEVNULL,
-    )
+    server, url = spawn_redis(tmp_path / "redis")
     try:
-        deadline = time.monotonic() + 30
-        while not redis_ready(url):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
         # If the stack is brought up
         proc = _capq({**settings_env(settings), "CAPQ_REDIS_URL": url, "CAPQ_HOME": str(tmp_path)}, "stack", "up")
         # I expect it to reuse that Redis and to say it has no persistence
         assert proc.returncode == 0, proc.stderr
         assert "reused" in proc.stdout and "without persistence" in proc.stdout
     finally:
-        server.terminate()
-        server.wait(10)
+        stop(server, timeout_s=10)

@@ -6,17 +6,16 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
-from capq.names import heartbeat_key, worker_id
 from producer.queries import history, results
 from storage.apikeys import ApiKeys
 from tests.conftest import REPO, SEED_IMAGES, free_port, settings_env
+from tests.e2e.procs import spawn_capq, stop
 from tests.integration.test_producer_submit import random_jpeg
+from tooling.workers import wait_heartbeat
 
 
 @pytest.fixture(scope="module")
@@ -25,35 +24,17 @@ def env(psettings):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def blip_worker(psettings, env, tmp_path_factory):  # noqa: F811
+def blip_worker(psettings, env):  # noqa: F811
     """One real worker process pinned to a tiny BLIP, ready when its heartbeat is in Redis."""
     from tooling.tiny import make_tiny
 
     checkpoint = make_tiny(psettings.models_dir, ["blip"])["blip"]
-    log = open(tmp_path_factory.mktemp("worker") / "worker.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "capq", "worker", "--model", "blip", "--checkpoint", str(checkpoint)],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    beat = heartbeat_key(worker_id("blip", proc.pid))
-    client = redis.Redis.from_url(psettings.redis_url)
+    proc = spawn_capq(env, "worker-blip", "worker", "--model", "blip", "--checkpoint", str(checkpoint))
     try:
-        deadline = time.monotonic() + 120
-        while not client.exists(beat):
-            assert proc.poll() is None, f"worker exited: {open(log.name).read()[-2000:]}"
-            assert time.monotonic() < deadline, "worker not ready in 120 s"
-            time.sleep(0.3)
+        wait_heartbeat(proc, "blip", psettings.redis_url)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout_s=20)
 
 
 def capq(env, *args, timeout=300):

@@ -9,15 +9,13 @@ import sys
 import time
 
 import pytest
-import redis
 
-from capq.names import heartbeat_key, worker_id
 from storage.db import mongo
 from storage.translations import TranslationMemory
 from tests.conftest import REPO, SEED_IMAGES, settings_env
-from tests.e2e.conftest import LOG_DIR
-from tests.e2e.procs import stop
+from tests.e2e.procs import spawn_capq, stop
 from tests.integration.test_translation import StandIn
+from tooling.workers import wait_heartbeat
 from translation.service import text_sha
 
 
@@ -38,24 +36,9 @@ def translate_worker(settings, stand_in, clean_redis):
         "CAPQ_GOOGLE_TRANSLATE_KEY": "e2e-key",
         "CAPQ_GOOGLE_TRANSLATE_ENDPOINT": stand_in.url,
     }
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = open(LOG_DIR / f"translate-{time.strftime('%H%M%S')}.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "capq", "translate", "worker", "--concurrency", "2"],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    client = redis.Redis.from_url(settings.redis_url)
-    beat = heartbeat_key(worker_id("translate", proc.pid))
+    proc = spawn_capq(env, "translate", "translate", "worker", "--concurrency", "2")
     try:
-        deadline = time.monotonic() + 120
-        while not client.exists(beat):
-            assert proc.poll() is None, f"translation worker exited: {open(log.name).read()[-2000:]}"
-            assert time.monotonic() < deadline, "translation worker not ready in 120 s"
-            time.sleep(0.3)
+        wait_heartbeat(proc, "translate", settings.redis_url)
         yield proc
     finally:
         stop(proc)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 
-import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -45,15 +44,8 @@ def api_url(settings, stand_in):
     }
     proc = spawn_capq(env, "ui-api", "api", "--port", str(port))
     url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        procs.wait_ready(proc, healthy, 60, "the API", poll_s=0.3)
+        procs.wait_ready(proc, lambda: procs.http_ok(f"{url}/healthz"), 60, "the API", poll_s=0.3)
         yield url
     finally:
         procs.stop(proc, timeout_s=20)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import redis
 
@@ -15,6 +16,8 @@ from storage.db import Mongo
 from storage.jobs import JobStore
 from tests.conftest import SEED_IMAGES, free_port
 from tests.e2e.conftest import env_settings
+from tests.e2e.procs import spawn_capq, stop
+from tooling.procs import tail
 from tooling.stack import mongo_service
 from workers.deadletters import DeadLetters
 
@@ -56,30 +59,25 @@ def test_watch_keeps_polling_through_a_mongodb_outage(settings, tmp_path):
         s, env = env_settings(settings, mongo_url=url, connect_timeout_s=1)
         Mongo(s).ensure_indexes()
         jobs, job_id = _queued_job(s, 1)
-        watcher = subprocess.Popen(
-            [sys.executable, "-m", "capq", "status", job_id, "--watch", "--json"],
-            env={**os.environ, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        watcher = spawn_capq({**os.environ, **env}, "watcher", "status", job_id, "--watch", "--json")
+        log = Path(watcher.log_path)
         try:
             time.sleep(3)
             # If MongoDB stops for a while, then comes back and the job finishes
             svc.stop()
             time.sleep(4)
-            assert watcher.poll() is None, f"the watcher gave up during the outage: {watcher.stderr.read()}"
+            assert watcher.poll() is None, f"the watcher gave up during the outage: {tail(log)}"
             svc.start()
             jobs.finish_items(
                 job_id, "test", "git", "default", [{"sha256": f"{0:064x}", "state": "done", "caption": "c"}]
             )
-            out, errs = watcher.communicate(timeout=120)
+            watcher.wait(120)
         finally:
-            if watcher.poll() is None:
-                watcher.kill()
-        # I expect the watcher to have waited it out and to report the job done
-        assert watcher.returncode == 0, errs
-        assert '"state": "done"' in out.strip().splitlines()[-1]
+            stop(watcher)
+        # I expect the watcher to have waited it out and to report the job done (its last JSON line: the log holds
+        # stderr too)
+        assert watcher.returncode == 0, tail(log)
+        assert '"state": "done"' in [line for line in log.read_text().splitlines() if line.startswith("{")][-1]
     finally:
         svc.stop()
 

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tooling import procs
+from tooling.ports import free_port
 
 # A parent that starts a grandchild (as a Celery worker starts its pool) and prints both pids; it ignores TERM
 # when told to, as a hung process would.
@@ -95,3 +96,33 @@ def test_processes_check_reports_the_child_that_died(tmp_path):
     finally:
         group.stop_all()
     assert all(p.returncode is not None for p in group.procs.values())
+
+
+def test_http_ok_tells_up_from_down_and_a_refusal_from_a_crash(tmp_path):
+    # Given a plain HTTP server (200 on /, 404 elsewhere) and a port nothing listens on
+    port, closed = free_port(), free_port()
+    server = procs.spawn([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], tmp_path / "http.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        procs.wait_ready(server, lambda: procs.http_ok(url + "/"), 60, "http.server")
+        # I expect a 404 not ok, but ok when anything under 500 will do; nothing listening: not ok
+        assert not procs.http_ok(url + "/missing") and procs.http_ok(url + "/missing", below=500)
+        assert not procs.http_ok(f"http://127.0.0.1:{closed}/")
+    finally:
+        procs.stop(server)
+
+
+def test_spawn_redis_answers_and_comes_back_empty_on_its_port_after_kill9(tmp_path):
+    import redis
+
+    from tooling.stack import spawn_redis
+
+    proc, url = spawn_redis(tmp_path / "redis")
+    try:
+        redis.Redis.from_url(url).set("k", "v")
+        procs.kill9(proc)
+        proc, again = spawn_redis(tmp_path / "redis", int(url.rsplit(":", 1)[1].split("/")[0]))
+        # A private Redis keeps nothing on disk: a restart is an empty one on the same URL
+        assert again == url and redis.Redis.from_url(url).get("k") is None
+    finally:
+        procs.stop(proc)
