@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -32,6 +33,19 @@ def demo_env(settings):
     demo_settings = load_settings(env)
     stack.down(demo_settings)  # stops only what this home started: the demo's Redis
     drop_scratch(demo_settings)
+
+
+@contextlib.contextmanager
+def ctrl_c_reaches_children():
+    """Start children as a terminal's foreground job: with Ctrl-C's SIGINT at its default. A command started in the
+    background by a non-interactive shell (`make test &`, nohup, CI runners) inherits SIGINT ignored, which Python
+    keeps, so the demo would never see the Ctrl-C (it then finished its job and exited 0, a failure seen in a fresh
+    clone). A handler set here is reset to the default when the child execs."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _alive(pid: int) -> bool:
@@ -80,13 +94,14 @@ def test_demo_stops_what_it_started_on_ctrl_c(demo_env):
     # here it cannot reach its job: with cached tiny models it could otherwise caption all 20 images before
     # the Ctrl-C arrived, and exit 0.
     # A plain Popen, not tooling.procs: the test plays the terminal (SIGSTOP, Ctrl-C's SIGINT, SIGCONT; stderr piped).
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "capq", "demo", "--models", "blip,git"],
-        env=demo_env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    with ctrl_c_reaches_children():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "capq", "demo", "--models", "blip,git"],
+            env=demo_env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
     started: list[int] = []
     try:
         deadline = time.monotonic() + 300

@@ -11,20 +11,21 @@ import time
 import httpx
 
 from tests.conftest import REPO, free_port
-from tests.e2e.test_demo import _alive, _capq_children, demo_env  # noqa: F401 (fixture)
+from tests.e2e.test_demo import _alive, _capq_children, ctrl_c_reaches_children, demo_env  # noqa: F401 (fixture)
 
 
 def test_keep_running_serves_the_ui_until_ctrl_c(demo_env):  # noqa: F811
     port = free_port()
     # A plain Popen, not tooling.procs: the test plays the terminal (reads the URL as printed, then Ctrl-C's SIGINT).
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "capq", "demo", "--models", "blip", "--keep-running", "--ui-port", str(port)],
-        env=demo_env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with ctrl_c_reaches_children():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "capq", "demo", "--models", "blip", "--keep-running", "--ui-port", str(port)],
+            env=demo_env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     started: list[int] = []
     try:
         # Given the demo has captioned the seed images, it prints the UI's URL and stays up
