@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
@@ -153,14 +152,13 @@ def clip_dir(tmp_path_factory):
 def eval_worker(settings):
     """A real `capq eval worker` on the session's services, running once its heartbeat is in Redis: it answers
     GET /v1/evaluations/compare (the API sends it capq.compare)."""
-    from tooling import procs
-    from tooling.paths import LOG_DIR
+    from tests.e2e.procs import spawn_capq
     from tooling.workers import wait_heartbeat
 
     env = {**os.environ, **settings_env(settings), "CAPQ_LOG_JSON": "false"}
-    proc = procs.spawn_capq(["eval", "worker"], LOG_DIR / f"eval-worker-{time.strftime('%H%M%S')}.log", env, REPO)
+    proc = spawn_capq(env, "eval-worker", "eval", "worker")
     try:
         wait_heartbeat(proc, "eval", settings.redis_url)
         yield proc
     finally:
-        procs.stop(proc)
+        stop(proc)

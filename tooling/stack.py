@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from capq.settings import Settings
 from tooling import procs
+from tooling.ports import free_port
 
 
 class StackError(RuntimeError):
@@ -159,8 +160,6 @@ def spawn_redis(folder: Path, port: int | None = None) -> tuple[subprocess.Popen
     """A throwaway redis-server of a test's or bench's own (redis_argv: no persistence) on `port` (a free one by
     default), its files and log (redis.log, appended: a restart on the same folder keeps the story); returns once
     it answers, with its URL. Stop it with procs.stop, crash it with procs.kill9."""
-    from tooling.ports import free_port
-
     port = port or free_port()
     url = f"redis://127.0.0.1:{port}/0"
     folder.mkdir(parents=True, exist_ok=True)
